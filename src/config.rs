@@ -1,0 +1,468 @@
+//! Everything the command line can say, its defaults, and how it is parsed.
+//!
+//! `Config` is plain data; `parse_args` turns arguments into a `Command` or a
+//! `UsageError` naming the problem. Nothing here touches a socket. The
+//! defaults below are repeated in `--help` and in the README's options table.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::connection::Limits;
+use crate::framing::Framing;
+use crate::server::MAX_LISTENERS;
+
+/// Port for the default addresses. Unassigned by IANA, easy to type.
+pub const DEFAULT_PORT: u16 = 12321;
+
+/// Longest line, terminator included, in bytes. A client that sends a longer
+/// line has every complete line before it echoed, then is disconnected with a
+/// warning. 64 KiB holds any line a person or a health check would send, and
+/// bounds what a client can make echod hold without ever ending a line.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Echoes owed to one client, in bytes, at which echod stops reading from it
+/// (backpressure); it reads again once the client has taken half of them. A
+/// client that stops reading is paused, never disconnected, and loses nothing.
+/// 1 MiB keeps a bulk sender busy through a loopback round trip while bounding
+/// a stalled reader's cost; with `max-line-bytes` it bounds a connection's
+/// buffer (see `Limits::max_buffer_bytes`).
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 1024 * 1024;
+
+/// How long echod delivers owed echoes after SIGINT or SIGTERM before it
+/// closes what is left and exits. Five seconds is well inside the ten that
+/// systemd and Kubernetes allow before they send SIGKILL.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Descriptors kept out of `max-connections` when it is derived from the
+/// open-file limit: listeners, the poll instance, the signal pipe, standard
+/// streams and the log relay, with room to spare.
+pub const RESERVED_DESCRIPTORS: u64 = 32;
+
+/// Largest accepted value for the byte limits, so buffer sizes stay far from
+/// overflow on any platform.
+const MAX_LIMIT_BYTES: usize = 1 << 30;
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// 127.0.0.1 and ::1 on this port. If the host has no IPv6, echod warns
+    /// and serves IPv4 alone.
+    Default {
+        /// The port; 0 lets the OS choose one.
+        port: u16,
+    },
+    /// Exactly these addresses; any that cannot be bound is an error.
+    Addresses(Vec<SocketAddr>),
+}
+
+/// The daemon's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listening addresses.
+    pub listen: Listen,
+    /// How the input is divided into lines.
+    pub framing: Framing,
+    /// Longest line, terminator included.
+    pub max_line_bytes: usize,
+    /// Echoes owed to one client at which reading from it pauses.
+    pub max_pending_bytes: usize,
+    /// Connections served at once; `None` derives it from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// Close a connection after this long with no bytes moving; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// How long to deliver owed echoes after a shutdown request.
+    pub shutdown_timeout: Duration,
+    /// Log level; `None` defers to `RUST_LOG`, then to `info`.
+    pub log_level: Option<LevelFilter>,
+    /// Whether `Server::run` handles SIGINT, SIGTERM and SIGUSR1. The binary
+    /// sets it; a server embedded in another program (or a test) does not.
+    pub handle_signals: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: Listen::Default { port: DEFAULT_PORT },
+            framing: Framing::Crlf,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+            max_connections: None,
+            idle_timeout: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            log_level: None,
+            handle_signals: false,
+        }
+    }
+}
+
+impl Config {
+    /// The per-connection limits this configuration sets.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            framing: self.framing,
+            max_line_bytes: self.max_line_bytes,
+            max_pending_bytes: self.max_pending_bytes,
+            // Half: far enough below the mark that a paused reader is not
+            // paused again by the next read.
+            resume_pending_bytes: self.max_pending_bytes / 2,
+        }
+    }
+}
+
+impl Listen {
+    /// The addresses to bind, in order.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        match self {
+            Listen::Default { port } => vec![
+                SocketAddr::from((Ipv4Addr::LOCALHOST, *port)),
+                SocketAddr::from((Ipv6Addr::LOCALHOST, *port)),
+            ],
+            Listen::Addresses(addresses) => addresses.clone(),
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the daemon.
+    Run(Config),
+    /// Print `USAGE` and exit.
+    Help,
+    /// Print the version and exit.
+    Version,
+}
+
+/// A command line that cannot be run, with a one-line explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+/// The `--help` text.
+pub const USAGE: &str = "\
+echod: a TCP line echo daemon. Every complete line a client sends comes back
+to it byte for byte; one thread serves thousands of clients.
+
+Usage: echod [OPTIONS]
+
+Options:
+  -l, --listen ADDR            Listen on ADDR (IP:PORT, e.g. 0.0.0.0:12321 or
+                               [::]:7). Repeatable; replaces the default
+                               addresses [default: 127.0.0.1:12321, [::1]:12321]
+  -p, --port PORT              Port for the default addresses; 0 lets the OS
+                               choose [default: 12321]
+      --framing MODE           crlf: lines end at CR LF; lf: at LF;
+                               raw: no lines, every byte echoed [default: crlf]
+      --max-line-bytes SIZE    Longest line, terminator included; a longer line
+                               closes the connection [default: 64KiB]
+      --max-pending-bytes SIZE Echoes owed to one client at which echod stops
+                               reading from it until it catches up [default: 1MiB]
+      --max-connections N      Clients served at once; more are accepted and
+                               closed [default: open-file limit - 32]
+      --idle-timeout SECS      Close connections with no traffic for SECS;
+                               0 disables [default: 0]
+      --shutdown-timeout SECS  After SIGINT/SIGTERM, time allowed to deliver
+                               owed echoes [default: 5]
+      --log-level LEVEL        off, error, warn, info, debug or trace
+                               [default: $RUST_LOG, else info]
+  -q, --quiet                  Log warnings and errors only (--log-level warn)
+  -h, --help                   Print this help and exit
+  -V, --version                Print the version and exit
+
+SIZE is a number of bytes, optionally with K, KiB, M or MiB (powers of 1024).
+SECS may have a fraction (0.5). Logs go to standard output.
+
+Signals: SIGINT or SIGTERM stops accepting, delivers owed echoes and exits;
+a second one exits at once. SIGUSR1 logs a summary.
+
+Exit status: 0 after a shutdown, 64 for a bad command line, 71 if a listening
+socket cannot be set up, 70 if the event loop fails.
+";
+
+/// Parses the arguments, program name first (as `std::env::args_os` gives
+/// them).
+///
+/// # Errors
+///
+/// A `UsageError` naming the first option or value that is wrong.
+pub fn parse_args<I>(args: I) -> Result<Command, UsageError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+
+    let mut config = Config {
+        handle_signals: true,
+        ..Config::default()
+    };
+    let mut addresses = Vec::new();
+    let mut port = None;
+    let mut parser = lexopt::Parser::from_iter(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('l') | Long("listen") => {
+                let value = string(parser.value()?, "--listen")?;
+                let address = value.parse::<SocketAddr>().map_err(|_| {
+                    UsageError(format!(
+                        "invalid --listen address '{value}': expected IP:PORT such as 127.0.0.1:12321 or [::1]:12321"
+                    ))
+                })?;
+                addresses.push(address);
+            }
+            Short('p') | Long("port") => port = Some(number::<u16>(parser.value()?, "--port")?),
+            Long("framing") => {
+                config.framing = match string(parser.value()?, "--framing")?.as_str() {
+                    "crlf" => Framing::Crlf,
+                    "lf" => Framing::Lf,
+                    "raw" => Framing::Raw,
+                    other => {
+                        return Err(UsageError(format!(
+                            "invalid --framing '{other}': expected crlf, lf or raw"
+                        )));
+                    }
+                }
+            }
+            Long("max-line-bytes") => {
+                config.max_line_bytes = size(parser.value()?, "--max-line-bytes", 2)?;
+            }
+            Long("max-pending-bytes") => {
+                config.max_pending_bytes = size(parser.value()?, "--max-pending-bytes", 1)?;
+            }
+            Long("max-connections") => {
+                let n = number::<usize>(parser.value()?, "--max-connections")?;
+                if n == 0 {
+                    return Err(UsageError(
+                        "invalid --max-connections '0': must be at least 1".into(),
+                    ));
+                }
+                config.max_connections = Some(n);
+            }
+            Long("idle-timeout") => {
+                let timeout = seconds(parser.value()?, "--idle-timeout")?;
+                config.idle_timeout = (!timeout.is_zero()).then_some(timeout);
+            }
+            Long("shutdown-timeout") => {
+                config.shutdown_timeout = seconds(parser.value()?, "--shutdown-timeout")?
+            }
+            Long("log-level") => {
+                let value = string(parser.value()?, "--log-level")?;
+                let level = value.parse::<LevelFilter>().map_err(|_| {
+                    UsageError(format!(
+                        "invalid --log-level '{value}': expected off, error, warn, info, debug or trace"
+                    ))
+                })?;
+                config.log_level = Some(level);
+            }
+            Short('q') | Long("quiet") => config.log_level = Some(LevelFilter::Warn),
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    config.listen = match (addresses.is_empty(), port) {
+        (true, port) => Listen::Default {
+            port: port.unwrap_or(DEFAULT_PORT),
+        },
+        (false, None) if addresses.len() > MAX_LISTENERS => {
+            return Err(UsageError(format!(
+                "too many --listen addresses: at most {MAX_LISTENERS}"
+            )));
+        }
+        (false, None) => Listen::Addresses(addresses),
+        (false, Some(_)) => {
+            return Err(UsageError(
+                "--port sets the port of the default addresses; with --listen, give the port in ADDR".into(),
+            ));
+        }
+    };
+    Ok(Command::Run(config))
+}
+
+fn string(value: OsString, option: &str) -> Result<String, UsageError> {
+    value.into_string().map_err(|value| {
+        UsageError(format!(
+            "invalid {option} '{}': not valid UTF-8",
+            value.to_string_lossy()
+        ))
+    })
+}
+
+fn number<T: std::str::FromStr>(value: OsString, option: &str) -> Result<T, UsageError> {
+    let value = string(value, option)?;
+    value.parse().map_err(|_| {
+        UsageError(format!(
+            "invalid {option} '{value}': expected a whole number"
+        ))
+    })
+}
+
+/// Parses a byte size such as `65536`, `64K`, `64KiB` or `1M`, at least `min`.
+fn size(value: OsString, option: &str, min: usize) -> Result<usize, UsageError> {
+    let value = string(value, option)?;
+    let invalid = |why: &str| UsageError(format!("invalid {option} '{value}': {why}"));
+    let digits_end = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (digits, unit) = value.split_at(digits_end);
+    let multiplier = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(invalid("expected bytes, optionally with K, KiB, M or MiB")),
+    };
+    let bytes = digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| invalid("expected bytes, optionally with K, KiB, M or MiB"))?;
+    if !(min..=MAX_LIMIT_BYTES).contains(&bytes) {
+        return Err(invalid(&format!(
+            "must be between {min} and {MAX_LIMIT_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Parses seconds, possibly fractional, such as `5` or `0.25`.
+fn seconds(value: OsString, option: &str) -> Result<Duration, UsageError> {
+    let value = string(value, option)?;
+    value
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|duration| *duration <= Duration::from_secs(365 * 24 * 3600))
+        .ok_or_else(|| {
+            UsageError(format!(
+                "invalid {option} '{value}': expected seconds, such as 5 or 0.5"
+            ))
+        })
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+impl From<lexopt::Error> for UsageError {
+    fn from(err: lexopt::Error) -> UsageError {
+        UsageError(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let args = std::iter::once("echod").chain(args.iter().copied());
+        match parse_args(args) {
+            Ok(Command::Run(config)) => Ok(config),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(err) => Err(err.0),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse(&[]).expect("no arguments is valid");
+        assert_eq!(config.listen, Listen::Default { port: 12321 });
+        assert_eq!(config.framing, Framing::Crlf);
+        assert_eq!(config.max_line_bytes, 65536);
+        assert_eq!(config.max_pending_bytes, 1 << 20);
+        assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
+        assert!(config.handle_signals);
+    }
+
+    #[test]
+    fn options() {
+        let config = parse(&[
+            "-l",
+            "127.0.0.1:0",
+            "--listen=[::1]:7",
+            "--framing",
+            "lf",
+            "--max-line-bytes",
+            "4KiB",
+            "--max-pending-bytes=2M",
+            "--max-connections",
+            "10",
+            "--idle-timeout",
+            "1.5",
+            "--shutdown-timeout",
+            "0",
+            "-q",
+        ])
+        .expect("valid options");
+        assert_eq!(
+            config.listen,
+            Listen::Addresses(vec![
+                "127.0.0.1:0".parse().unwrap(),
+                "[::1]:7".parse().unwrap()
+            ])
+        );
+        assert_eq!(config.framing, Framing::Lf);
+        assert_eq!(
+            (config.max_line_bytes, config.max_pending_bytes),
+            (4096, 2 << 20)
+        );
+        assert_eq!(config.max_connections, Some(10));
+        assert_eq!(config.idle_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(config.shutdown_timeout, Duration::ZERO);
+        assert_eq!(config.log_level, Some(LevelFilter::Warn));
+        assert_eq!(
+            parse(&["-p", "0"]).unwrap().listen,
+            Listen::Default { port: 0 }
+        );
+        assert_eq!(parse(&["--idle-timeout", "0"]).unwrap().idle_timeout, None);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--bogus"], "invalid option '--bogus'"),
+            (&["--port", "70000"], "invalid --port '70000'"),
+            (
+                &["--listen", "localhost"],
+                "invalid --listen address 'localhost'",
+            ),
+            (&["--framing", "cr"], "invalid --framing 'cr'"),
+            (&["--max-line-bytes", "1"], "must be between 2 and"),
+            (
+                &["--max-line-bytes", "12Q"],
+                "invalid --max-line-bytes '12Q'",
+            ),
+            (&["--max-pending-bytes", "2G"], "must be between 1 and"),
+            (&["--max-connections", "0"], "must be at least 1"),
+            (&["--idle-timeout", "-1"], "invalid --idle-timeout '-1'"),
+            (&["--log-level", "loud"], "invalid --log-level 'loud'"),
+            (&["--port"], "missing argument for option '--port'"),
+            (
+                &["-l", "127.0.0.1:1", "-p", "2"],
+                "--port sets the port of the default addresses",
+            ),
+            (&["stray"], "unexpected argument \"stray\""),
+        ];
+        for (args, expected) in cases {
+            let err = parse(args).expect_err(&format!("{args:?} should fail"));
+            assert!(
+                err.contains(expected),
+                "{args:?}: got '{err}', want '{expected}'"
+            );
+        }
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert!(matches!(parse_args(["echod", "--help"]), Ok(Command::Help)));
+        assert!(matches!(parse_args(["echod", "-V"]), Ok(Command::Version)));
+    }
+}

@@ -1,0 +1,71 @@
+//! echod: a TCP line echo daemon on a single-threaded, readiness-based event
+//! loop, written to be read.
+//!
+//! Every complete line a client sends comes back to it, byte for byte; one
+//! thread serves thousands of clients, and a client that sends half a line or
+//! stops reading never holds up another. This page introduces the model the
+//! code is built on, in the order it is best read.
+//!
+//! # 1. Readiness, not completion
+//!
+//! Every socket is non-blocking. Instead of waiting on one socket, the
+//! server asks the kernel (`epoll`, through `mio::Poll`) which of *all* its
+//! sockets are ready, and does on each only what can be done without
+//! waiting. A read that would block returns `WouldBlock` at once; that is
+//! the normal end of the work on that socket, not an error.
+//!
+//! Readiness is *edge-triggered*: the kernel reports a socket when it
+//! becomes ready, not for as long as it stays ready. So whoever stops
+//! reading before `WouldBlock` must remember to come back, because no event
+//! will remind them. echod stops early in three places (a connection over
+//! its output limit, one that used its share of a turn, a listener that
+//! accepted its share) and records each one. It saves the last `read` of a
+//! burst when the one before came back short, because `epoll(7)` says a
+//! short read on a stream socket proves the buffer drained. And since an
+//! event is only a hint, every handler tolerates one that leads nowhere.
+//!
+//! # 2. One loop, many connections
+//!
+//! `Server::run` is the loop: wait for events, handle each, tidy up.
+//! Listeners and connections are registered with a `Token`; a connection's
+//! token is its key in a `slab::Slab`, so an event leads straight to its
+//! connection. Only `server.rs` touches the poll instance.
+//!
+//! # 3. A connection is a small state machine
+//!
+//! `Connection` reads, finds complete lines (`framing`), writes them back at
+//! once, and reports which readiness it needs next: reading while open,
+//! writing too while it owes output, writing only while paused because its
+//! client is not reading its echoes. The server re-registers only when that
+//! answer changes. One connection's error closes that connection, never the
+//! server.
+//!
+//! # 4. Bounded everything
+//!
+//! A connection's bytes live in one `Buffer` (echoes owed, then the line not
+//! yet finished), borrowed from a pool only while data is in flight, so an
+//! idle connection owns no buffer. The owed output has a high-water mark
+//! (`max-pending-bytes`), the unfinished line a limit (`max-line-bytes`),
+//! the server a connection limit: memory is bounded by configuration, not by
+//! what clients do.
+//!
+//! Reading order: this page, `server`, `connection`, `buffer`, `framing`;
+//! then `config`, `listener` and `logging` for the daemon around them.
+//! `docs/ARCHITECTURE.md` has the same map with each module's invariants.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod buffer;
+pub mod config;
+pub mod connection;
+pub mod framing;
+pub mod listener;
+pub mod logging;
+pub mod server;
+pub mod summary;
+
+pub use config::{Command, Config, Listen};
+pub use framing::Framing;
+pub use server::{Server, ShutdownHandle, StartError};
+pub use summary::Summary;

@@ -1,0 +1,120 @@
+//! Listening sockets: created with `socket2` so that every option is set on
+//! purpose before the socket is handed to `mio`.
+//!
+//! Options, and why:
+//! - non-blocking and close-on-exec from the start (`SOCK_NONBLOCK`,
+//!   `SOCK_CLOEXEC`), so there is no window in which either is missing;
+//! - `SO_REUSEADDR`, so a restart is not refused while old connections sit in
+//!   TIME_WAIT;
+//! - `IPV6_V6ONLY` on IPv6 sockets, so `[::]:port` and `0.0.0.0:port` are two
+//!   independent listeners on every host, whatever the sysctl default;
+//! - `TCP_NODELAY`, which accepted sockets inherit on Linux, so that echoes
+//!   are never held back by Nagle's algorithm without a system call per
+//!   connection to say so;
+//! - a backlog of `BACKLOG` (the kernel caps it at `net.core.somaxconn`).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use log::warn;
+use mio::net::TcpListener;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Listen;
+
+/// Connections the kernel may queue, fully established, before echod accepts
+/// them. Large enough to absorb a burst of connects while one turn of the
+/// loop is busy.
+pub const BACKLOG: i32 = 1024;
+
+/// A listening socket that could not be set up.
+#[derive(Debug)]
+pub struct BindError {
+    /// The address echod tried to listen on.
+    pub address: SocketAddr,
+    /// What the system said.
+    pub source: io::Error,
+}
+
+/// Binds every address `listen` names.
+///
+/// With `Listen::Default`, an IPv6 loopback that the host does not have is
+/// skipped with a warning. With port 0, the IPv6 listener takes the port the
+/// IPv4 one was given when it can, so one number reaches both.
+///
+/// # Errors
+///
+/// The first address that cannot be bound (in use, not permitted, not
+/// available); listeners bound before it are closed.
+pub fn bind_all(listen: &Listen) -> Result<Vec<TcpListener>, BindError> {
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    for mut address in listen.addresses() {
+        let defaults = matches!(listen, Listen::Default { .. });
+        if defaults && address.port() == 0 {
+            if let Some(first) = listeners.first().and_then(|l| l.local_addr().ok()) {
+                address.set_port(first.port());
+            }
+        }
+        let bound = bind(address).or_else(|err| match err.kind() {
+            io::ErrorKind::AddrInUse if defaults && listen_port(listen) == 0 => {
+                bind(SocketAddr::new(address.ip(), 0))
+            }
+            _ => Err(err),
+        });
+        match bound {
+            Ok(listener) => listeners.push(listener),
+            Err(err) if defaults && address.is_ipv6() && ipv6_unavailable(&err) => {
+                warn!("not listening on {address}: IPv6 is unavailable on this host ({err})");
+            }
+            Err(source) => return Err(BindError { address, source }),
+        }
+    }
+    Ok(listeners)
+}
+
+/// Creates one listening socket on `address`.
+fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+fn listen_port(listen: &Listen) -> u16 {
+    match listen {
+        Listen::Default { port } => *port,
+        Listen::Addresses(_) => 0,
+    }
+}
+
+/// Errors that mean "no IPv6 here" rather than "something is wrong": the
+/// address family is not supported, or ::1 is not configured.
+fn ipv6_unavailable(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::AddrNotAvailable
+        || matches!(
+            err.raw_os_error(),
+            Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+        )
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot listen on {}: {}", self.address, self.source)
+    }
+}
+
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}

@@ -1,0 +1,59 @@
+//! The `echod` binary: parse the command line, start logging, run the server,
+//! and turn the outcome into an exit status (listed in `--help`).
+
+use std::process::ExitCode;
+
+use echod::config::{self, Command, USAGE};
+use echod::{Server, logging};
+
+/// Exit status for a command line that cannot be run (sysexits' EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+/// Exit status when the event loop fails while running (EX_SOFTWARE).
+const EXIT_LOOP_FAILED: u8 = 70;
+/// Exit status when a listener or the event loop cannot be set up (EX_OSERR).
+const EXIT_CANNOT_START: u8 = 71;
+
+fn main() -> ExitCode {
+    let config = match config::parse_args(std::env::args_os()) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("echod {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("echod: {err}\nTry 'echod --help' for more information.");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(err) = logging::init(config.log_level) {
+        eprintln!("echod: cannot set up logging: {err}");
+        return ExitCode::from(EXIT_CANNOT_START);
+    }
+    // More descriptors, more clients: the soft limit is often 1024 while the
+    // hard limit allows far more. Failing to raise it is not fatal.
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        log::warn!("cannot raise the open-file limit: {err}");
+    }
+    let code = match Server::bind(config) {
+        Err(err) => {
+            log::error!("{err}");
+            eprintln!("echod: {err}");
+            ExitCode::from(EXIT_CANNOT_START)
+        }
+        Ok(server) => match server.run() {
+            Ok(_summary) => ExitCode::SUCCESS,
+            Err(err) => {
+                log::error!("event loop failed: {err}");
+                eprintln!("echod: event loop failed: {err}");
+                ExitCode::from(EXIT_LOOP_FAILED)
+            }
+        },
+    };
+    // Let the relay write what is queued (the final summary) before exit.
+    log::logger().flush();
+    code
+}
