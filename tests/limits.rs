@@ -1,0 +1,177 @@
+//! Limits and misbehaving clients: long lines, stalled readers, resets,
+//! connection limits, idle clients.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{
+    CLIENT_TIMEOUT, TestServer, assert_closed_after, numbered_lines, read_n, round_trip,
+    write_in_background,
+};
+use echod::Config;
+
+fn with_max_line(max_line_bytes: usize) -> Config {
+    Config {
+        max_line_bytes,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn line_exactly_at_the_limit_is_echoed() {
+    let server = TestServer::start(with_max_line(16));
+    let mut client = server.connect();
+    round_trip(&mut client, b"fourteen bytes\r\n");
+}
+
+#[test]
+fn closes_connection_when_line_exceeds_limit_after_echoing_earlier_lines() {
+    let server = TestServer::start(with_max_line(16));
+    let mut client = server.connect();
+    // The second line is 17 bytes with its terminator.
+    client
+        .write_all(b"ok\r\nsixteen bytes!!\r\nnever echoed\r\n")
+        .expect("write");
+    assert_closed_after(&mut client, b"ok\r\n");
+}
+
+#[test]
+fn closes_connection_on_an_unterminated_line_at_the_limit() {
+    let server = TestServer::start(with_max_line(16));
+    let mut client = server.connect();
+    client.write_all(b"first\r\n").expect("write");
+    client.write_all(&[b'z'; 16]).expect("write");
+    assert_closed_after(&mut client, b"first\r\n");
+}
+
+#[test]
+fn over_long_line_closes_with_eof_even_with_input_unread() {
+    // The client keeps sending after its line went over the limit; echod must
+    // still end with a FIN after the echo, not a reset that could destroy it.
+    let server = TestServer::start(with_max_line(1024));
+    let mut client = server.connect();
+    let mut bytes = b"kept\r\n".to_vec();
+    bytes.extend(std::iter::repeat_n(b'q', 256 * 1024));
+    let writer = write_in_background(&client, bytes, false);
+    assert_eq!(read_n(&mut client, 6), b"kept\r\n");
+    let mut rest = [0; 16];
+    assert_eq!(client.read(&mut rest).expect("EOF, not a reset"), 0);
+    // The writer may see the connection end; either outcome is fine for it.
+    let _ = writer.join();
+}
+
+#[test]
+fn stalled_reader_is_paused_not_disconnected_and_others_are_unaffected() {
+    let server = TestServer::start(Config {
+        max_pending_bytes: 64 * 1024,
+        ..Config::default()
+    });
+    let mut stalled = server.connect();
+    let lines = numbered_lines(50_000, "stalled");
+    let sent = lines.len();
+    // The writer blocks once the kernel buffers on both sides are full:
+    // echod has paused reading from this client.
+    let writer = write_in_background(&stalled, lines.clone(), false);
+
+    let mut other = server.connect();
+    for i in 0..50 {
+        round_trip(&mut other, format!("unaffected {i}\r\n").as_bytes());
+    }
+
+    // Now the stalled client reads: everything comes back, nothing lost.
+    let echoed = read_n(&mut stalled, sent);
+    writer.join().expect("writer thread");
+    assert!(
+        echoed == lines,
+        "echo after the stall differs from what was sent"
+    );
+    round_trip(&mut stalled, b"still open\r\n");
+}
+
+#[test]
+fn reset_mid_stream_closes_only_that_client() {
+    let server = TestServer::start_default();
+    let mut other = server.connect();
+    round_trip(&mut other, b"before\r\n");
+    for _ in 0..20 {
+        let resetter = server.connect();
+        let socket = socket2::SockRef::from(&resetter);
+        // SO_LINGER 0: close sends RST instead of FIN.
+        socket.set_linger(Some(Duration::ZERO)).expect("set linger");
+        (&resetter)
+            .write_all(&numbered_lines(2000, "reset"))
+            .expect("write");
+        drop(resetter);
+    }
+    round_trip(&mut other, b"after\r\n");
+    drop(other);
+    let summary = server.stop();
+    assert_eq!(summary.accepted, 21);
+}
+
+#[test]
+fn connections_over_max_connections_are_closed_at_once() {
+    let server = TestServer::start(Config {
+        max_connections: Some(2),
+        ..Config::default()
+    });
+    let mut first = server.connect();
+    let mut second = server.connect();
+    round_trip(&mut first, b"one\r\n");
+    round_trip(&mut second, b"two\r\n");
+
+    let mut third = server.connect();
+    let _ = third.write_all(b"three\r\n");
+    assert_closed_after(&mut third, b"");
+
+    // A slot frees up: a new client is served again.
+    drop(first);
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no client served after a slot freed up"
+        );
+        let mut retry = server.connect();
+        if try_round_trip(&mut retry, b"four\r\n").is_ok() {
+            break;
+        }
+    }
+    drop((second, third));
+    let summary = server.stop();
+    assert!(summary.rejected >= 1, "rejections not counted: {summary}");
+}
+
+#[test]
+fn idle_timeout_closes_quiet_connections_only() {
+    let server = TestServer::start(Config {
+        idle_timeout: Some(Duration::from_millis(500)),
+        ..Config::default()
+    });
+    let mut quiet = server.connect();
+    round_trip(&mut quiet, b"then silence\r\n");
+    let started = Instant::now();
+    assert_closed_after(&mut quiet, b"");
+    // Housekeeping runs once a second, so the close comes between the
+    // timeout and the timeout plus a second.
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400),
+        "closed after only {waited:?}"
+    );
+}
+
+/// A round trip that reports failure instead of panicking.
+fn try_round_trip(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes)?;
+    let mut echoed = vec![0; bytes.len()];
+    stream.read_exact(&mut echoed)?;
+    if echoed == bytes {
+        Ok(())
+    } else {
+        Err(io::Error::other("echo differs"))
+    }
+}
