@@ -123,12 +123,7 @@ enum Happening {
 
 /// Runs one case to completion and returns what was written and why the
 /// connection closed.
-fn run(
-    framing: Framing,
-    input: &[u8],
-    happenings: &[Happening],
-    limits: Limits,
-) -> (Vec<u8>, CloseReason) {
+fn run(input: &[u8], happenings: &[Happening], limits: Limits) -> (Vec<u8>, CloseReason) {
     let socket = Rc::new(RefCell::new(Socket::default()));
     let peer = "127.0.0.1:1".parse().expect("address");
     let mut connection = Connection::new(SimStream(Rc::clone(&socket)), peer, 0);
@@ -269,7 +264,7 @@ proptest! {
             max_pending_bytes,
             resume_pending_bytes: max_pending_bytes / 2,
         };
-        let (written, reason) = run(framing, &input, &happenings, limits);
+        let (written, reason) = run(&input, &happenings, limits);
         let (expected, too_long) = expected_echo(framing, &input, max_line_bytes);
         prop_assert_eq!(&written, &expected);
         if too_long {
