@@ -26,20 +26,22 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// Echoes owed to one client, in bytes, at which echod stops reading from it
 /// (backpressure); it reads again once the client has taken half of them. A
-/// client that stops reading is paused, never disconnected, and loses nothing.
+/// client that stops reading is paused and loses nothing; it is disconnected
+/// only if `idle-timeout` is set and nothing moves for that long.
 /// 1 MiB keeps a bulk sender busy through a loopback round trip while bounding
 /// a stalled reader's cost; with `max-line-bytes` it bounds a connection's
 /// buffer (see `Limits::max_buffer_bytes`).
 pub const DEFAULT_MAX_PENDING_BYTES: usize = 1024 * 1024;
 
 /// How long echod delivers owed echoes after SIGINT or SIGTERM before it
-/// closes what is left and exits. Five seconds is well inside the ten that
-/// systemd and Kubernetes allow before they send SIGKILL.
+/// closes what is left and exits. Five seconds is inside the grace period of
+/// every common supervisor before SIGKILL (`docker stop` 10 s, Kubernetes
+/// 30 s, systemd 90 s).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Descriptors kept out of `max-connections` when it is derived from the
-/// open-file limit: listeners, the poll instance, the signal pipe, standard
-/// streams and the log relay, with room to spare.
+/// open-file limit, besides one per listener: the poll instance, its waker,
+/// the signal pipe, standard streams and the log relay, with room to spare.
 pub const RESERVED_DESCRIPTORS: u64 = 32;
 
 /// Largest accepted value for the byte limits, so buffer sizes stay far from
@@ -178,8 +180,9 @@ SECS may have a fraction (0.5). Logs go to standard output.
 Signals: SIGINT or SIGTERM stops accepting, delivers owed echoes and exits;
 a second one exits at once. SIGUSR1 logs a summary.
 
-Exit status: 0 after a shutdown, 64 for a bad command line, 71 if a listening
-socket cannot be set up, 70 if the event loop fails.
+Exit status: 0 after a shutdown, 64 for a bad command line, 71 if echod
+cannot start (a listening socket, the event loop or logging cannot be set
+up), 70 if the event loop fails while running.
 ";
 
 /// Parses the arguments, program name first (as `std::env::args_os` gives

@@ -131,7 +131,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// The server shut down; every echo owed was delivered.
     ServerShutdown,
-    /// The server's shutdown timeout expired with echoes still owed.
+    /// The server's shutdown timeout expired before the connection finished
+    /// (echoes still owed, or no close from the peer after our FIN).
     ShutdownTimeout,
     /// A socket error; the connection cannot continue.
     Io(io::Error),
@@ -319,7 +320,7 @@ impl<S: Stream> Connection<S> {
                 State::Draining(_) if self.buffer.pending_len() > 0 => return Ok(Step::Wait),
                 State::Draining(finish) => return self.finish(finish, pool, now_ms),
                 State::Lingering(finish) if readable => {
-                    return self.discard_input(finish, ready.read_closed, pool, now_ms);
+                    return self.discard_input(finish, ready.read_closed, pool);
                 }
                 State::Lingering(_) => return Ok(Step::Wait),
             }
@@ -327,6 +328,10 @@ impl<S: Stream> Connection<S> {
             // Open, with input possibly waiting: read one chunk.
             let spare = self.buffer.spare_mut(pool, limits.max_buffer_bytes());
             let asked = spare.len();
+            // Reading pauses before the owed output reaches the cap and the
+            // line limit closes before the unfinished line does, so there is
+            // always room. (Without room, `read` would return 0, read as EOF.)
+            debug_assert!(asked > 0, "no room to read: the buffer bound is broken");
             let n = match self.stream.read(spare) {
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Wait),
@@ -417,7 +422,7 @@ impl<S: Stream> Connection<S> {
                 // The peer may have sent more than we read, and its FIN too,
                 // while we waited only for writability: no edge will announce
                 // what is already queued, so drain it now, to `WouldBlock`.
-                self.discard_input(finish, true, pool, now_ms)
+                self.discard_input(finish, true, pool)
             }
         }
     }
@@ -430,7 +435,6 @@ impl<S: Stream> Connection<S> {
         finish: Finish,
         until_would_block: bool,
         pool: &mut Pool,
-        now_ms: u64,
     ) -> io::Result<Step> {
         let mut budget = TURN_READ_BUDGET_BYTES;
         loop {
@@ -438,8 +442,10 @@ impl<S: Stream> Connection<S> {
             let asked = spare.len();
             match self.stream.read(spare) {
                 Ok(0) => return Ok(Step::Close(finish.into())),
+                // Discarded input is not activity: the linger time runs from
+                // our FIN, so a peer that keeps sending cannot hold the
+                // connection open.
                 Ok(n) => {
-                    self.last_active_ms = now_ms;
                     if n < asked && !until_would_block {
                         return Ok(Step::Wait);
                     }
@@ -459,6 +465,16 @@ impl<S: Stream> Connection<S> {
     fn set_state(&mut self, state: State) {
         trace!("{}: {} -> {}", self.peer, self.state, state);
         self.state = state;
+    }
+}
+
+impl State {
+    /// Why the connection stopped echoing, once it has.
+    pub fn finish(self) -> Option<Finish> {
+        match self {
+            State::Open | State::Paused => None,
+            State::Draining(finish) | State::Lingering(finish) => Some(finish),
+        }
     }
 }
 
@@ -500,7 +516,7 @@ impl fmt::Display for CloseReason {
             CloseReason::LineTooLong => f.write_str("line too long"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
-            CloseReason::ShutdownTimeout => f.write_str("shutdown timeout with echoes undelivered"),
+            CloseReason::ShutdownTimeout => f.write_str("shutdown timeout"),
             CloseReason::Io(err) => write!(f, "{err}"),
         }
     }

@@ -17,8 +17,9 @@
 //!   (RFC 862 echo).
 //!
 //! A line's length counts its terminator. A line may be at most
-//! `max_line_bytes` long; `Scan::too_long` reports the first line that is, as
-//! early as it can be known.
+//! `max_line_bytes` long; `Scan::too_long` reports the first line that is
+//! longer, or that has reached the limit without its terminator (which would
+//! take it over).
 
 use std::fmt;
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use simple_logger::SimpleLogger;
@@ -138,10 +138,22 @@ impl Log for Handoff {
     }
 
     fn flush(&self) {
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
         let (ack, done) = mpsc::sync_channel(1);
-        if self.sender.send(Message::Flush(ack)).is_ok() {
-            let _ = done.recv_timeout(FLUSH_TIMEOUT);
+        let mut request = Message::Flush(ack);
+        // Not `send`: if standard output has stalled, the queue stays full
+        // and a blocking send would hang the exit.
+        loop {
+            match self.sender.try_send(request) {
+                Ok(()) => break,
+                Err(TrySendError::Full(again)) if Instant::now() < deadline => {
+                    request = again;
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
         }
+        let _ = done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `echod` binary: parse the command line, start logging, run the server,
 //! and turn the outcome into an exit status (listed in `--help`).
 
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use echod::config::{self, Command, USAGE};
@@ -16,12 +17,15 @@ const EXIT_CANNOT_START: u8 = 71;
 fn main() -> ExitCode {
     let config = match config::parse_args(std::env::args_os()) {
         Ok(Command::Run(config)) => config,
+        // Written with `write!` rather than `print!`, which panics if standard
+        // output is closed (`echod --help | true`): there is nothing to do
+        // about a reader that left.
         Ok(Command::Help) => {
-            print!("{USAGE}");
+            let _ = write!(io::stdout(), "{USAGE}");
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
-            println!("echod {}", env!("CARGO_PKG_VERSION"));
+            let _ = writeln!(io::stdout(), "echod {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         Err(err) => {

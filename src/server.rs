@@ -152,7 +152,7 @@ impl Server {
         };
         let max_connections = config
             .max_connections
-            .unwrap_or_else(derived_max_connections);
+            .unwrap_or_else(|| derived_max_connections(listeners.len()));
         info!(
             "echod {}: framing {}, max-line-bytes {}, max-pending-bytes {}, max-connections {}",
             env!("CARGO_PKG_VERSION"),
@@ -385,22 +385,25 @@ impl Server {
     /// derives from its state changed (most events change nothing, so most
     /// cost no `epoll_ctl`).
     fn apply(&mut self, key: usize, before: (Option<Interest>, State), step: Step) {
-        match step {
-            Step::Close(reason) => return self.close(key, reason),
-            Step::Again => self.again.push(key),
-            Step::Wait => {}
-        }
-        let connection = &mut self.connections[key];
         let (interest_before, state_before) = before;
-        if connection.state() != state_before
-            && connection.state() == State::Draining(Finish::LineTooLong)
-        {
+        // The line limit may have been hit in this call whatever the step:
+        // the connection may be draining, lingering or already finished.
+        let connection = &self.connections[key];
+        let too_long = matches!(step, Step::Close(CloseReason::LineTooLong))
+            || connection.state().finish() == Some(Finish::LineTooLong);
+        if too_long && state_before.finish() != Some(Finish::LineTooLong) {
             warn!(
                 "conn {key}: line longer than max-line-bytes ({}) from {}; closing after the lines before it",
                 self.limits.max_line_bytes,
                 connection.peer()
             );
         }
+        match step {
+            Step::Close(reason) => return self.close(key, reason),
+            Step::Again => self.again.push(key),
+            Step::Wait => {}
+        }
+        let connection = &mut self.connections[key];
         let interest = connection.interest();
         if interest == interest_before {
             return;
@@ -584,9 +587,9 @@ fn out_of_descriptors(err: &io::Error) -> bool {
 
 /// The default for `max-connections`: the open-file limit, less the
 /// descriptors echod needs for itself.
-fn derived_max_connections() -> usize {
+fn derived_max_connections(n_listeners: usize) -> usize {
     let soft = rlimit::Resource::NOFILE.get_soft().unwrap_or(1024);
-    soft.saturating_sub(RESERVED_DESCRIPTORS)
+    soft.saturating_sub(RESERVED_DESCRIPTORS + n_listeners as u64)
         .clamp(1, usize::MAX as u64) as usize
 }
 

@@ -175,3 +175,39 @@ fn try_round_trip(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
         Err(io::Error::other("echo differs"))
     }
 }
+
+#[test]
+fn peer_that_keeps_sending_after_an_over_long_line_is_cut_off() {
+    // After its FIN echod discards input for a bounded linger time (2 s, swept
+    // once a second), however much keeps arriving, then closes; a client
+    // still sending then sees its writes fail.
+    let server = TestServer::start(with_max_line(64));
+    let mut client = server.connect();
+    client.write_all(&[b'w'; 100]).expect("write");
+    assert_eq!(client.read(&mut [0; 1]).expect("EOF after the FIN"), 0);
+    let started = Instant::now();
+    let chunk = [b'k'; 16 * 1024];
+    let failed = loop {
+        if started.elapsed() > Duration::from_secs(8) {
+            break false;
+        }
+        match client.write_all(&chunk) {
+            Ok(()) => {}
+            // Not a timeout: that would mean echod stopped reading instead.
+            Err(err) => {
+                assert!(
+                    matches!(
+                        err.kind(),
+                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                    ),
+                    "expected a reset, got {err}"
+                );
+                break true;
+            }
+        }
+    };
+    assert!(
+        failed,
+        "echod kept a lingering connection open for 8 s of input"
+    );
+}

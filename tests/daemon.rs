@@ -1,0 +1,328 @@
+//! The `echod` binary as an operator meets it: its command line, exit
+//! statuses, signals, and what it does when its environment fails it (a log
+//! reader that goes away, running out of descriptors).
+//!
+//! Each test runs the real binary as a child process on an ephemeral
+//! loopback port; `process` has the harness. Every wait is bounded, and a
+//! child left running by a failed test is killed.
+
+mod process;
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use echod::config::USAGE;
+
+use process::{
+    DEADLINE, Daemon, StdoutReader, assert_echoes, assert_receives, connect, limit_descriptors,
+    read_to_eof, send_until_paused,
+};
+
+/// Exit status for a bad command line (see `--help`).
+const EXIT_USAGE: i32 = 64;
+/// Exit status when a listening socket cannot be set up.
+const EXIT_CANNOT_START: i32 = 71;
+
+#[test]
+fn help_prints_usage_and_exits_0() {
+    let long_options = [
+        "--listen",
+        "--port",
+        "--framing",
+        "--max-line-bytes",
+        "--max-pending-bytes",
+        "--max-connections",
+        "--idle-timeout",
+        "--shutdown-timeout",
+        "--log-level",
+        "--quiet",
+        "--help",
+        "--version",
+    ];
+    for flag in ["--help", "-h"] {
+        let mut daemon = Daemon::spawn(&[flag]);
+        assert_eq!(daemon.wait_exit().code(), Some(0), "{flag}");
+        let stdout = daemon.full_log().join("\n");
+        assert!(stdout.contains("Usage: echod"), "{flag}: {stdout}");
+        for option in long_options {
+            assert!(USAGE.contains(option), "USAGE no longer names {option}");
+            assert!(stdout.contains(option), "{flag} does not name {option}");
+        }
+        assert_eq!(stdout, USAGE.trim_end(), "{flag} prints USAGE");
+        assert_eq!(daemon.stderr(), "", "{flag} writes nothing to stderr");
+    }
+}
+
+#[test]
+fn version_prints_version() {
+    let mut daemon = Daemon::spawn(&["-V"]);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    assert_eq!(
+        daemon.full_log(),
+        [format!("echod {}", env!("CARGO_PKG_VERSION"))]
+    );
+    assert_eq!(daemon.stderr(), "");
+}
+
+#[test]
+fn bad_option_exits_64_with_one_line_error() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--bogus"], "'--bogus'"),
+        (&["--port", "70000"], "invalid --port '70000'"),
+        (&["-p", "http"], "invalid --port 'http'"),
+        (&["--framing", "cr"], "invalid --framing 'cr'"),
+        (
+            &["--max-line-bytes", "12Q"],
+            "invalid --max-line-bytes '12Q'",
+        ),
+        (
+            &["--max-pending-bytes", "2G"],
+            "invalid --max-pending-bytes '2G'",
+        ),
+    ];
+    for (args, problem) in cases {
+        let mut daemon = Daemon::spawn(args);
+        let status = daemon.wait_exit();
+        let stderr = daemon.stderr().to_owned();
+        assert_eq!(status.code(), Some(EXIT_USAGE), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("echod: ") && first.contains(problem),
+            "{args:?}: first line of stderr is {first:?}, want 'echod: ' and {problem:?}"
+        );
+        assert_eq!(daemon.full_log(), [] as [String; 0], "{args:?}: stdout");
+    }
+}
+
+#[test]
+fn bind_failure_exits_71() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind a listener to occupy a port");
+    let addr = taken.local_addr().expect("occupied address");
+    let mut daemon = Daemon::spawn(&["-l", &addr.to_string()]);
+    let status = daemon.wait_exit();
+    let stderr = daemon.stderr().to_owned();
+    assert_eq!(status.code(), Some(EXIT_CANNOT_START), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn sigterm_delivers_owed_echoes_and_exits_0() {
+    // Trace logs each state change, which shows when reading pauses; the
+    // generous timeout keeps a slow machine from turning delivery into a cut.
+    let (mut daemon, addr) = Daemon::start(&["--log-level", "trace", "--shutdown-timeout", "20"]);
+    let mut client = connect(addr);
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let line = format!("line {i}\r\n");
+        assert_echoes(&mut client, line.as_bytes());
+        sent.extend_from_slice(line.as_bytes());
+    }
+    let mut received = sent.clone();
+
+    // Echoes are now owed: at least `max-pending-bytes` (1 MiB) of them,
+    // with more input queued in the kernel that echod will never echo.
+    sent.extend(send_until_paused(&mut daemon, &client));
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_for_log("SIGTERM received");
+    received.extend(read_to_eof(&mut client));
+    drop(client);
+
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    let stopped = daemon.wait_for_log("stopped:");
+    assert!(
+        received.len() >= (1 << 20),
+        "only {} bytes came back: the owed echoes were not delivered",
+        received.len()
+    );
+    assert!(
+        sent.starts_with(&received),
+        "the echoes are not a prefix of what was sent ({} bytes received of {} sent)",
+        received.len(),
+        sent.len()
+    );
+    assert!(received.ends_with(b"\r\n"), "a partial line was echoed");
+    // Exactly every complete line echod read came back: its own count
+    // matches what the client received.
+    let lines = received.windows(2).filter(|w| w == b"\r\n").count();
+    assert!(
+        stopped.contains(&format!(
+            " {lines} lines and {} bytes echoed",
+            received.len()
+        )),
+        "the client received {lines} lines, {} bytes; echod says: {stopped}",
+        received.len()
+    );
+}
+
+#[test]
+fn sigint_works_like_sigterm() {
+    let (mut daemon, addr) = Daemon::start(&[]);
+    let mut client = connect(addr);
+    assert_echoes(&mut client, b"before SIGINT\r\n");
+    daemon.signal(libc::SIGINT);
+    daemon.wait_for_log("SIGINT received");
+    assert_eq!(read_to_eof(&mut client), b"", "nothing more is owed");
+    drop(client);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    daemon.wait_for_log("stopped:");
+}
+
+#[test]
+fn second_signal_exits_at_once() {
+    let (mut daemon, addr) = Daemon::start(&["--log-level", "trace", "--shutdown-timeout", "30"]);
+    // Never reads: its echoes stay owed and would hold echod for 30 s.
+    let client = connect(addr);
+    send_until_paused(&mut daemon, &client);
+
+    let signalled = Instant::now();
+    daemon.signal(libc::SIGTERM);
+    // Two signals sent back to back may arrive as one; wait for the first.
+    daemon.wait_for_log("SIGTERM received: no longer accepting");
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_for_log("SIGTERM received again: exiting now");
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    let elapsed = signalled.elapsed();
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    daemon.wait_for_log("stopped:");
+    drop(client);
+}
+
+#[test]
+fn shutdown_timeout_bounds_the_wait() {
+    let (mut daemon, addr) = Daemon::start(&["--log-level", "trace", "--shutdown-timeout", "0.5"]);
+    let client = connect(addr);
+    send_until_paused(&mut daemon, &client);
+
+    let signalled = Instant::now();
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    let elapsed = signalled.elapsed();
+    // At least the timeout: the owed echoes were waited for, not dropped.
+    assert!(
+        (Duration::from_millis(500)..Duration::from_secs(5)).contains(&elapsed),
+        "took {elapsed:?}"
+    );
+    daemon.wait_for_log("closed (shutdown timeout)");
+    daemon.wait_for_log("stopped:");
+    drop(client);
+}
+
+#[test]
+fn sigusr1_logs_summary_and_keeps_serving() {
+    let (mut daemon, addr) = Daemon::start(&[]);
+    let mut client = connect(addr);
+    for i in 0..5 {
+        assert_echoes(&mut client, format!("line {i}\r\n").as_bytes());
+    }
+    daemon.signal(libc::SIGUSR1);
+    let summary = daemon.wait_for_log("summary:");
+    assert!(
+        summary.contains("1 open") && summary.contains("5 lines and 40 bytes echoed"),
+        "{summary}"
+    );
+    assert_echoes(&mut client, b"after SIGUSR1\r\n");
+    let mut second = connect(addr);
+    assert_echoes(&mut second, b"a new client\r\n");
+
+    drop((client, second));
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn keeps_serving_when_log_reader_goes_away() {
+    let mut command = Daemon::command(&["-l", "127.0.0.1:0"]);
+    let mut daemon = Daemon::spawn_command(&mut command, StdoutReader::CloseAfterListening);
+    let addr = daemon.listening_addr();
+    // Each connection logs two lines, into a pipe nobody reads any more.
+    for i in 0..50 {
+        let mut client = connect(addr);
+        assert_echoes(&mut client, format!("client {i}\r\n").as_bytes());
+    }
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_exit();
+    let stderr = daemon.stderr();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
+
+#[test]
+fn recovers_from_descriptor_exhaustion() {
+    const CLIENTS: usize = 100;
+    let mut command = Daemon::command(&["-l", "127.0.0.1:0", "--max-connections", "1000"]);
+    // About a dozen descriptors are echod's own, so some fifty clients fit
+    // and `accept` fails with EMFILE long before max-connections matters.
+    limit_descriptors(&mut command, 64);
+    let mut daemon = Daemon::spawn_command(&mut command, StdoutReader::Follow);
+    let addr = daemon.listening_addr();
+
+    // The kernel completes every handshake from the backlog whether or not
+    // echod can accept, so every connect succeeds, and every line waits.
+    let lines: Vec<String> = (0..CLIENTS).map(|i| format!("client {i}\r\n")).collect();
+    let mut clients: Vec<Option<TcpStream>> = lines
+        .iter()
+        .map(|line| {
+            let mut client = connect(addr);
+            client.write_all(line.as_bytes()).expect("send a line");
+            Some(client)
+        })
+        .collect();
+    daemon.wait_for_log("accept failed");
+    // The log names each client accepted. No accept succeeds after the
+    // failure until a client closes, so the list is complete for now.
+    let log = daemon.log_so_far();
+    let accepted: Vec<bool> = clients
+        .iter()
+        .flatten()
+        .map(|client| {
+            let local = client.local_addr().expect("client address");
+            let needle = format!("accepted from {local}");
+            log.iter().any(|line| line.contains(&needle))
+        })
+        .collect();
+    let served = accepted.iter().filter(|&&a| a).count();
+    assert!(
+        (1..CLIENTS).contains(&served),
+        "{served} of {CLIENTS} clients accepted; want some but not all"
+    );
+
+    // Those accepted are served while the rest wait.
+    let deadline = Instant::now() + DEADLINE;
+    for (i, client) in clients.iter_mut().enumerate() {
+        if accepted[i] {
+            let client = client.as_mut().expect("every client is open");
+            assert_receives(client, lines[i].as_bytes(), deadline);
+        }
+    }
+    // Free their descriptors, but for one that shows it is still served.
+    let kept = accepted.iter().position(|&a| a).expect("one was accepted");
+    for (i, client) in clients.iter_mut().enumerate() {
+        if accepted[i] && i != kept {
+            *client = None;
+        }
+    }
+    // Each waiting client is accepted as descriptors come free, and its line,
+    // queued all along, is echoed then.
+    let deadline = Instant::now() + DEADLINE;
+    for (i, client) in clients.iter_mut().enumerate() {
+        if !accepted[i] {
+            let client = client.as_mut().expect("waiting clients are open");
+            assert_receives(client, lines[i].as_bytes(), deadline);
+        }
+    }
+    assert_echoes(
+        clients[kept].as_mut().expect("kept open"),
+        b"still here\r\n",
+    );
+
+    daemon.signal(libc::SIGTERM);
+    for client in clients.iter_mut().flatten() {
+        assert_eq!(read_to_eof(client), b"", "nothing more is owed");
+    }
+    drop(clients);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+}

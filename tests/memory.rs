@@ -1,0 +1,176 @@
+//! Memory stays bounded by configuration, whatever clients do: measured as the
+//! resident set of a real echod process.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// echod as a child process, killed if the test ends early.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_echod"))
+            .args(["-l", "127.0.0.1:0", "--log-level", "info"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start echod");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (lines, received) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + TIMEOUT;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = received.recv_timeout(left).expect("echod logs its address");
+            if let Some((_, addr)) = line.split_once("listening on ") {
+                break addr.trim().parse().expect("a socket address");
+            }
+        };
+        // Keep draining the log so that echod never blocks on it.
+        thread::spawn(move || while received.recv().is_ok() {});
+        Daemon { child, addr }
+    }
+
+    /// Resident set size in bytes, from /proc.
+    fn rss_bytes(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc status");
+        let kib: usize = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status");
+        kib * 1024
+    }
+
+    /// A client with a large, fixed receive buffer. A stalled client left
+    /// with a small autotuned one drops loopback's 64 KiB segments, and the
+    /// sender's retransmission timer then backs off for many seconds: a TCP
+    /// stall that has nothing to do with echod.
+    fn connect(&self) -> TcpStream {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_recv_buffer_size(8 << 20).expect("SO_RCVBUF");
+        socket.connect(&self.addr.into()).expect("connect");
+        let stream = TcpStream::from(socket);
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .expect("read timeout");
+        stream
+            .set_write_timeout(Some(TIMEOUT))
+            .expect("write timeout");
+        stream
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client that writes lines without reading until the kernel will take no
+/// more, up to `cap` bytes. Returns the bytes accepted by the kernel.
+fn push_until_blocked(stream: &mut TcpStream, line: &[u8], cap: usize) -> Vec<u8> {
+    stream.set_nonblocking(true).expect("non-blocking");
+    let block = line.repeat(1024);
+    let mut sent = Vec::new();
+    while sent.len() < cap {
+        let offset = sent.len() % block.len();
+        match stream.write(&block[offset..]) {
+            Ok(n) => sent.extend_from_slice(&block[offset..offset + n]),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) => panic!("write failed: {err}"),
+        }
+    }
+    stream.set_nonblocking(false).expect("blocking");
+    sent
+}
+
+/// Pausing keeps a stalled reader's buffer under `max-pending-bytes`; the
+/// buffer's hard cap (`Limits::max_buffer_bytes`) would bound it even if the
+/// pause failed. This test checks the bound, whichever holds it, and that
+/// nothing is lost (the pause itself is shown by `tests/limits.rs` and the
+/// property test).
+#[test]
+fn stalled_readers_cost_at_most_their_configured_bound_and_lose_nothing() {
+    // Per connection: 64 KiB owed + 4 KiB line + one 16 KiB read.
+    let per_connection_bound = 64 * 1024 + 4 * 1024 + 16 * 1024;
+    let daemon = Daemon::start(&["--max-pending-bytes", "64K", "--max-line-bytes", "4K"]);
+    let baseline = daemon.rss_bytes();
+
+    let line: &'static [u8] = b"a stalled reader's line, echoed only when it reads again\r\n";
+    let cap = 64 << 20;
+    let mut stalled: Vec<(TcpStream, Vec<u8>)> = (0..20)
+        .map(|_| {
+            let mut client = daemon.connect();
+            let sent = push_until_blocked(&mut client, line, cap);
+            (client, sent)
+        })
+        .collect();
+    for (_, sent) in &stalled {
+        assert!(
+            sent.len() < cap,
+            "a client pushed {cap} bytes: echod never stopped reading"
+        );
+    }
+
+    // Everyone else is still served at once.
+    let mut other = daemon.connect();
+    other.write_all(b"unaffected\r\n").expect("write");
+    let mut echo = [0; 12];
+    other
+        .read_exact(&mut echo)
+        .expect("echo while others stall");
+    assert_eq!(&echo, b"unaffected\r\n");
+
+    let grown = daemon.rss_bytes().saturating_sub(baseline);
+    let allowed = stalled.len() * per_connection_bound + (4 << 20);
+    assert!(
+        grown <= allowed,
+        "RSS grew by {grown} bytes with {} stalled readers; bound is {allowed}",
+        stalled.len()
+    );
+
+    // The readers wake up: each gets back exactly the complete lines it sent.
+    for (client, sent) in &mut stalled {
+        let rest_of_line = &line[sent.len() % line.len()..];
+        let mut writer = client.try_clone().expect("clone");
+        let rest = rest_of_line.to_vec();
+        let finisher = thread::spawn(move || {
+            writer.write_all(&rest).expect("finish the last line");
+            writer.shutdown(Shutdown::Write).expect("shutdown");
+        });
+        let mut echoed = Vec::new();
+        if let Err(err) = client.read_to_end(&mut echoed) {
+            panic!(
+                "read echoes to EOF: {err} after {} of {} bytes",
+                echoed.len(),
+                sent.len() + rest_of_line.len()
+            );
+        }
+        finisher.join().expect("finisher");
+        sent.extend_from_slice(rest_of_line);
+        assert!(
+            echoed == *sent,
+            "echo of {} bytes differs after the stall",
+            sent.len()
+        );
+    }
+}

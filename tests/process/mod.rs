@@ -1,0 +1,457 @@
+//! Runs the real `echod` binary as a child process, for the tests in
+//! `daemon.rs`: start it on an ephemeral loopback port, follow its log,
+//! signal it, and wait for it to exit, every wait bounded by `DEADLINE`.
+//!
+//! The child's standard output is read on a helper thread that forwards each
+//! line through a channel, so the test thread waits with `recv_timeout`, never
+//! with `sleep`. Its exit is noticed by a second thread blocked in
+//! `waitid(WNOWAIT)`, which sees the exit without reaping: the pid stays ours
+//! until `Child::wait`, so a signal can never reach a recycled pid. A child
+//! still running when its `Daemon` is dropped (a failed test) is killed, and
+//! its log so far is printed to help with the diagnosis.
+//!
+//! Clients are plain blocking `TcpStream`s with read and write timeouts.
+
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest any single wait in these tests may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a bulk write may make no progress before the writer takes the
+/// socket to be full. Ends a write phase; never used to wait for the daemon.
+const WRITE_STALL: Duration = Duration::from_millis(200);
+
+/// Most bytes one bulk writer sends, so the data volume is bounded whatever
+/// the kernel's buffers hold.
+const MAX_BULK_BYTES: usize = 64 << 20;
+
+/// What becomes of the child's standard output once it is listening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdoutReader {
+    /// Read and forward every line until the child closes it.
+    Follow,
+    /// Forward the first "listening on" line, then close the pipe, as
+    /// `echod | head -1` would: later log writes fail with `EPIPE`.
+    CloseAfterListening,
+}
+
+/// A running (or exited) `echod` child process.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    /// Lines of standard output, as the reader thread sees them.
+    stdout: Receiver<String>,
+    /// Every line received from `stdout` so far, in order.
+    log: Vec<String>,
+    /// `log[..cursor]` has been searched by `wait_for_log`.
+    cursor: usize,
+    /// All of standard error, sent once the child closes it.
+    stderr: Receiver<String>,
+    stderr_text: Option<String>,
+    /// Fires once the child has exited (it is not yet reaped).
+    exited: Receiver<()>,
+    /// Set once the child is reaped; its pid may be reused from then on.
+    status: Option<ExitStatus>,
+}
+
+impl Daemon {
+    /// A command for the echod binary with `args`, its output piped and its
+    /// log level independent of the test environment's `RUST_LOG`.
+    pub fn command(args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_echod"));
+        command
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Spawns echod with `args`.
+    #[track_caller]
+    pub fn spawn(args: &[&str]) -> Daemon {
+        Daemon::spawn_command(&mut Daemon::command(args), StdoutReader::Follow)
+    }
+
+    /// Spawns echod listening on an ephemeral loopback port, with `args`
+    /// added, and returns it with the address it is listening on.
+    #[track_caller]
+    pub fn start(args: &[&str]) -> (Daemon, SocketAddr) {
+        let mut all = vec!["-l", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut daemon = Daemon::spawn(&all);
+        let addr = daemon.listening_addr();
+        (daemon, addr)
+    }
+
+    /// Spawns `command` (from `Daemon::command`) with the given handling of
+    /// its standard output.
+    #[track_caller]
+    pub fn spawn_command(command: &mut Command, reader: StdoutReader) -> Daemon {
+        let mut child = command.spawn().expect("spawn the echod binary");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+
+        let (line_tx, line_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut stdout = BufReader::new(stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match stdout.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+                if reader == StdoutReader::CloseAfterListening && text.contains("listening on ") {
+                    // Closed before the line is passed on, so that the test
+                    // knows every later log write meets a closed pipe.
+                    drop(stdout);
+                    let _ = line_tx.send(text);
+                    return;
+                }
+                if line_tx.send(text).is_err() {
+                    return;
+                }
+            }
+        });
+
+        let (stderr_tx, stderr_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut text = Vec::new();
+            let mut stderr = stderr;
+            let _ = stderr.read_to_end(&mut text);
+            let _ = stderr_tx.send(String::from_utf8_lossy(&text).into_owned());
+        });
+
+        let (exit_tx, exit_rx) = mpsc::channel();
+        let pid = child.id() as libc::id_t;
+        thread::spawn(move || {
+            wait_for_exit_without_reaping(pid);
+            let _ = exit_tx.send(());
+        });
+
+        Daemon {
+            child,
+            stdout: line_rx,
+            log: Vec::new(),
+            cursor: 0,
+            stderr: stderr_rx,
+            stderr_text: None,
+            exited: exit_rx,
+            status: None,
+        }
+    }
+
+    /// Waits for the (first) "listening on ADDR" line and returns ADDR.
+    #[track_caller]
+    pub fn listening_addr(&mut self) -> SocketAddr {
+        let line = self.wait_for_log("listening on ");
+        let (_, addr) = line
+            .split_once("listening on ")
+            .expect("the line was matched on this text");
+        addr.trim()
+            .parse()
+            .unwrap_or_else(|err| panic!("cannot parse the address in {line:?}: {err}"))
+    }
+
+    /// Waits for the next log line, after the last one this returned,
+    /// that contains `needle`, and returns it.
+    #[track_caller]
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(i) = self.log[self.cursor..]
+                .iter()
+                .position(|line| line.contains(needle))
+            {
+                self.cursor += i + 1;
+                return self.log[self.cursor - 1].clone();
+            }
+            self.cursor = self.log.len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => self.log.push(line),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "no log line containing {needle:?} within {DEADLINE:?}; log so far:\n{}",
+                        self.log.join("\n")
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "standard output closed without a line containing {needle:?}; log:\n{}",
+                        self.log.join("\n")
+                    )
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` to the child.
+    #[track_caller]
+    pub fn signal(&self, signal: libc::c_int) {
+        assert!(self.status.is_none(), "the child has already been reaped");
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) takes two integers and touches no memory. The pid
+        // is our child's and it has not been reaped (checked above; only
+        // `wait_exit` and `Drop` reap it), so it cannot name another process.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill: {}", io::Error::last_os_error());
+    }
+
+    /// Waits for the child to exit and returns its status.
+    #[track_caller]
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        if let Err(err) = self.exited.recv_timeout(DEADLINE) {
+            panic!(
+                "echod did not exit within {DEADLINE:?} ({err}); log:\n{}",
+                self.log.join("\n")
+            );
+        }
+        // It has exited, so this returns at once.
+        let status = self.child.wait().expect("reap the exited child");
+        self.status = Some(status);
+        status
+    }
+
+    /// Every log line received so far, without waiting for more.
+    pub fn log_so_far(&mut self) -> &[String] {
+        self.log.extend(self.stdout.try_iter());
+        &self.log
+    }
+
+    /// Every line of standard output, once the child has exited and the
+    /// reader has seen the end of it.
+    #[track_caller]
+    pub fn full_log(&mut self) -> &[String] {
+        self.wait_exit();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => self.log.push(line),
+                Err(RecvTimeoutError::Disconnected) => return &self.log,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("standard output still open {DEADLINE:?} after exit")
+                }
+            }
+        }
+    }
+
+    /// All of standard error, once the child has exited.
+    #[track_caller]
+    pub fn stderr(&mut self) -> &str {
+        self.wait_exit();
+        if self.stderr_text.is_none() {
+            let text = self
+                .stderr
+                .recv_timeout(DEADLINE)
+                .expect("standard error closes when the child exits");
+            self.stderr_text = Some(text);
+        }
+        self.stderr_text.as_deref().unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        // A test failed (or forgot to stop the child): SIGKILL ends it
+        // whatever state it is in, so the wait below is bounded.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            self.log.extend(self.stdout.try_iter());
+            eprintln!("echod's log before it was killed:\n{}", self.log.join("\n"));
+        }
+    }
+}
+
+/// Connects a client whose reads and writes fail after `DEADLINE` instead of
+/// hanging the test.
+#[track_caller]
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("set read timeout");
+    stream
+        .set_write_timeout(Some(DEADLINE))
+        .expect("set write timeout");
+    stream.set_nodelay(true).expect("set TCP_NODELAY");
+    stream
+}
+
+/// Sends `line` and checks that exactly it comes back.
+#[track_caller]
+pub fn assert_echoes(stream: &mut TcpStream, line: &[u8]) {
+    stream.write_all(line).expect("send a line");
+    let mut echo = vec![0; line.len()];
+    stream
+        .read_exact(&mut echo)
+        .unwrap_or_else(|err| panic!("no echo of {:?}: {err}", String::from_utf8_lossy(line)));
+    assert_eq!(
+        String::from_utf8_lossy(&echo),
+        String::from_utf8_lossy(line),
+        "the echo differs from the line sent"
+    );
+}
+
+/// Reads exactly `expected.len()` bytes, by `deadline`, and checks that
+/// they are `expected`.
+#[track_caller]
+pub fn assert_receives(stream: &mut TcpStream, expected: &[u8], deadline: Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    stream
+        .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+        .expect("set read timeout");
+    let mut received = vec![0; expected.len()];
+    let outcome = stream.read_exact(&mut received);
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("restore the read timeout");
+    if let Err(err) = outcome {
+        panic!(
+            "{:?} did not arrive by the deadline: {err}",
+            String::from_utf8_lossy(expected)
+        );
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        String::from_utf8_lossy(expected)
+    );
+}
+
+/// Reads until end of stream, and returns everything read. Fails on a reset,
+/// on a read that times out, or if the stream stays open past `DEADLINE`.
+#[track_caller]
+pub fn read_to_eof(stream: &mut TcpStream) -> Vec<u8> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut received = Vec::new();
+    let mut chunk = vec![0; 64 * 1024];
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no end of stream within {DEADLINE:?} ({} bytes read)",
+            received.len()
+        );
+        match stream.read(&mut chunk) {
+            Ok(0) => return received,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => panic!(
+                "reading to end of stream failed after {} bytes: {err}",
+                received.len()
+            ),
+        }
+    }
+}
+
+/// Sends lines on `stream` (without reading any echo) until echod logs that
+/// it paused the connection, so that echoes are owed to it; needs echod at
+/// `--log-level trace`. Returns every byte the kernel accepted.
+#[track_caller]
+pub fn send_until_paused(daemon: &mut Daemon, stream: &TcpStream) -> Vec<u8> {
+    let peer = stream.local_addr().expect("client address");
+    let mut writer = stream.try_clone().expect("clone the client socket");
+    writer
+        .set_write_timeout(Some(WRITE_STALL))
+        .expect("set write timeout");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_writing = Arc::clone(&stop);
+    let bulk = thread::spawn(move || -> io::Result<Vec<u8>> {
+        let mut sent = Vec::new();
+        let mut line = 0u64;
+        let mut chunk = Vec::new();
+        while !stop_writing.load(Ordering::Relaxed) && sent.len() < MAX_BULK_BYTES {
+            chunk.clear();
+            for _ in 0..256 {
+                line += 1;
+                // Distinct lines, so that a lost or repeated one shows.
+                writeln!(
+                    chunk,
+                    "bulk line {line:08} {}\r",
+                    "x".repeat(line as usize % 50)
+                )?;
+            }
+            let mut written = 0;
+            while written < chunk.len() && !stop_writing.load(Ordering::Relaxed) {
+                match writer.write(&chunk[written..]) {
+                    Ok(n) => {
+                        sent.extend_from_slice(&chunk[written..written + n]);
+                        written += n;
+                    }
+                    // Full for `WRITE_STALL`: echod has stopped reading.
+                    Err(err)
+                        if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok(sent)
+    });
+    // Set on the way from open to paused; see `Connection::set_state`.
+    daemon.wait_for_log(&format!("{peer}: open -> paused"));
+    stop.store(true, Ordering::Relaxed);
+    let sent = bulk
+        .join()
+        .expect("the bulk writer does not panic")
+        .expect("bulk writes succeed");
+    stream
+        .set_write_timeout(Some(DEADLINE))
+        .expect("restore the write timeout");
+    sent
+}
+
+/// Blocks until process `pid` has exited, leaving it unreaped.
+fn wait_for_exit_without_reaping(pid: libc::id_t) {
+    loop {
+        // SAFETY: all-zero bytes are a valid `siginfo_t` (a plain C struct).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable `siginfo_t` for the duration of
+        // the call. WNOWAIT leaves the child a zombie for `Child::wait` to
+        // reap, so its pid stays reserved while the test may still signal it.
+        let rc =
+            unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if rc == 0 || io::Error::last_os_error().kind() != ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// Sets RLIMIT_NOFILE (soft and hard) to `limit` in the child, before it
+/// runs echod.
+pub fn limit_descriptors(command: &mut Command, limit: u64) {
+    let rlimit = libc::rlimit {
+        rlim_cur: limit as libc::rlim_t,
+        rlim_max: limit as libc::rlim_t,
+    };
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed; setrlimit(2) is one, it reads the
+    // `rlimit` copied into the closure, and the closure allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+}
