@@ -1,88 +1,34 @@
 //! Memory stays bounded by configuration, whatever clients do: measured as the
 //! resident set of a real echod process.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+mod process;
+
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use process::Daemon;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// echod as a child process, killed if the test ends early.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Daemon {
-    fn start(args: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_echod"))
-            .args(["-l", "127.0.0.1:0", "--log-level", "info"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start echod");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (lines, received) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + TIMEOUT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = received.recv_timeout(left).expect("echod logs its address");
-            if let Some((_, addr)) = line.split_once("listening on ") {
-                break addr.trim().parse().expect("a socket address");
-            }
-        };
-        // Keep draining the log so that echod never blocks on it.
-        thread::spawn(move || while received.recv().is_ok() {});
-        Daemon { child, addr }
-    }
-
-    /// Resident set size in bytes, from /proc.
-    fn rss_bytes(&self) -> usize {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc status");
-        let kib: usize = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc status");
-        kib * 1024
-    }
-
-    /// A client with a large, fixed receive buffer. A stalled client left
-    /// with a small autotuned one drops loopback's 64 KiB segments, and the
-    /// sender's retransmission timer then backs off for many seconds: a TCP
-    /// stall that has nothing to do with echod.
-    fn connect(&self) -> TcpStream {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        socket.set_recv_buffer_size(8 << 20).expect("SO_RCVBUF");
-        socket.connect(&self.addr.into()).expect("connect");
-        let stream = TcpStream::from(socket);
-        stream
-            .set_read_timeout(Some(TIMEOUT))
-            .expect("read timeout");
-        stream
-            .set_write_timeout(Some(TIMEOUT))
-            .expect("write timeout");
-        stream
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A client with a large, fixed receive buffer. A stalled client left with
+/// a small autotuned one drops loopback's 64 KiB segments, and the sender's
+/// retransmission timer then backs off for many seconds: a TCP stall that
+/// has nothing to do with echod.
+fn connect(addr: SocketAddr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(8 << 20).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    let stream = TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("read timeout");
+    stream
+        .set_write_timeout(Some(TIMEOUT))
+        .expect("write timeout");
+    stream
 }
 
 /// A client that writes lines without reading until the kernel will take no
@@ -112,14 +58,14 @@ fn push_until_blocked(stream: &mut TcpStream, line: &[u8], cap: usize) -> Vec<u8
 fn stalled_readers_cost_at_most_their_configured_bound_and_lose_nothing() {
     // Per connection: 64 KiB owed + 4 KiB line + one 16 KiB read.
     let per_connection_bound = 64 * 1024 + 4 * 1024 + 16 * 1024;
-    let daemon = Daemon::start(&["--max-pending-bytes", "64K", "--max-line-bytes", "4K"]);
+    let (daemon, addr) = Daemon::start(&["--max-pending-bytes", "64K", "--max-line-bytes", "4K"]);
     let baseline = daemon.rss_bytes();
 
     let line: &'static [u8] = b"a stalled reader's line, echoed only when it reads again\r\n";
     let cap = 64 << 20;
     let mut stalled: Vec<(TcpStream, Vec<u8>)> = (0..20)
         .map(|_| {
-            let mut client = daemon.connect();
+            let mut client = connect(addr);
             let sent = push_until_blocked(&mut client, line, cap);
             (client, sent)
         })
@@ -132,7 +78,7 @@ fn stalled_readers_cost_at_most_their_configured_bound_and_lose_nothing() {
     }
 
     // Everyone else is still served at once.
-    let mut other = daemon.connect();
+    let mut other = connect(addr);
     other.write_all(b"unaffected\r\n").expect("write");
     let mut echo = [0; 12];
     other

@@ -1,5 +1,5 @@
 //! Runs the real `echod` binary as a child process, for the tests in
-//! `daemon.rs`: start it on an ephemeral loopback port, follow its log,
+//! `daemon.rs` and `memory.rs`: start it on an ephemeral loopback port, follow its log,
 //! signal it, and wait for it to exit, every wait bounded by `DEADLINE`.
 //!
 //! The child's standard output is read on a helper thread that forwards each
@@ -11,6 +11,7 @@
 //! its log so far is printed to help with the diagnosis.
 //!
 //! Clients are plain blocking `TcpStream`s with read and write timeouts.
+#![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -74,6 +75,20 @@ impl Daemon {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         command
+    }
+
+    /// The child's resident set size in bytes, from /proc.
+    #[track_caller]
+    pub fn rss_bytes(&self) -> usize {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status =
+            std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {path}: {err}"));
+        let kib: usize = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status");
+        kib * 1024
     }
 
     /// Spawns echod with `args`.
