@@ -269,7 +269,7 @@ impl Server {
                     return Ok(self.finish_run());
                 }
                 if self.now >= deadline {
-                    self.close_all(|| CloseReason::ShutdownTimeout);
+                    self.close_at_shutdown_deadline();
                     return Ok(self.finish_run());
                 }
             }
@@ -443,10 +443,12 @@ impl Server {
         }
     }
 
-    fn close_all(&mut self, reason: impl Fn() -> CloseReason) {
+    /// The shutdown timeout has expired: closes every connection still open,
+    /// whatever it was waiting for.
+    fn close_at_shutdown_deadline(&mut self) {
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
         for key in keys {
-            self.close(key, reason());
+            self.close(key, CloseReason::ShutdownTimeout);
         }
     }
 
