@@ -22,7 +22,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 
 use log::trace;
 use mio::Interest;
@@ -35,17 +35,11 @@ use crate::framing::Framing;
 /// A connection that still has input after this is served again next turn.
 pub const TURN_READ_BUDGET_BYTES: usize = 4 * READ_CHUNK_BYTES;
 
-/// A byte stream the connection can drive: a `mio` TCP stream in the server,
-/// a simulated one in tests.
+/// A byte stream the connection can drive: a `Socket` in the server, a
+/// simulated one in tests.
 pub trait Stream: Read + Write {
     /// Shuts down the sending half (sends FIN after any queued data).
     fn shutdown_write(&self) -> io::Result<()>;
-}
-
-impl Stream for mio::net::TcpStream {
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
 }
 
 /// The per-connection limits, taken from `Config` once.

@@ -23,7 +23,7 @@
 
 use std::fmt;
 
-use memchr::memchr_iter;
+use memchr::memchr;
 
 /// How the input is divided into lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +78,17 @@ impl Framing {
 
         let mut line_start = 0;
         let mut lines = 0;
-        for offset in memchr_iter(b'\n', &window[scanned..]) {
-            let lf_idx = scanned + offset;
+        let mut from = scanned;
+        // A loop of one-shot searches rather than `memchr_iter`: most reads
+        // end exactly at a line's end, and this way no search is started on
+        // the empty rest (the iterator's setup and final miss cost more than
+        // the search itself on a 64-byte line).
+        while from < window.len() {
+            let Some(offset) = memchr(b'\n', &window[from..]) else {
+                break;
+            };
+            let lf_idx = from + offset;
+            from = lf_idx + 1;
             // In CRLF mode the CR must belong to the same line: an LF that
             // opens a line has no CR before it, however the previous line ended.
             if terminator_needs_cr && (lf_idx == line_start || window[lf_idx - 1] != b'\r') {

@@ -63,6 +63,7 @@ pub mod framing;
 pub mod listener;
 pub mod logging;
 pub mod server;
+pub mod socket;
 pub mod summary;
 
 pub use config::{Command, Config, Listen};

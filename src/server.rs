@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::event::Event;
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
@@ -28,6 +28,7 @@ use crate::buffer::Pool;
 use crate::config::{Config, RESERVED_DESCRIPTORS};
 use crate::connection::{CloseReason, Connection, Finish, Limits, Readiness, State, Step};
 use crate::listener::{self, BindError};
+use crate::socket::Socket;
 use crate::summary::{Summary, Throttled};
 
 /// Fired by `ShutdownHandle::trigger`, from any thread.
@@ -90,7 +91,7 @@ pub struct Server {
     poll: Poll,
     listeners: Vec<TcpListener>,
     local_addrs: Vec<SocketAddr>,
-    connections: Slab<Connection<TcpStream>>,
+    connections: Slab<Connection<Socket>>,
     limits: Limits,
     max_connections: usize,
     idle_timeout: Option<Duration>,
@@ -103,6 +104,9 @@ pub struct Server {
     started: Instant,
     /// The time at the start of this turn; one clock read per turn.
     now: Instant,
+    /// `now` as milliseconds since `started`: the clock connections use,
+    /// converted once per turn rather than once per event.
+    now_ms: u64,
     /// Connections that spent their read budget: served next turn without an
     /// event, because the kernel reports no edge for input already there.
     again: Vec<usize>,
@@ -176,6 +180,7 @@ impl Server {
             signals,
             started: now,
             now,
+            now_ms: 0,
             again: Vec::new(),
             accept_again: false,
             accept_paused_until: None,
@@ -220,6 +225,7 @@ impl Server {
                 return Err(err);
             }
             self.now = Instant::now();
+            self.now_ms = millis_since(self.started, self.now);
             // Taken before the events so that what this turn adds waits for
             // the next one: a busy client gets one budget per turn, not two.
             std::mem::swap(&mut self.again, &mut serve_again);
@@ -351,8 +357,7 @@ impl Server {
                 warn!("conn from {peer}: cannot register: {err}");
                 continue;
             }
-            let now_ms = millis_since(self.started, self.now);
-            entry.insert(Connection::new(stream, peer, now_ms));
+            entry.insert(Connection::new(Socket::new(stream), peer, self.now_ms));
             self.totals.accepted += 1;
             self.totals.peak_connections = self.totals.peak_connections.max(self.connections.len());
             info!("conn {key}: accepted from {peer}");
@@ -376,8 +381,7 @@ impl Server {
             return;
         };
         let before = (connection.interest(), connection.state());
-        let now_ms = millis_since(self.started, self.now);
-        let step = connection.on_ready(ready, &self.limits, &mut self.pool, now_ms);
+        let step = connection.on_ready(ready, &self.limits, &mut self.pool, self.now_ms);
         self.apply(key, before, step);
     }
 
@@ -465,7 +469,7 @@ impl Server {
         if let Some(suppressed) = self.accept_failures.overdue(self.now) {
             warn!("accept: {suppressed} more failures for want of descriptors");
         }
-        let now_ms = millis_since(self.started, self.now);
+        let now_ms = self.now_ms;
         let idle_ms = self
             .idle_timeout
             .map_or(0, |timeout| timeout.as_millis() as u64);
@@ -527,7 +531,7 @@ impl Server {
         self.listeners.clear();
         self.accept_again = false;
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
-        let now_ms = millis_since(self.started, self.now);
+        let now_ms = self.now_ms;
         for key in keys {
             let connection = &mut self.connections[key];
             let before = (connection.interest(), connection.state());
