@@ -121,6 +121,9 @@ struct Options {
     secs: f64,
     only: Option<String>,
     json: Option<PathBuf>,
+    /// Load before each measurement, so that connection set-up (a thread
+    /// per connection, say) is not measured.
+    warmup: f64,
     idle_conns: usize,
     counts: bool,
 }
@@ -155,6 +158,7 @@ fn parse_args() -> Result<Options, String> {
         secs: 3.0,
         only: None,
         json: None,
+        warmup: 1.0,
         idle_conns: 10_000,
         counts: true,
     };
@@ -183,6 +187,7 @@ fn parse_args() -> Result<Options, String> {
     if options.test {
         options.runs = 1;
         options.secs = 0.3;
+        options.warmup = 0.2;
         options.idle_conns = options.idle_conns.min(200);
     }
     if options.runs == 0 || options.secs.is_nan() || options.secs <= 0.0 {
@@ -191,11 +196,17 @@ fn parse_args() -> Result<Options, String> {
     Ok(options)
 }
 
+/// `--only NAME` selects the part of that name, or failing one, every part
+/// whose name contains NAME (`pingpong` selects all four ping-pong loads).
 fn selected(options: &Options, name: &str) -> bool {
-    options
-        .only
-        .as_deref()
-        .is_none_or(|only| name.contains(only))
+    options.only.as_deref().is_none_or(|only| {
+        let exact = WORKLOADS.iter().any(|w| w.name == only) || only == "counts";
+        if exact {
+            name == only
+        } else {
+            name.contains(only)
+        }
+    })
 }
 
 fn run(options: &Options) -> Result<(), String> {
@@ -293,10 +304,12 @@ enum Wrap<'a> {
 impl Server {
     fn start(peer: Peer, wrap: Wrap) -> Result<Server, String> {
         let (program, args): (String, Vec<&str>) = match peer {
-            // Default logging, as an operator runs it.
+            // Warnings only: the peers log nothing, and echod's two info
+            // lines per connection would put the log relay's system calls
+            // into the counts. Its address is then read from /proc.
             Peer::Echod => (
                 env!("CARGO_BIN_EXE_echod").into(),
-                vec!["-l", "127.0.0.1:0"],
+                vec!["-l", "127.0.0.1:0", "--log-level", "warn"],
             ),
             _ => (
                 std::env::current_exe()
@@ -340,12 +353,14 @@ impl Server {
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                return Err(format!("{} did not start listening", peer.name()));
-            }
+        let addr = if peer == Peer::Echod {
+            measure::listening_addr(child.id(), Duration::from_secs(60))
+        } else {
+            rx.recv_timeout(Duration::from_secs(60)).ok()
+        };
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            return Err(format!("{} did not start listening", peer.name()));
         };
         let addr = addr
             .parse()
@@ -429,6 +444,7 @@ fn sample(
         format!("--pipeline={}", workload.pipeline),
         format!("--line-bytes={}", workload.line_bytes),
         format!("--duration={}", options.secs),
+        format!("--warmup={}", options.warmup),
     ];
     let result = echo_bench(pinning, server.addr, &args);
     let cpu = measure::cpu_ns(pid).unwrap_or(0).saturating_sub(cpu_before);
@@ -439,7 +455,8 @@ fn sample(
     }
     server.stop()?;
     let json = result?;
-    let lines = json_number(&json, "lines");
+    // The server's CPU time covers the whole run, warm-up and drain included.
+    let lines = json_number(&json, "lines_all_phases");
     Ok(Sample {
         lines_per_s: json_number(&json, "lines_per_s"),
         p50_ns: json_number(&json, "p50"),
@@ -519,8 +536,8 @@ fn table(options: &Options, workload: &Workload, rows: &[(Peer, Vec<Sample>)]) -
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n## {}: {}\n\nmedian of {} interleaved runs of {} s each\n",
-        workload.name, workload.title, options.runs, options.secs
+        "\n## {}: {}\n\nmedian of {} interleaved runs of {} s each, after {} s of warm-up\n",
+        workload.name, workload.title, options.runs, options.secs, options.warmup
     );
     let _ = writeln!(
         out,

@@ -37,6 +37,44 @@ pub fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The IPv4 address `pid` listens on, from /proc: its socket descriptors'
+/// inodes matched against the kernel's table of TCP sockets in LISTEN state.
+/// Polls until found or `deadline` passes (a process under valgrind takes a
+/// while to get there).
+pub fn listening_addr(pid: u32, deadline: Duration) -> Option<String> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < deadline {
+        let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+            .ok()?
+            .filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+            .filter_map(|link| {
+                let link = link.to_string_lossy().into_owned();
+                Some(
+                    link.strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .to_string(),
+                )
+            })
+            .collect();
+        let table = fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+        for line in table.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is hex IP:port; state 0A is LISTEN; field 9 the inode.
+            if fields.len() > 9 && fields[3] == "0A" && inodes.iter().any(|i| i == fields[9]) {
+                let (ip, port) = fields[1].split_once(':')?;
+                let ip = u32::from_str_radix(ip, 16).ok()?;
+                let port = u16::from_str_radix(port, 16).ok()?;
+                return Some(format!(
+                    "{}:{port}",
+                    std::net::Ipv4Addr::from(u32::from_be(ip))
+                ));
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 /// Whether `program` can be run here.
 pub fn have(program: &str, version_flag: &str) -> bool {
     Command::new(program)

@@ -100,6 +100,8 @@ pub struct Report {
     pub latency: Histogram<u64>,
     /// Lines echoed while measuring.
     pub lines: u64,
+    /// Lines echoed in any phase: warm-up, measurement and drain.
+    pub all_lines: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     /// How long the measurement lasted.
@@ -209,6 +211,7 @@ impl Thread {
             report: Report {
                 latency,
                 lines: 0,
+                all_lines: 0,
                 bytes_sent: 0,
                 bytes_received: 0,
                 measured: Duration::ZERO,
@@ -465,6 +468,7 @@ impl Thread {
                 },
             );
             self.unpublished_lines += completed;
+            self.report.all_lines += completed;
             if let Err(m) = result {
                 let message = format!(
                     "mismatch in line {} at byte {}: expected {:?}, received {:?}",

@@ -21,6 +21,7 @@ const PERCENTILES: [(&str, &str, f64); 4] = [
 pub struct Summary {
     pub latency: Histogram<u64>,
     pub lines: u64,
+    pub all_lines: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub measured: Duration,
@@ -36,6 +37,7 @@ impl Summary {
         let mut summary = Summary {
             latency: first.latency.clone(),
             lines: first.lines,
+            all_lines: first.all_lines,
             bytes_sent: first.bytes_sent,
             bytes_received: first.bytes_received,
             measured: first.measured,
@@ -46,6 +48,7 @@ impl Summary {
             // Same bounds in every thread, so adding cannot fail.
             let _ = summary.latency.add(&report.latency);
             summary.lines += report.lines;
+            summary.all_lines += report.all_lines;
             summary.bytes_sent += report.bytes_sent;
             summary.bytes_received += report.bytes_received;
             summary.measured = summary.measured.max(report.measured);
@@ -150,8 +153,9 @@ impl Summary {
         );
         let _ = write!(
             out,
-            "\"lines\":{},\"lines_per_s\":{:.1},\"bytes_sent\":{},\"bytes_received\":{},\"sent_bytes_per_s\":{:.1},\"received_bytes_per_s\":{:.1},",
+            "\"lines\":{},\"lines_all_phases\":{},\"lines_per_s\":{:.1},\"bytes_sent\":{},\"bytes_received\":{},\"sent_bytes_per_s\":{:.1},\"received_bytes_per_s\":{:.1},",
             self.lines,
+            self.all_lines,
             self.per_second(self.lines),
             self.bytes_sent,
             self.bytes_received,
