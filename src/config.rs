@@ -44,6 +44,19 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// the signal pipe, standard streams and the log relay, with room to spare.
 pub const RESERVED_DESCRIPTORS: u64 = 32;
 
+/// Where `echod probe` connects when no address is given: the first of the
+/// default listening addresses.
+pub const DEFAULT_PROBE_ADDRESS: &str = "127.0.0.1:12321";
+
+/// How long `echod probe` may take in all (resolving, connecting, sending,
+/// and reading the echo) before it reports a timeout. One second is the
+/// default probe timeout of Kubernetes, and more than a thousand times a
+/// loopback round trip: a daemon that takes longer is not healthy.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest `--timeout` `echod probe` accepts, in milliseconds (one hour).
+const MAX_PROBE_TIMEOUT_MS: u64 = 3_600_000;
+
 /// Largest accepted value for the byte limits, so buffer sizes stay far from
 /// overflow on any platform.
 const MAX_LIMIT_BYTES: usize = 1 << 30;
@@ -128,11 +141,23 @@ impl Listen {
     }
 }
 
+/// What `echod probe` checks, and how long it may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeArgs {
+    /// `HOST:PORT`, `IP:PORT` or `[IPv6]:PORT`; a host name is resolved when
+    /// the probe runs.
+    pub address: String,
+    /// Deadline for the whole probe.
+    pub timeout: Duration,
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
     /// Run the daemon.
     Run(Config),
+    /// Check that an echo daemon answers (`echod probe`), then exit.
+    Probe(ProbeArgs),
     /// Print `USAGE` and exit.
     Help,
     /// Print the version and exit.
@@ -149,6 +174,7 @@ echod: a TCP line echo daemon. Every complete line a client sends comes back
 to it byte for byte; one thread serves thousands of clients.
 
 Usage: echod [OPTIONS]
+       echod probe [ADDR] [--timeout MS]
 
 Options:
   -l, --listen ADDR            Listen on ADDR (IP:PORT, e.g. 0.0.0.0:12321 or
@@ -174,6 +200,12 @@ Options:
   -h, --help                   Print this help and exit
   -V, --version                Print the version and exit
 
+Probe: `echod probe` connects to ADDR (HOST:PORT, IP:PORT or [IPv6]:PORT)
+[default: 127.0.0.1:12321], sends a line with a random nonce and checks that
+the same bytes come back within --timeout MS milliseconds [default: 1000]. It
+prints the round-trip time and exits 0, or prints why it failed (refused,
+timeout, closed, mismatch) to standard error and exits 1.
+
 SIZE is a number of bytes, optionally with K, KiB, M or MiB (powers of 1024).
 SECS may have a fraction (0.5). Logs go to standard output.
 
@@ -182,7 +214,8 @@ a second one exits at once. SIGUSR1 logs a summary.
 
 Exit status: 0 after a shutdown, 64 for a bad command line, 71 if echod
 cannot start (a listening socket, the event loop or logging cannot be set
-up), 70 if the event loop fails while running.
+up), 70 if the event loop fails while running. echod probe: 0 if the echo
+came back, 1 if not, 64 for a bad command line.
 ";
 
 /// Parses the arguments, program name first (as `std::env::args_os` gives
@@ -198,13 +231,19 @@ where
 {
     use lexopt::prelude::*;
 
+    let mut args = args.into_iter().map(Into::into);
+    let _program = args.next();
+    let args: Vec<OsString> = args.collect();
+    if args.first().is_some_and(|first| first == "probe") {
+        return parse_probe_args(&args[1..]);
+    }
     let mut config = Config {
         handle_signals: true,
         ..Config::default()
     };
     let mut addresses = Vec::new();
     let mut port = None;
-    let mut parser = lexopt::Parser::from_iter(args);
+    let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
             Short('l') | Long("listen") => {
@@ -283,6 +322,64 @@ where
         }
     };
     Ok(Command::Run(config))
+}
+
+/// Parses what follows `echod probe`.
+fn parse_probe_args(args: &[OsString]) -> Result<Command, UsageError> {
+    use lexopt::prelude::*;
+
+    let mut probe = ProbeArgs {
+        address: DEFAULT_PROBE_ADDRESS.to_owned(),
+        timeout: DEFAULT_PROBE_TIMEOUT,
+    };
+    let mut address = None;
+    let mut parser = lexopt::Parser::from_args(args.iter().cloned());
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("timeout") => {
+                let ms = number::<u64>(parser.value()?, "--timeout")?;
+                if !(1..=MAX_PROBE_TIMEOUT_MS).contains(&ms) {
+                    return Err(UsageError(format!(
+                        "invalid --timeout '{ms}': must be between 1 and {MAX_PROBE_TIMEOUT_MS} milliseconds"
+                    )));
+                }
+                probe.timeout = Duration::from_millis(ms);
+            }
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Value(value) if address.is_none() => {
+                let value = string(value, "probe address")?;
+                if !is_host_and_port(&value) {
+                    return Err(UsageError(format!(
+                        "invalid probe address '{value}': expected HOST:PORT, IP:PORT or [IPv6]:PORT"
+                    )));
+                }
+                address = Some(value);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    if let Some(address) = address {
+        probe.address = address;
+    }
+    Ok(Command::Probe(probe))
+}
+
+/// Whether `value` is an IP socket address, or a non-empty host name, a
+/// colon and a port number. Whether the host resolves is seen when the
+/// probe runs.
+fn is_host_and_port(value: &str) -> bool {
+    if value.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match value.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(':')
+                && !host.starts_with('[')
+                && port.parse::<u16>().is_ok()
+        }
+        None => false,
+    }
 }
 
 fn string(value: OsString, option: &str) -> Result<String, UsageError> {
@@ -461,6 +558,57 @@ mod tests {
                 "{args:?}: got '{err}', want '{expected}'"
             );
         }
+    }
+
+    fn parse_probe(args: &[&str]) -> Result<ProbeArgs, String> {
+        let args = ["echod", "probe"].into_iter().chain(args.iter().copied());
+        match parse_args(args) {
+            Ok(Command::Probe(probe)) => Ok(probe),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(err) => Err(err.0),
+        }
+    }
+
+    #[test]
+    fn probe_arguments() {
+        let default = parse_probe(&[]).expect("no arguments is valid");
+        assert_eq!(default.address, "127.0.0.1:12321");
+        assert_eq!(default.timeout, Duration::from_secs(1));
+        for address in [
+            "127.0.0.1:7",
+            "[::1]:12321",
+            "localhost:80",
+            "echo.example:1",
+        ] {
+            let probe = parse_probe(&[address, "--timeout", "250"]).expect(address);
+            assert_eq!(probe.address, address);
+            assert_eq!(probe.timeout, Duration::from_millis(250));
+        }
+        let probe = parse_probe(&["--timeout=5", "[::1]:9"]).expect("options first");
+        assert_eq!(
+            (probe.address.as_str(), probe.timeout),
+            ("[::1]:9", Duration::from_millis(5))
+        );
+
+        let cases: &[(&[&str], &str)] = &[
+            (&["localhost"], "invalid probe address 'localhost'"),
+            (&["::1:80"], "invalid probe address '::1:80'"),
+            (&[":80"], "invalid probe address ':80'"),
+            (&["host:http"], "invalid probe address 'host:http'"),
+            (&["--timeout", "0"], "must be between 1 and"),
+            (&["--timeout", "1.5"], "invalid --timeout '1.5'"),
+            (&["a:1", "b:2"], "unexpected argument \"b:2\""),
+            (&["--port", "1"], "invalid option '--port'"),
+        ];
+        for (args, expected) in cases {
+            let err = parse_probe(args).expect_err(&format!("{args:?} should fail"));
+            assert!(
+                err.contains(expected),
+                "{args:?}: got '{err}', want '{expected}'"
+            );
+        }
+        // Only the first argument names the subcommand.
+        assert!(parse(&["-q", "probe"]).is_err());
     }
 
     #[test]

@@ -50,7 +50,8 @@
 //! what clients do.
 //!
 //! Reading order: this page, `server`, `connection`, `buffer`, `framing`;
-//! then `config`, `listener` and `logging` for the daemon around them.
+//! then `config`, `listener` and `logging` for the daemon around them;
+//! `probe` is the `echod probe` health check, a client of the daemon.
 //! `docs/ARCHITECTURE.md` has the same map with each module's invariants.
 
 #![deny(unsafe_code)]
@@ -62,6 +63,7 @@ pub mod connection;
 pub mod framing;
 pub mod listener;
 pub mod logging;
+pub mod probe;
 pub mod server;
 pub mod summary;
 

@@ -5,8 +5,10 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use echod::config::{self, Command, USAGE};
-use echod::{Server, logging};
+use echod::{Server, logging, probe};
 
+/// Exit status of `echod probe` when the echo did not come back.
+const EXIT_PROBE_FAILED: u8 = 1;
 /// Exit status for a command line that cannot be run (sysexits' EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 /// Exit status when the event loop fails while running (EX_SOFTWARE).
@@ -23,6 +25,18 @@ fn main() -> ExitCode {
         Ok(Command::Help) => {
             let _ = write!(io::stdout(), "{USAGE}");
             return ExitCode::SUCCESS;
+        }
+        Ok(Command::Probe(args)) => {
+            return match probe::probe(&args) {
+                Ok(success) => {
+                    let _ = writeln!(io::stdout(), "{success}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("echod probe: {err}");
+                    ExitCode::from(EXIT_PROBE_FAILED)
+                }
+            };
         }
         Ok(Command::Version) => {
             let _ = writeln!(io::stdout(), "echod {}", env!("CARGO_PKG_VERSION"));
