@@ -57,6 +57,10 @@ pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest `--timeout` `echod probe` accepts, in milliseconds (one hour).
 const MAX_PROBE_TIMEOUT_MS: u64 = 3_600_000;
 
+/// Shortest `--stats-interval` accepted: one line a tenth of a second is
+/// already more than anyone reads, and a shorter one would be a flood.
+const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Largest accepted value for the byte limits, so buffer sizes stay far from
 /// overflow on any platform.
 const MAX_LIMIT_BYTES: usize = 1 << 30;
@@ -91,6 +95,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// How long to deliver owed echoes after a shutdown request.
     pub shutdown_timeout: Duration,
+    /// Log a one-line summary this often; `None`: never.
+    pub stats_interval: Option<Duration>,
     /// Log level; `None` defers to `RUST_LOG`, then to `info`.
     pub log_level: Option<LevelFilter>,
     /// Whether `Server::run` handles SIGINT, SIGTERM and SIGUSR1. The binary
@@ -108,6 +114,7 @@ impl Default for Config {
             max_connections: None,
             idle_timeout: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            stats_interval: None,
             log_level: None,
             handle_signals: false,
         }
@@ -194,6 +201,9 @@ Options:
                                0 disables [default: 0]
       --shutdown-timeout SECS  After SIGINT/SIGTERM, time allowed to deliver
                                owed echoes [default: 5]
+      --stats-interval SECS    Log a one-line summary (connections, rates,
+                               closes by reason) every SECS; 0 disables
+                               [default: 0]
       --log-level LEVEL        off, error, warn, info, debug or trace
                                [default: $RUST_LOG, else info]
   -q, --quiet                  Log warnings and errors only (--log-level warn)
@@ -289,6 +299,17 @@ where
             }
             Long("shutdown-timeout") => {
                 config.shutdown_timeout = seconds(parser.value()?, "--shutdown-timeout")?
+            }
+            Long("stats-interval") => {
+                let interval = seconds(parser.value()?, "--stats-interval")?;
+                if !interval.is_zero() && interval < MIN_STATS_INTERVAL {
+                    return Err(UsageError(format!(
+                        "invalid --stats-interval '{}': must be 0 or at least {}",
+                        interval.as_secs_f64(),
+                        MIN_STATS_INTERVAL.as_secs_f64()
+                    )));
+                }
+                config.stats_interval = (!interval.is_zero()).then_some(interval);
             }
             Long("log-level") => {
                 let value = string(parser.value()?, "--log-level")?;
@@ -479,6 +500,7 @@ mod tests {
         assert_eq!(config.max_pending_bytes, 1 << 20);
         assert_eq!(config.idle_timeout, None);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(config.stats_interval, None);
         assert!(config.handle_signals);
     }
 
@@ -499,6 +521,8 @@ mod tests {
             "1.5",
             "--shutdown-timeout",
             "0",
+            "--stats-interval",
+            "2.5",
             "-q",
         ])
         .expect("valid options");
@@ -517,12 +541,17 @@ mod tests {
         assert_eq!(config.max_connections, Some(10));
         assert_eq!(config.idle_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(config.shutdown_timeout, Duration::ZERO);
+        assert_eq!(config.stats_interval, Some(Duration::from_millis(2500)));
         assert_eq!(config.log_level, Some(LevelFilter::Warn));
         assert_eq!(
             parse(&["-p", "0"]).unwrap().listen,
             Listen::Default { port: 0 }
         );
         assert_eq!(parse(&["--idle-timeout", "0"]).unwrap().idle_timeout, None);
+        assert_eq!(
+            parse(&["--stats-interval", "0"]).unwrap().stats_interval,
+            None
+        );
     }
 
     #[test]
@@ -544,6 +573,7 @@ mod tests {
             (&["--max-connections", "0"], "must be at least 1"),
             (&["--idle-timeout", "-1"], "invalid --idle-timeout '-1'"),
             (&["--log-level", "loud"], "invalid --log-level 'loud'"),
+            (&["--stats-interval", "0.01"], "must be 0 or at least 0.1"),
             (&["--port"], "missing argument for option '--port'"),
             (
                 &["-l", "127.0.0.1:1", "-p", "2"],

@@ -28,7 +28,7 @@ use crate::buffer::Pool;
 use crate::config::{Config, RESERVED_DESCRIPTORS};
 use crate::connection::{CloseReason, Connection, Finish, Limits, Readiness, State, Step};
 use crate::listener::{self, BindError};
-use crate::summary::{Summary, Throttled};
+use crate::summary::{Closes, Interval, Summary, Throttled};
 
 /// Fired by `ShutdownHandle::trigger`, from any thread.
 const WAKER: Token = Token(usize::MAX);
@@ -113,6 +113,12 @@ pub struct Server {
     next_housekeeping: Instant,
     /// Set once a shutdown has been requested.
     shutdown_deadline: Option<Instant>,
+    /// `--stats-interval`, and when the next line is due.
+    stats_interval: Option<Duration>,
+    next_stats: Option<Instant>,
+    /// The summary the previous stats line reported, and when it was taken:
+    /// rates are measured from there.
+    stats_before: (Summary, Instant),
     /// Totals; lines and bytes of connections still open are added on demand.
     totals: Summary,
     rejections: Throttled,
@@ -181,6 +187,9 @@ impl Server {
             accept_paused_until: None,
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
             shutdown_deadline: None,
+            stats_interval: config.stats_interval,
+            next_stats: config.stats_interval.map(|interval| now + interval),
+            stats_before: (Summary::default(), now),
             totals: Summary::default(),
             rejections: Throttled::default(),
             accept_failures: Throttled::default(),
@@ -264,6 +273,9 @@ impl Server {
             if self.now >= self.next_housekeeping {
                 self.housekeeping();
             }
+            if self.next_stats.is_some_and(|due| self.now >= due) {
+                self.log_stats();
+            }
             if let Some(deadline) = self.shutdown_deadline {
                 if self.connections.is_empty() {
                     return Ok(self.finish_run());
@@ -282,10 +294,14 @@ impl Server {
         if !self.again.is_empty() || self.accept_again {
             return Some(Duration::ZERO);
         }
-        let deadline = [self.accept_paused_until, self.shutdown_deadline]
-            .into_iter()
-            .flatten()
-            .fold(self.next_housekeeping, Instant::min);
+        let deadline = [
+            self.accept_paused_until,
+            self.shutdown_deadline,
+            self.next_stats,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.next_housekeeping, Instant::min);
         Some(deadline.saturating_duration_since(Instant::now()))
     }
 
@@ -355,7 +371,10 @@ impl Server {
             entry.insert(Connection::new(stream, peer, now_ms));
             self.totals.accepted += 1;
             self.totals.peak_connections = self.totals.peak_connections.max(self.connections.len());
-            info!("conn {key}: accepted from {peer}");
+            // At debug: a health check that connects and closes would
+            // otherwise put a line a check into the info log. The close line
+            // names the peer of every connection that did anything.
+            debug!("conn {key}: accepted from {peer}");
         }
         // Budget spent; more may be queued, and no new edge will say so.
         self.accept_again = true;
@@ -427,12 +446,21 @@ impl Server {
         connection.release_buffer(&mut self.pool);
         self.totals.lines += connection.lines();
         self.totals.bytes += connection.bytes_echoed();
-        info!(
-            "conn {key}: closed ({reason}); {} lines, {} bytes echoed; peer {}",
-            connection.lines(),
-            connection.bytes_echoed(),
-            connection.peer()
-        );
+        let received_nothing = connection.bytes_received() == 0;
+        self.totals.closes.record(&reason, received_nothing);
+        if Closes::is_probe(&reason, received_nothing) {
+            debug!(
+                "conn {key}: closed without sending anything ({reason}); peer {}",
+                connection.peer()
+            );
+        } else {
+            info!(
+                "conn {key}: closed ({reason}); {} lines, {} bytes echoed; peer {}",
+                connection.lines(),
+                connection.bytes_echoed(),
+                connection.peer()
+            );
+        }
         // Dropping the stream closes the socket, which also removes it from
         // the epoll set; an explicit deregister would cost an `epoll_ctl`.
         drop(connection);
@@ -537,12 +565,40 @@ impl Server {
         false
     }
 
+    /// Logs the `--stats-interval` line: the counters now, and the rates
+    /// since the previous line.
+    fn log_stats(&mut self) {
+        let Some(interval) = self.stats_interval else {
+            return;
+        };
+        // From the time due, not from now, so that a late turn does not make
+        // the lines drift; after a stall longer than the interval, from now.
+        let due = self.next_stats.unwrap_or(self.now) + interval;
+        self.next_stats = Some(if due > self.now {
+            due
+        } else {
+            self.now + interval
+        });
+        let now = self.summary();
+        let (before, taken) = &self.stats_before;
+        let line = Interval {
+            before,
+            now: &now,
+            elapsed: self.now.saturating_duration_since(*taken),
+        };
+        info!("stats: {line}");
+        self.stats_before = (now, self.now);
+    }
+
     /// Totals so far, open connections included.
     fn summary(&self) -> Summary {
         let mut summary = self.totals;
         for (_, connection) in &self.connections {
             summary.lines += connection.lines();
             summary.bytes += connection.bytes_echoed();
+            if connection.state() == State::Paused {
+                summary.paused_connections += 1;
+            }
         }
         summary.open_connections = self.connections.len();
         summary
