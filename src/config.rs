@@ -102,6 +102,12 @@ pub struct Config {
     /// Whether `Server::run` handles SIGINT, SIGTERM and SIGUSR1. The binary
     /// sets it; a server embedded in another program (or a test) does not.
     pub handle_signals: bool,
+    /// Whether the server sends `sd_notify` messages (READY, STATUS,
+    /// STOPPING) when `NOTIFY_SOCKET` is set. The binary sets it.
+    pub notify_service_manager: bool,
+    /// Whether `--listen` or `--port` was given, which socket activation
+    /// forbids (the inherited sockets decide where echod listens).
+    pub listen_given: bool,
 }
 
 impl Default for Config {
@@ -117,6 +123,8 @@ impl Default for Config {
             stats_interval: None,
             log_level: None,
             handle_signals: false,
+            notify_service_manager: false,
+            listen_given: false,
         }
     }
 }
@@ -219,6 +227,11 @@ timeout, closed, mismatch) to standard error and exits 1.
 SIZE is a number of bytes, optionally with K, KiB, M or MiB (powers of 1024).
 SECS may have a fraction (0.5). Logs go to standard output.
 
+systemd: with socket activation (LISTEN_PID and LISTEN_FDS set), echod
+serves the sockets it inherits and binds nothing; --listen and --port are
+then refused. With NOTIFY_SOCKET set, it sends READY=1, STATUS= and
+STOPPING=1 (Type=notify).
+
 Signals: SIGINT or SIGTERM stops accepting, delivers owed echoes and exits;
 a second one exits at once. SIGUSR1 logs a summary.
 
@@ -249,6 +262,7 @@ where
     }
     let mut config = Config {
         handle_signals: true,
+        notify_service_manager: true,
         ..Config::default()
     };
     let mut addresses = Vec::new();
@@ -326,6 +340,7 @@ where
             _ => return Err(arg.unexpected().into()),
         }
     }
+    config.listen_given = !addresses.is_empty() || port.is_some();
     config.listen = match (addresses.is_empty(), port) {
         (true, port) => Listen::Default {
             port: port.unwrap_or(DEFAULT_PORT),

@@ -66,6 +66,8 @@ pub mod logging;
 pub mod probe;
 pub mod server;
 pub mod summary;
+pub mod systemd;
+pub mod workers;
 
 pub use config::{Command, Config, Listen};
 pub use framing::Framing;

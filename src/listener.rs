@@ -12,6 +12,10 @@
 //!   are never held back by Nagle's algorithm without a system call per
 //!   connection to say so;
 //! - a backlog of `BACKLOG` (the kernel caps it at `net.core.somaxconn`).
+//!
+//! Sockets inherited through systemd socket activation were created by the
+//! service manager with the options of the `.socket` unit; `adopt` sets the
+//! two that echod cannot do without.
 
 use std::fmt;
 use std::io;
@@ -71,6 +75,20 @@ pub fn bind_all(listen: &Listen) -> Result<Vec<TcpListener>, BindError> {
         }
     }
     Ok(listeners)
+}
+
+/// Prepares a listening socket echod did not create (socket activation) for
+/// the event loop: non-blocking, since systemd passes sockets in blocking
+/// mode and a blocking `accept` would stall the loop; and `TCP_NODELAY`, so
+/// echoes are not held back whatever the unit's `NoDelay=` says.
+///
+/// # Errors
+///
+/// If either option cannot be set.
+pub fn adopt(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+    listener.set_nonblocking(true)?;
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    Ok(TcpListener::from_std(listener))
 }
 
 /// Creates one listening socket on `address`.

@@ -29,6 +29,7 @@ use crate::config::{Config, RESERVED_DESCRIPTORS};
 use crate::connection::{CloseReason, Connection, Finish, Limits, Readiness, State, Step};
 use crate::listener::{self, BindError};
 use crate::summary::{Closes, Interval, Summary, Throttled};
+use crate::systemd::Notifier;
 
 /// Fired by `ShutdownHandle::trigger`, from any thread.
 const WAKER: Token = Token(usize::MAX);
@@ -123,6 +124,9 @@ pub struct Server {
     totals: Summary,
     rejections: Throttled,
     accept_failures: Throttled,
+    /// Tells systemd (`Type=notify`) when echod is ready, how many
+    /// connections it has, and when it stops; `None` unless configured.
+    notifier: Option<Notifier>,
 }
 
 impl Server {
@@ -134,7 +138,22 @@ impl Server {
     /// permitted); `StartError::Setup` if the system refuses a poll instance,
     /// waker or signal handler.
     pub fn bind(config: Config) -> Result<Server, StartError> {
-        let mut listeners = listener::bind_all(&config.listen).map_err(StartError::Listen)?;
+        let listeners = listener::bind_all(&config.listen).map_err(StartError::Listen)?;
+        Server::with_listeners(config, listeners)
+    }
+
+    /// Sets up the poll instance around listening sockets made elsewhere
+    /// (inherited through socket activation, or bound for a worker);
+    /// `config.listen` is not used.
+    ///
+    /// # Errors
+    ///
+    /// `StartError::Setup` if the system refuses a poll instance, waker or
+    /// signal handler, or a listener cannot be registered.
+    pub fn with_listeners(
+        config: Config,
+        mut listeners: Vec<TcpListener>,
+    ) -> Result<Server, StartError> {
         let poll = Poll::new().map_err(StartError::Setup)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Setup)?);
         let mut local_addrs = Vec::new();
@@ -193,6 +212,7 @@ impl Server {
             totals: Summary::default(),
             rejections: Throttled::default(),
             accept_failures: Throttled::default(),
+            notifier: config.notify_service_manager.then(Notifier::default),
         })
     }
 
@@ -220,6 +240,11 @@ impl Server {
     pub fn run(mut self) -> io::Result<Summary> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut serve_again = Vec::new();
+        // The listeners were listening since `bind`: connections made since
+        // then wait in their backlogs for the first turn.
+        if let Some(notifier) = self.notifier.as_mut() {
+            notifier.ready(&status(&self.totals, self.connections.len()));
+        }
         loop {
             if let Err(err) = self.poll.poll(&mut events, self.poll_timeout()) {
                 // A signal interrupted the wait; no socket changed state.
@@ -493,6 +518,9 @@ impl Server {
         if let Some(suppressed) = self.accept_failures.overdue(self.now) {
             warn!("accept: {suppressed} more failures for want of descriptors");
         }
+        if let Some(notifier) = self.notifier.as_mut() {
+            notifier.status(&status(&self.totals, self.connections.len()));
+        }
         let now_ms = millis_since(self.started, self.now);
         let idle_ms = self
             .idle_timeout
@@ -552,6 +580,12 @@ impl Server {
             self.shutdown_timeout
         );
         self.shutdown_deadline = Some(self.now + self.shutdown_timeout);
+        if let Some(notifier) = self.notifier.as_mut() {
+            notifier.stopping(&format!(
+                "stopping: delivering owed echoes to {} connections",
+                self.connections.len()
+            ));
+        }
         self.listeners.clear();
         self.accept_again = false;
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
@@ -621,6 +655,14 @@ impl std::fmt::Debug for Server {
             .field("shutting_down", &self.shutdown_deadline.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// The STATUS line systemd shows for the service (`systemctl status`).
+fn status(totals: &Summary, open_connections: usize) -> String {
+    format!(
+        "{open_connections} connections open, {} served, {} rejected",
+        totals.accepted, totals.rejected
+    )
 }
 
 /// What one poll event tells a connection. An error or hang-up is reported

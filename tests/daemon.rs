@@ -35,6 +35,7 @@ fn help_prints_usage_and_exits_0() {
         "--max-connections",
         "--idle-timeout",
         "--shutdown-timeout",
+        "--stats-interval",
         "--log-level",
         "--quiet",
         "--help",
