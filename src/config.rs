@@ -61,6 +61,10 @@ const MAX_PROBE_TIMEOUT_MS: u64 = 3_600_000;
 /// already more than anyone reads, and a shorter one would be a flood.
 const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Most `--workers` accepted: far more event loops than cores only adds
+/// threads that compete for the same cores.
+pub const MAX_WORKERS: usize = 256;
+
 /// Largest accepted value for the byte limits, so buffer sizes stay far from
 /// overflow on any platform.
 const MAX_LIMIT_BYTES: usize = 1 << 30;
@@ -97,6 +101,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Log a one-line summary this often; `None`: never.
     pub stats_interval: Option<Duration>,
+    /// Event loops, each on its own thread with its own listening sockets;
+    /// 1 is the classic single loop.
+    pub workers: usize,
     /// Log level; `None` defers to `RUST_LOG`, then to `info`.
     pub log_level: Option<LevelFilter>,
     /// Whether `Server::run` handles SIGINT, SIGTERM and SIGUSR1. The binary
@@ -121,6 +128,7 @@ impl Default for Config {
             idle_timeout: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             stats_interval: None,
+            workers: 1,
             log_level: None,
             handle_signals: false,
             notify_service_manager: false,
@@ -209,6 +217,9 @@ Options:
                                0 disables [default: 0]
       --shutdown-timeout SECS  After SIGINT/SIGTERM, time allowed to deliver
                                owed echoes [default: 5]
+      --workers N              Event loops, one thread each, sharing the
+                               listening addresses (SO_REUSEPORT); the kernel
+                               spreads connections among them [default: 1]
       --stats-interval SECS    Log a one-line summary (connections, rates,
                                closes by reason) every SECS; 0 disables
                                [default: 0]
@@ -313,6 +324,15 @@ where
             }
             Long("shutdown-timeout") => {
                 config.shutdown_timeout = seconds(parser.value()?, "--shutdown-timeout")?
+            }
+            Long("workers") => {
+                let n = number::<usize>(parser.value()?, "--workers")?;
+                if !(1..=MAX_WORKERS).contains(&n) {
+                    return Err(UsageError(format!(
+                        "invalid --workers '{n}': must be between 1 and {MAX_WORKERS}"
+                    )));
+                }
+                config.workers = n;
             }
             Long("stats-interval") => {
                 let interval = seconds(parser.value()?, "--stats-interval")?;
@@ -516,6 +536,7 @@ mod tests {
         assert_eq!(config.idle_timeout, None);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(config.stats_interval, None);
+        assert_eq!(config.workers, 1);
         assert!(config.handle_signals);
     }
 
@@ -538,6 +559,8 @@ mod tests {
             "0",
             "--stats-interval",
             "2.5",
+            "--workers",
+            "3",
             "-q",
         ])
         .expect("valid options");
@@ -557,6 +580,7 @@ mod tests {
         assert_eq!(config.idle_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(config.shutdown_timeout, Duration::ZERO);
         assert_eq!(config.stats_interval, Some(Duration::from_millis(2500)));
+        assert_eq!(config.workers, 3);
         assert_eq!(config.log_level, Some(LevelFilter::Warn));
         assert_eq!(
             parse(&["-p", "0"]).unwrap().listen,
@@ -589,6 +613,10 @@ mod tests {
             (&["--idle-timeout", "-1"], "invalid --idle-timeout '-1'"),
             (&["--log-level", "loud"], "invalid --log-level 'loud'"),
             (&["--stats-interval", "0.01"], "must be 0 or at least 0.1"),
+            (
+                &["--workers", "0"],
+                "invalid --workers '0': must be between 1 and",
+            ),
             (&["--port"], "missing argument for option '--port'"),
             (
                 &["-l", "127.0.0.1:1", "-p", "2"],

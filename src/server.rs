@@ -13,7 +13,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -69,6 +69,17 @@ pub enum StartError {
     Listen(BindError),
     /// The poll instance, its waker or the signal handlers could not be set up.
     Setup(io::Error),
+}
+
+/// What makes a server one of several `--workers`: its number, for the log,
+/// and where it publishes its totals for the thread that adds them up.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    /// 1 to N, as the log shows it.
+    pub number: usize,
+    /// Overwritten with this worker's `Summary` from every housekeeping run
+    /// (once a second) and at exit.
+    pub report: Arc<Mutex<Summary>>,
 }
 
 /// Stops a running server from another thread, as SIGTERM would.
@@ -127,6 +138,10 @@ pub struct Server {
     /// Tells systemd (`Type=notify`) when echod is ready, how many
     /// connections it has, and when it stops; `None` unless configured.
     notifier: Option<Notifier>,
+    /// Set when this server is one of several workers.
+    worker: Option<Worker>,
+    /// Prefix of the lifecycle log lines: empty, or "worker N: ".
+    label: String,
 }
 
 impl Server {
@@ -138,7 +153,7 @@ impl Server {
     /// permitted); `StartError::Setup` if the system refuses a poll instance,
     /// waker or signal handler.
     pub fn bind(config: Config) -> Result<Server, StartError> {
-        let listeners = listener::bind_all(&config.listen).map_err(StartError::Listen)?;
+        let listeners = listener::bind_all(&config.listen, false).map_err(StartError::Listen)?;
         Server::with_listeners(config, listeners)
     }
 
@@ -152,8 +167,47 @@ impl Server {
     /// signal handler, or a listener cannot be registered.
     pub fn with_listeners(
         config: Config,
-        mut listeners: Vec<TcpListener>,
+        listeners: Vec<TcpListener>,
     ) -> Result<Server, StartError> {
+        Server::new(config, listeners, None)
+    }
+
+    /// Like `with_listeners`, for one of several workers: the lifecycle log
+    /// lines name the worker, and the totals are published to
+    /// `worker.report`. Signals, stats and systemd notification are the
+    /// coordinating thread's business, whatever `config` says.
+    ///
+    /// # Errors
+    ///
+    /// As `with_listeners`.
+    pub fn for_worker(
+        config: Config,
+        listeners: Vec<TcpListener>,
+        worker: Worker,
+    ) -> Result<Server, StartError> {
+        let config = Config {
+            handle_signals: false,
+            notify_service_manager: false,
+            stats_interval: None,
+            ..config
+        };
+        Server::new(config, listeners, Some(worker))
+    }
+
+    fn new(
+        config: Config,
+        mut listeners: Vec<TcpListener>,
+        worker: Option<Worker>,
+    ) -> Result<Server, StartError> {
+        if listeners.len() > MAX_LISTENERS {
+            return Err(StartError::Setup(io::Error::other(format!(
+                "{} listening sockets: at most {MAX_LISTENERS} are served",
+                listeners.len()
+            ))));
+        }
+        let label = worker
+            .as_ref()
+            .map_or_else(String::new, |worker| format!("worker {}: ", worker.number));
         let poll = Poll::new().map_err(StartError::Setup)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Setup)?);
         let mut local_addrs = Vec::new();
@@ -162,7 +216,7 @@ impl Server {
                 .register(listener, Token(LISTENERS.start + i), Interest::READABLE)
                 .map_err(StartError::Setup)?;
             let address = listener.local_addr().map_err(StartError::Setup)?;
-            info!("listening on {address}");
+            info!("{label}listening on {address}");
             local_addrs.push(address);
         }
         let signals = if config.handle_signals {
@@ -179,7 +233,7 @@ impl Server {
             .max_connections
             .unwrap_or_else(|| derived_max_connections(listeners.len()));
         info!(
-            "echod {}: framing {}, max-line-bytes {}, max-pending-bytes {}, max-connections {}",
+            "{label}echod {}: framing {}, max-line-bytes {}, max-pending-bytes {}, max-connections {}",
             env!("CARGO_PKG_VERSION"),
             config.framing,
             config.max_line_bytes,
@@ -213,6 +267,8 @@ impl Server {
             rejections: Throttled::default(),
             accept_failures: Throttled::default(),
             notifier: config.notify_service_manager.then(Notifier::default),
+            worker,
+            label,
         })
     }
 
@@ -521,6 +577,7 @@ impl Server {
         if let Some(notifier) = self.notifier.as_mut() {
             notifier.status(&status(&self.totals, self.connections.len()));
         }
+        self.report();
         let now_ms = millis_since(self.started, self.now);
         let idle_ms = self
             .idle_timeout
@@ -569,13 +626,15 @@ impl Server {
     fn begin_shutdown(&mut self, why: &str) -> bool {
         if self.shutdown_deadline.is_some() {
             warn!(
-                "{why} again: exiting now, {} connections still open",
+                "{}{why} again: exiting now, {} connections still open",
+                self.label,
                 self.connections.len()
             );
             return true;
         }
         info!(
-            "{why}: no longer accepting; delivering owed echoes to {} connections (up to {:?})",
+            "{}{why}: no longer accepting; delivering owed echoes to {} connections (up to {:?})",
+            self.label,
             self.connections.len(),
             self.shutdown_timeout
         );
@@ -638,9 +697,23 @@ impl Server {
         summary
     }
 
+    /// Publishes the totals for the coordinating thread, if this server is
+    /// a worker. Once a second, so the lock is never contended for long.
+    fn report(&self) {
+        if let Some(worker) = &self.worker {
+            let summary = self.summary();
+            // A poisoned lock means the coordinating thread panicked; the
+            // totals then have no reader, and serving goes on.
+            if let Ok(mut report) = worker.report.lock() {
+                *report = summary;
+            }
+        }
+    }
+
     fn finish_run(self) -> Summary {
+        self.report();
         let summary = self.summary();
-        info!("stopped: {summary}");
+        info!("{}stopped: {summary}", self.label);
         summary
     }
 }
@@ -687,7 +760,7 @@ fn out_of_descriptors(err: &io::Error) -> bool {
 
 /// The default for `max-connections`: the open-file limit, less the
 /// descriptors echod needs for itself.
-fn derived_max_connections(n_listeners: usize) -> usize {
+pub(crate) fn derived_max_connections(n_listeners: usize) -> usize {
     let soft = rlimit::Resource::NOFILE.get_soft().unwrap_or(1024);
     soft.saturating_sub(RESERVED_DESCRIPTORS + n_listeners as u64)
         .clamp(1, usize::MAX as u64) as usize

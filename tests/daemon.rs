@@ -36,6 +36,7 @@ fn help_prints_usage_and_exits_0() {
         "--idle-timeout",
         "--shutdown-timeout",
         "--stats-interval",
+        "--workers",
         "--log-level",
         "--quiet",
         "--help",

@@ -107,6 +107,35 @@ fn socket_activation_serves_the_inherited_sockets() {
 }
 
 #[test]
+fn socket_activation_with_workers_serves_from_every_duplicate() {
+    let Some(tool) = tool(
+        "systemd-socket-activate",
+        "socket_activation_with_workers_serves_from_every_duplicate",
+    ) else {
+        return;
+    };
+    const CLIENTS: usize = 50;
+    let address = free_loopback_address();
+    let mut daemon = socket_activate(&tool, &[address], &["--workers", "2"]);
+    let mut clients: Vec<_> = (0..CLIENTS).map(|_| connect(address)).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_echoes(client, format!("client {i}\r\n").as_bytes());
+    }
+    // Both workers poll a duplicate of the one inherited socket.
+    daemon.wait_for_log(&format!("worker 1: listening on {address}"));
+    daemon.wait_for_log(&format!("worker 2: listening on {address}"));
+    daemon.signal(libc::SIGTERM);
+    for client in clients.iter_mut() {
+        assert_eq!(read_to_eof(client), b"");
+    }
+    drop(clients);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    daemon.wait_for_log(&format!(
+        "all 2 workers stopped: {CLIENTS} connections served"
+    ));
+}
+
+#[test]
 fn socket_activation_refuses_listen_options() {
     let Some(tool) = tool(
         "systemd-socket-activate",
