@@ -1,0 +1,789 @@
+//! End-to-end comparison: echod against the servers people would otherwise
+//! write, under the same load, in one run.
+//!
+//! For each workload the peers are run in turn, round after round
+//! (A B C D, B C D A, ...), so that a noisy machine shifts every peer alike
+//! instead of biasing the ratios. Each run starts the server afresh, pinned
+//! to CPU 0, and drives it with `echo-bench` pinned to CPU 1 (when the
+//! machine has two CPUs and `taskset`). A table per workload gives each
+//! peer's median over the rounds and its ratio to echod.
+//!
+//! Then, in separate shorter runs, the counts that do not drift with the
+//! machine's noise: system calls per echoed line (`strace -c -f` attached to
+//! the server for a fixed number of lines) and user-space instructions per
+//! echoed line (`valgrind --tool=callgrind`, the difference of two fixed
+//! line counts, so start-up and shutdown cancel out). Last, memory: RSS per
+//! idle connection, never used and after one echo.
+//!
+//! ```text
+//! cargo bench --bench e2e                      # everything (about 15 minutes)
+//! cargo bench --bench e2e -- --runs 3 --secs 2 --only pingpong-100
+//! cargo bench --bench e2e -- --json results.json   # for benches/chart.py
+//! cargo bench --bench e2e -- --test            # each part once, briefly (CI)
+//! ```
+
+mod measure;
+mod peers;
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use measure::Strace;
+use peers::Peer;
+
+/// Environment variable that makes this binary serve as a peer.
+const PEER_ENV: &str = "ECHOD_BENCH_PEER";
+
+/// A load shape.
+#[derive(Debug, Clone, Copy)]
+struct Workload {
+    name: &'static str,
+    title: &'static str,
+    conns: usize,
+    pipeline: usize,
+    line_bytes: usize,
+    /// Another client pushes 64 MiB at the server without reading, meanwhile.
+    abuser: bool,
+}
+
+const WORKLOADS: [Workload; 7] = [
+    Workload {
+        name: "pingpong-1",
+        title: "1 connection, ping-pong, 64 B lines (latency)",
+        conns: 1,
+        pipeline: 1,
+        line_bytes: 64,
+        abuser: false,
+    },
+    Workload {
+        name: "pingpong-10",
+        title: "10 connections, ping-pong, 64 B lines",
+        conns: 10,
+        pipeline: 1,
+        line_bytes: 64,
+        abuser: false,
+    },
+    Workload {
+        name: "pingpong-100",
+        title: "100 connections, ping-pong, 64 B lines",
+        conns: 100,
+        pipeline: 1,
+        line_bytes: 64,
+        abuser: false,
+    },
+    Workload {
+        name: "pingpong-1000",
+        title: "1,000 connections, ping-pong, 64 B lines",
+        conns: 1000,
+        pipeline: 1,
+        line_bytes: 64,
+        abuser: false,
+    },
+    Workload {
+        name: "pipeline-10x64",
+        title: "10 connections, pipeline of 64 lines of 64 B (throughput)",
+        conns: 10,
+        pipeline: 64,
+        line_bytes: 64,
+        abuser: false,
+    },
+    Workload {
+        name: "bandwidth-4k",
+        title: "1 connection, pipeline of 16 lines of 4 KiB (bandwidth)",
+        conns: 1,
+        pipeline: 16,
+        line_bytes: 4096,
+        abuser: false,
+    },
+    Workload {
+        name: "abuse-100",
+        title: "100 connections ping-pong while another client pushes 64 MiB without reading",
+        conns: 100,
+        pipeline: 1,
+        line_bytes: 64,
+        abuser: true,
+    },
+];
+
+/// Bytes the abusive client tries to push.
+const ABUSE_BYTES: usize = 64 << 20;
+
+struct Options {
+    test: bool,
+    runs: usize,
+    secs: f64,
+    only: Option<String>,
+    json: Option<PathBuf>,
+    idle_conns: usize,
+    counts: bool,
+}
+
+fn main() {
+    if let Ok(name) = std::env::var(PEER_ENV) {
+        let peer = Peer::from_name(&name).unwrap_or_else(|| panic!("unknown peer {name}"));
+        if let Err(err) = peers::serve(peer) {
+            eprintln!("{name}: {err}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let options = match parse_args() {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("e2e: {err}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(err) = run(&options) {
+        eprintln!("e2e: {err}");
+        std::process::exit(1);
+    }
+}
+
+fn parse_args() -> Result<Options, String> {
+    use lexopt::prelude::*;
+    let mut options = Options {
+        test: false,
+        runs: 5,
+        secs: 3.0,
+        only: None,
+        json: None,
+        idle_conns: 10_000,
+        counts: true,
+    };
+    let mut parser = lexopt::Parser::from_env();
+    let err = |e: lexopt::Error| e.to_string();
+    while let Some(arg) = parser.next().map_err(err)? {
+        match arg {
+            Long("test") => options.test = true,
+            // Passed by `cargo bench`; this harness always benchmarks.
+            Long("bench") => {}
+            Long("runs") => options.runs = parser.value().map_err(err)?.parse().map_err(err)?,
+            Long("secs") => options.secs = parser.value().map_err(err)?.parse().map_err(err)?,
+            Long("only") => {
+                options.only = Some(parser.value().map_err(err)?.string().map_err(err)?)
+            }
+            Long("json") => options.json = Some(parser.value().map_err(err)?.into()),
+            Long("idle-conns") => {
+                options.idle_conns = parser.value().map_err(err)?.parse().map_err(err)?
+            }
+            Long("no-counts") => options.counts = false,
+            // A filter word, as `cargo bench NAME` passes it.
+            Value(name) => options.only = Some(name.string().map_err(err)?),
+            _ => return Err(arg.unexpected().to_string()),
+        }
+    }
+    if options.test {
+        options.runs = 1;
+        options.secs = 0.3;
+        options.idle_conns = options.idle_conns.min(200);
+    }
+    if options.runs == 0 || options.secs.is_nan() || options.secs <= 0.0 {
+        return Err("--runs and --secs must be above 0".into());
+    }
+    Ok(options)
+}
+
+fn selected(options: &Options, name: &str) -> bool {
+    options
+        .only
+        .as_deref()
+        .is_none_or(|only| name.contains(only))
+}
+
+fn run(options: &Options) -> Result<(), String> {
+    // Up to 10,000 idle clients are held open at once.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let pinning = Pinning::detect();
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", environment(&pinning));
+    print!("{out}");
+    let mut json = Vec::new();
+
+    for workload in WORKLOADS.iter().filter(|w| selected(options, w.name)) {
+        let rows = compare(options, workload, &pinning)?;
+        let table = table(options, workload, &rows);
+        print!("{table}");
+        json.push(workload_json(workload, &rows));
+    }
+    if selected(options, "counts") && options.counts {
+        let counts = counts(options)?;
+        print!("{counts}");
+    }
+    if selected(options, "idle") {
+        let (text, rows) = idle(options)?;
+        print!("{text}");
+        json.push(rows);
+    }
+    if let Some(path) = &options.json {
+        let body = format!("[{}]\n", json.join(",\n"));
+        std::fs::write(path, body).map_err(|err| format!("{}: {err}", path.display()))?;
+        println!("results written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Which CPU the server and the load generator each get.
+struct Pinning {
+    enabled: bool,
+}
+
+impl Pinning {
+    fn detect() -> Pinning {
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        Pinning {
+            enabled: cpus >= 2 && measure::have("taskset", "-V"),
+        }
+    }
+
+    /// `program` run pinned to `cpu` when pinning is possible.
+    fn command(&self, cpu: usize, program: &str) -> Command {
+        if self.enabled {
+            let mut command = Command::new("taskset");
+            command.args(["-c", &cpu.to_string(), program]);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+}
+
+fn environment(pinning: &Pinning) -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    format!(
+        "# echod end-to-end comparison\n\nkernel {}, {cpus} x {model}; {}\n",
+        kernel.trim(),
+        if pinning.enabled {
+            "server pinned to CPU 0, echo-bench to CPU 1"
+        } else {
+            "no CPU pinning (needs 2 CPUs and taskset)"
+        }
+    )
+}
+
+/// A server process under test.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+/// How to start a server.
+enum Wrap<'a> {
+    Pinned(&'a Pinning),
+    Callgrind(&'a std::path::Path),
+}
+
+impl Server {
+    fn start(peer: Peer, wrap: Wrap) -> Result<Server, String> {
+        let (program, args): (String, Vec<&str>) = match peer {
+            // Default logging, as an operator runs it.
+            Peer::Echod => (
+                env!("CARGO_BIN_EXE_echod").into(),
+                vec!["-l", "127.0.0.1:0"],
+            ),
+            _ => (
+                std::env::current_exe()
+                    .map_err(|err| err.to_string())?
+                    .to_string_lossy()
+                    .into_owned(),
+                vec![],
+            ),
+        };
+        let mut command = match wrap {
+            Wrap::Pinned(pinning) => pinning.command(0, &program),
+            Wrap::Callgrind(out) => {
+                let mut command = Command::new("valgrind");
+                command
+                    .args(["--tool=callgrind", "-q"])
+                    .arg(format!("--callgrind-out-file={}", out.display()))
+                    .arg(&program);
+                command
+            }
+        };
+        command
+            .args(args)
+            .env(PEER_ENV, peer.name())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if peer == Peer::Echod {
+            command.env_remove(PEER_ENV);
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|err| format!("start {}: {err}", peer.name()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        // Reads the address, then drains the log for the server's lifetime so
+        // that it never blocks on a full pipe.
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                return Err(format!("{} did not start listening", peer.name()));
+            }
+        };
+        let addr = addr
+            .parse()
+            .map_err(|_| format!("{}: bad address {addr}", peer.name()))?;
+        Ok(Server { child, addr })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait (echod delivers what it owes and exits; the peers
+    /// die at once).
+    fn stop(mut self) -> Result<(), String> {
+        measure::signal(self.pid(), libc::SIGTERM);
+        measure::wait_deadline(&mut self.child, Duration::from_secs(60))
+    }
+}
+
+/// What one echo-bench run reported, and what the server cost meanwhile.
+#[derive(Debug, Clone, Default)]
+struct Sample {
+    lines_per_s: f64,
+    p50_ns: f64,
+    p99_ns: f64,
+    p999_ns: f64,
+    max_ns: f64,
+    /// Server CPU time per echoed line, user + system.
+    cpu_ns_per_line: f64,
+    peak_rss: f64,
+}
+
+/// Runs echo-bench, returns its JSON line. Fails on any counted error.
+fn echo_bench(pinning: &Pinning, addr: SocketAddr, args: &[String]) -> Result<String, String> {
+    let mut command = pinning.command(1, env!("CARGO_BIN_EXE_echo-bench"));
+    command
+        .args(["-a", &addr.to_string(), "--json", "-q"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    let output = command
+        .output()
+        .map_err(|err| format!("run echo-bench: {err}"))?;
+    let json = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        return Err(format!("echo-bench failed ({}): {json}", output.status));
+    }
+    Ok(json)
+}
+
+/// The number after `"key":` in a JSON line.
+fn json_number(json: &str, key: &str) -> f64 {
+    let needle = format!("\"{key}\":");
+    json.find(&needle)
+        .map(|at| &json[at + needle.len()..])
+        .and_then(|rest| {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e'))
+                .unwrap_or(rest.len());
+            rest[..end].parse().ok()
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// One timed run of `workload` against a fresh `peer` server.
+fn sample(
+    options: &Options,
+    workload: &Workload,
+    peer: Peer,
+    pinning: &Pinning,
+) -> Result<Sample, String> {
+    let server = Server::start(peer, Wrap::Pinned(pinning))?;
+    let pid = server.pid();
+    let stop_abuse = Arc::new(AtomicBool::new(false));
+    let abuser = workload
+        .abuser
+        .then(|| abuse(server.addr, Arc::clone(&stop_abuse)));
+    let cpu_before = measure::cpu_ns(pid).unwrap_or(0);
+    let args = [
+        format!("--conns={}", workload.conns),
+        format!("--pipeline={}", workload.pipeline),
+        format!("--line-bytes={}", workload.line_bytes),
+        format!("--duration={}", options.secs),
+    ];
+    let result = echo_bench(pinning, server.addr, &args);
+    let cpu = measure::cpu_ns(pid).unwrap_or(0).saturating_sub(cpu_before);
+    let peak_rss = measure::status_bytes(pid, "VmHWM").unwrap_or(0);
+    stop_abuse.store(true, Ordering::Relaxed);
+    if let Some(abuser) = abuser {
+        let _ = abuser.join();
+    }
+    server.stop()?;
+    let json = result?;
+    let lines = json_number(&json, "lines");
+    Ok(Sample {
+        lines_per_s: json_number(&json, "lines_per_s"),
+        p50_ns: json_number(&json, "p50"),
+        p99_ns: json_number(&json, "p99"),
+        p999_ns: json_number(&json, "p99_9"),
+        max_ns: json_number(&json, "max"),
+        cpu_ns_per_line: cpu as f64 / lines.max(1.0),
+        peak_rss: peak_rss as f64,
+    })
+}
+
+/// A client that writes lines as fast as it can and never reads, until
+/// `stop` or 64 MiB.
+fn abuse(addr: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let Ok(mut stream) = TcpStream::connect(addr) else {
+            return 0;
+        };
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+        let line = [b"x".repeat(62), b"\r\n".to_vec()].concat();
+        let chunk = line.repeat(1024);
+        let mut pushed = 0;
+        while pushed < ABUSE_BYTES && !stop.load(Ordering::Relaxed) {
+            match stream.write(&chunk) {
+                Ok(n) => pushed += n,
+                // Timed out: the server stopped reading (or was never fast
+                // enough); keep trying until told to stop.
+                Err(_) => continue,
+            }
+        }
+        // Hold the connection, unread, until the measurement ends.
+        while !stop.load(Ordering::Relaxed) {
+            let _ = stream.write(&chunk[..1]);
+        }
+        pushed
+    })
+}
+
+/// The peers' rows of one workload: every run, round by round.
+fn compare(
+    options: &Options,
+    workload: &Workload,
+    pinning: &Pinning,
+) -> Result<Vec<(Peer, Vec<Sample>)>, String> {
+    let mut rows: Vec<(Peer, Vec<Sample>)> = Peer::ALL.iter().map(|&p| (p, Vec::new())).collect();
+    for round in 0..options.runs {
+        for i in 0..rows.len() {
+            let index = (i + round) % rows.len();
+            let peer = rows[index].0;
+            let sample = sample(options, workload, peer, pinning)
+                .map_err(|err| format!("{} / {}: {err}", workload.name, peer.name()))?;
+            eprintln!(
+                "{} round {}/{} {:>14}: {:>12.0} lines/s",
+                workload.name,
+                round + 1,
+                options.runs,
+                peer.name(),
+                sample.lines_per_s
+            );
+            rows[index].1.push(sample);
+        }
+    }
+    Ok(rows)
+}
+
+fn median(samples: &[Sample], field: impl Fn(&Sample) -> f64) -> f64 {
+    let mut values: Vec<f64> = samples.iter().map(field).collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn table(options: &Options, workload: &Workload, rows: &[(Peer, Vec<Sample>)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## {}: {}\n\nmedian of {} interleaved runs of {} s each\n",
+        workload.name, workload.title, options.runs, options.secs
+    );
+    let _ = writeln!(
+        out,
+        "| peer | lines/s | vs echod | p50 | p99 | p99.9 | server CPU/line | vs echod | peak RSS |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let base = &rows[0].1;
+    let base_rate = median(base, |s| s.lines_per_s);
+    let base_cpu = median(base, |s| s.cpu_ns_per_line);
+    for (peer, samples) in rows {
+        let rate = median(samples, |s| s.lines_per_s);
+        let cpu = median(samples, |s| s.cpu_ns_per_line);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} | {} | {} | {} | {} | {:.2} | {} |",
+            peer.name(),
+            thousands(rate),
+            rate / base_rate,
+            duration(median(samples, |s| s.p50_ns)),
+            duration(median(samples, |s| s.p99_ns)),
+            duration(median(samples, |s| s.p999_ns)),
+            duration(cpu),
+            cpu / base_cpu,
+            mib(median(samples, |s| s.peak_rss)),
+        );
+    }
+    out
+}
+
+fn workload_json(workload: &Workload, rows: &[(Peer, Vec<Sample>)]) -> String {
+    let peers: Vec<String> = rows
+        .iter()
+        .map(|(peer, samples)| {
+            format!(
+                "{{\"peer\":\"{}\",\"lines_per_s\":{:.1},\"p50_ns\":{:.0},\"p99_ns\":{:.0},\"p999_ns\":{:.0},\"max_ns\":{:.0},\"cpu_ns_per_line\":{:.1},\"peak_rss\":{:.0},\"runs\":[{}]}}",
+                peer.name(),
+                median(samples, |s| s.lines_per_s),
+                median(samples, |s| s.p50_ns),
+                median(samples, |s| s.p99_ns),
+                median(samples, |s| s.p999_ns),
+                median(samples, |s| s.max_ns),
+                median(samples, |s| s.cpu_ns_per_line),
+                median(samples, |s| s.peak_rss),
+                samples
+                    .iter()
+                    .map(|s| format!("{:.1}", s.lines_per_s))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        })
+        .collect();
+    format!(
+        "{{\"workload\":\"{}\",\"conns\":{},\"pipeline\":{},\"line_bytes\":{},\"peers\":[{}]}}",
+        workload.name,
+        workload.conns,
+        workload.pipeline,
+        workload.line_bytes,
+        peers.join(",")
+    )
+}
+
+/// System calls and instructions per echoed line, from fixed line counts.
+fn counts(options: &Options) -> Result<String, String> {
+    let mut out = String::new();
+    let (conns, per_conn) = if options.test { (10, 20) } else { (100, 500) };
+    let _ = writeln!(out, "\n## counts: 100 connections, ping-pong, 64 B lines\n");
+    let have_strace = measure::have("strace", "-V");
+    let have_valgrind = measure::have("valgrind", "--version");
+    let no_pin = Pinning { enabled: false };
+    let dir = std::env::temp_dir().join(format!("echod-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|err| err.to_string())?;
+    let _ = writeln!(
+        out,
+        "syscalls: `strace -c -f -p PID` attached for {} lines ({conns} connections x {per_conn}); \
+         instructions: `valgrind --tool=callgrind`, (Ir(N2) - Ir(N1)) / (N2 - N1) lines\n",
+        conns * per_conn
+    );
+    let _ = writeln!(
+        out,
+        "| peer | syscalls/line | read+write/line | epoll_wait/line | user instructions/line |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    for peer in Peer::ALL {
+        let lines = (conns * per_conn) as f64;
+        let syscalls = if have_strace {
+            let server = Server::start(peer, Wrap::Pinned(&no_pin))?;
+            let strace =
+                Strace::attach(server.pid(), &dir.join(format!("{}.strace", peer.name())))?;
+            let args = [
+                format!("--conns={conns}"),
+                format!("--lines-per-conn={per_conn}"),
+            ];
+            let result = echo_bench(&no_pin, server.addr, &args);
+            let counts = strace.finish();
+            server.stop()?;
+            result?;
+            let c = counts?;
+            Some((
+                c.total as f64 / lines,
+                (c.reads + c.writes) as f64 / lines,
+                c.waits as f64 / lines,
+            ))
+        } else {
+            None
+        };
+        let instructions = if have_valgrind {
+            let (n1, n2) = if options.test { (5, 10) } else { (20, 120) };
+            let mut totals = Vec::new();
+            for n in [n1, n2] {
+                let file = dir.join(format!("{}-{n}.callgrind", peer.name()));
+                let server = Server::start(peer, Wrap::Callgrind(&file))?;
+                let args = [
+                    format!("--conns={conns}"),
+                    format!("--lines-per-conn={n}"),
+                    "--timeout=120".to_string(),
+                ];
+                let result = echo_bench(&no_pin, server.addr, &args);
+                server.stop()?;
+                result?;
+                totals.push(measure::callgrind_total(&file)?);
+            }
+            Some((totals[1] as f64 - totals[0] as f64) / ((n2 - n1) * conns) as f64)
+        } else {
+            None
+        };
+        let (total, rw, waits) = match syscalls {
+            Some((t, rw, w)) => (format!("{t:.3}"), format!("{rw:.3}"), format!("{w:.3}")),
+            None => ("strace not found".into(), "-".into(), "-".into()),
+        };
+        let instructions = instructions.map_or("valgrind not found".into(), |i| format!("{i:.0}"));
+        let _ = writeln!(
+            out,
+            "| {} | {total} | {rw} | {waits} | {instructions} |",
+            peer.name()
+        );
+        eprintln!("counts {}: done", peer.name());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(out)
+}
+
+/// RSS per idle connection: never used, then after echoing one line each.
+fn idle(options: &Options) -> Result<(String, String), String> {
+    let n = options.idle_conns;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## idle-{n}: {} idle connections (memory)\n\nserver RSS growth (VmRSS) divided by the connections\n",
+        thousands(n as f64)
+    );
+    let _ = writeln!(
+        out,
+        "| peer | per connection, never used | after one echo each | vs echod |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    let mut rows = Vec::new();
+    let no_pin = Pinning { enabled: false };
+    for peer in Peer::ALL {
+        let server = Server::start(peer, Wrap::Pinned(&no_pin))?;
+        let pid = server.pid();
+        let base = measure::status_bytes(pid, "VmRSS").unwrap_or(0) as f64;
+        let result = hold_idle(server.addr, n, pid);
+        server.stop()?;
+        let (never, echoed) = result.map_err(|err| format!("idle / {}: {err}", peer.name()))?;
+        rows.push((peer, (never - base) / n as f64, (echoed - base) / n as f64));
+    }
+    let base = rows[0].2;
+    for (peer, never, echoed) in &rows {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} B | {:.0} B | {:.1} |",
+            peer.name(),
+            never,
+            echoed,
+            echoed / base
+        );
+    }
+    let json = format!(
+        "{{\"workload\":\"idle-{n}\",\"conns\":{n},\"peers\":[{}]}}",
+        rows.iter()
+            .map(|(p, never, echoed)| format!(
+                "{{\"peer\":\"{}\",\"rss_per_conn_never_used\":{never:.1},\"rss_per_conn_after_echo\":{echoed:.1}}}",
+                p.name()
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    Ok((out, json))
+}
+
+/// Opens `n` connections, reads the server's RSS, echoes a line on each,
+/// reads it again. Returns both readings.
+fn hold_idle(addr: SocketAddr, n: usize, pid: u32) -> Result<(f64, f64), String> {
+    let timeout = Duration::from_secs(10);
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|err| err.to_string())?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|err| err.to_string())?;
+        conns.push(stream);
+    }
+    // The server accepts in order: once a later connection is served, all of
+    // these have been accepted.
+    round_trip(&mut TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?)?;
+    let never = measure::status_bytes(pid, "VmRSS").unwrap_or(0) as f64;
+    for stream in &mut conns {
+        stream
+            .write_all(b"hello, idle world\r\n")
+            .map_err(|err| err.to_string())?;
+    }
+    for stream in &mut conns {
+        let mut echo = [0; 19];
+        stream
+            .read_exact(&mut echo)
+            .map_err(|err| err.to_string())?;
+        if &echo != b"hello, idle world\r\n" {
+            return Err("wrong echo".into());
+        }
+    }
+    let echoed = measure::status_bytes(pid, "VmRSS").unwrap_or(0) as f64;
+    Ok((never, echoed))
+}
+
+fn round_trip(stream: &mut TcpStream) -> Result<(), String> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    stream.write_all(b"ping\r\n").map_err(|e| e.to_string())?;
+    let mut echo = [0; 6];
+    stream.read_exact(&mut echo).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn thousands(n: f64) -> String {
+    if !n.is_finite() {
+        return "-".into();
+    }
+    let digits = format!("{:.0}", n);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn duration(ns: f64) -> String {
+    if !ns.is_finite() {
+        "-".into()
+    } else if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        format!("{:.1} µs", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.2} ms", ns / 1e6)
+    } else {
+        format!("{:.2} s", ns / 1e9)
+    }
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
+}

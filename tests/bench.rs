@@ -1,0 +1,236 @@
+//! `echo-bench` against echod and against servers that misbehave on
+//! purpose: a load generator that cannot tell a corrupted or missing echo
+//! from a good one would make every figure it prints worthless.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use common::TestServer;
+
+/// Longest a run of the load generator may take before the test fails.
+const RUN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs echo-bench with `args` and returns its output, killing it if it
+/// outlives `RUN_DEADLINE`.
+fn echo_bench(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_echo-bench"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start echo-bench");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(RUN_DEADLINE) {
+        Ok(output) => output.expect("collect echo-bench output"),
+        Err(_) => {
+            // Do not leave a runaway load generator behind.
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("echo-bench did not finish within {RUN_DEADLINE:?}");
+        }
+    }
+}
+
+/// The value of `"key":NUMBER` in echo-bench's JSON line.
+fn json_number(json: &str, key: &str) -> f64 {
+    let needle = format!("\"{key}\":");
+    let start = json
+        .find(&needle)
+        .unwrap_or_else(|| panic!("{key} in {json}"))
+        + needle.len();
+    let rest = &json[start..];
+    let end = rest
+        .find(|c: char| c != '.' && c != '-' && !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end]
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is a number in {json}"))
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A server on 127.0.0.1:0 that handles each connection with `serve` on
+/// its own thread, for as long as the test runs.
+fn fake_server(serve: fn(TcpStream)) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake server");
+    let addr = listener.local_addr().expect("fake server address");
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || serve(stream));
+        }
+    });
+    addr
+}
+
+#[test]
+fn every_line_of_a_fixed_count_run_is_echoed_and_counted() {
+    let server = TestServer::start_default();
+    let addr = server.addr.to_string();
+    let output = echo_bench(&[
+        "-a", &addr, "-c", "20", "-P", "4", "-n", "500", "--json", "-q",
+    ]);
+    let json = stdout(&output);
+    assert!(output.status.success(), "{json}\n{:?}", output.stderr);
+    assert_eq!(json_number(&json, "lines"), 20.0 * 500.0);
+    assert_eq!(json_number(&json, "bytes_received"), 20.0 * 500.0 * 64.0);
+    assert_eq!(json_number(&json, "total"), 0.0);
+    assert!(json_number(&json, "p50") > 0.0);
+    let summary = server.stop();
+    assert_eq!(summary.lines, 10_000, "the server saw every line once");
+}
+
+#[test]
+fn a_timed_run_reports_progress_and_percentiles_with_units() {
+    let server = TestServer::start_default();
+    let addr = server.addr.to_string();
+    let output = echo_bench(&["-a", &addr, "-c", "3", "-d", "1.2", "--framing", "crlf"]);
+    let text = stdout(&output);
+    let progress = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}\n{progress}");
+    assert!(
+        progress.contains("lines/s") && progress.contains("3/3 connections up"),
+        "{progress}"
+    );
+    let latency = text
+        .lines()
+        .find(|l| l.contains("latency"))
+        .expect("latency line");
+    for label in ["p50", "p90", "p99", "p99.9", "max"] {
+        assert!(latency.contains(label), "{latency}");
+    }
+    assert!(
+        latency.contains("µs") || latency.contains("ms"),
+        "{latency}"
+    );
+    assert!(text.contains("errors      none"), "{text}");
+}
+
+#[test]
+fn open_loop_sends_at_the_requested_rate() {
+    let server = TestServer::start_default();
+    let addr = server.addr.to_string();
+    // 10 connections at 200 lines/s each for 1 s: 2,000 lines give or take
+    // the lines in flight at the end of the window.
+    let output = echo_bench(&[
+        "-a", &addr, "-c", "10", "-r", "2000", "-d", "1", "--json", "-q",
+    ]);
+    let json = stdout(&output);
+    assert!(output.status.success(), "{json}");
+    let lines = json_number(&json, "lines");
+    assert!(
+        (1_900.0..=2_010.0).contains(&lines),
+        "{lines} lines in {json}"
+    );
+}
+
+#[test]
+fn a_corrupted_byte_is_a_mismatch_and_fails_the_run() {
+    let addr = fake_server(|mut stream| {
+        let mut buf = [0; 4096];
+        let mut total = 0;
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            // Flip one byte of the third line.
+            if (128..192).contains(&total) {
+                buf[0] ^= 0x20;
+            }
+            total += n;
+            if stream.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let output = echo_bench(&["-a", &addr.to_string(), "-n", "5", "--json", "-q"]);
+    let json = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{json}");
+    assert_eq!(json_number(&json, "mismatch"), 1.0);
+    assert_eq!(
+        json_number(&json, "lines"),
+        2.0,
+        "lines before the bad one count"
+    );
+}
+
+#[test]
+fn a_server_that_closes_early_or_never_answers_fails_the_run() {
+    let closes = fake_server(|mut stream| {
+        let mut buf = [0; 64];
+        let _ = stream.read_exact(&mut buf);
+        let _ = stream.write_all(&buf[..10]);
+    });
+    let output = echo_bench(&[
+        "-a",
+        &closes.to_string(),
+        "-c",
+        "2",
+        "-n",
+        "3",
+        "--json",
+        "-q",
+    ]);
+    let json = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{json}");
+    assert_eq!(json_number(&json, "early_close"), 2.0, "{json}");
+
+    let silent = fake_server(|mut stream| {
+        let mut buf = [0; 64];
+        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let output = echo_bench(&[
+        "-a",
+        &silent.to_string(),
+        "-n",
+        "3",
+        "--timeout",
+        "0.3",
+        "--json",
+        "-q",
+    ]);
+    let json = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{json}");
+    assert_eq!(json_number(&json, "timeout"), 1.0, "{json}");
+}
+
+#[test]
+fn a_refused_connection_is_an_error() {
+    // Bind and drop: nothing listens on this port any more.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("pick a free port");
+    let output = echo_bench(&[
+        "-a",
+        &addr.to_string(),
+        "-c",
+        "3",
+        "-n",
+        "1",
+        "--json",
+        "-q",
+    ]);
+    let json = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{json}");
+    assert_eq!(json_number(&json, "connect"), 3.0, "{json}");
+}
+
+#[test]
+fn remote_targets_and_unbounded_runs_are_refused() {
+    let output = echo_bench(&["-a", "192.0.2.1:12321", "-n", "1"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--allow-remote"));
+    let output = echo_bench(&["--duration", "0"]);
+    assert_eq!(output.status.code(), Some(2));
+}
