@@ -194,7 +194,8 @@ pub struct UsageError(pub String);
 /// The `--help` text.
 pub const USAGE: &str = "\
 echod: a TCP line echo daemon. Every complete line a client sends comes back
-to it byte for byte; one thread serves thousands of clients.
+to it byte for byte; one thread serves thousands of clients, and --workers
+runs one such thread per core.
 
 Usage: echod [OPTIONS]
        echod probe [ADDR] [--timeout MS]
@@ -229,7 +230,7 @@ Options:
   -h, --help                   Print this help and exit
   -V, --version                Print the version and exit
 
-Probe: `echod probe` connects to ADDR (HOST:PORT, IP:PORT or [IPv6]:PORT)
+Probe: echod probe connects to ADDR (HOST:PORT, IP:PORT or [IPv6]:PORT)
 [default: 127.0.0.1:12321], sends a line with a random nonce and checks that
 the same bytes come back within --timeout MS milliseconds [default: 1000]. It
 prints the round-trip time and exits 0, or prints why it failed (refused,

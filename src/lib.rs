@@ -51,7 +51,9 @@
 //!
 //! Reading order: this page, `server`, `connection`, `buffer`, `framing`;
 //! then `config`, `listener` and `logging` for the daemon around them;
-//! `probe` is the `echod probe` health check, a client of the daemon.
+//! `workers` runs one loop, or one per `--workers` thread; `systemd` speaks
+//! socket activation and `sd_notify`; `probe` is the `echod probe` health
+//! check, a client of the daemon.
 //! `docs/ARCHITECTURE.md` has the same map with each module's invariants.
 
 #![deny(unsafe_code)]
