@@ -44,6 +44,27 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// the signal pipe, standard streams and the log relay, with room to spare.
 pub const RESERVED_DESCRIPTORS: u64 = 32;
 
+/// Where `echod probe` connects when no address is given: the first of the
+/// default listening addresses.
+pub const DEFAULT_PROBE_ADDRESS: &str = "127.0.0.1:12321";
+
+/// How long `echod probe` may take in all (resolving, connecting, sending,
+/// and reading the echo) before it reports a timeout. One second is the
+/// default probe timeout of Kubernetes, and more than a thousand times a
+/// loopback round trip: a daemon that takes longer is not healthy.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest `--timeout` `echod probe` accepts, in milliseconds (one hour).
+const MAX_PROBE_TIMEOUT_MS: u64 = 3_600_000;
+
+/// Shortest `--stats-interval` accepted: one line a tenth of a second is
+/// already more than anyone reads, and a shorter one would be a flood.
+const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Most `--workers` accepted: far more event loops than cores only adds
+/// threads that compete for the same cores.
+pub const MAX_WORKERS: usize = 256;
+
 /// Largest accepted value for the byte limits, so buffer sizes stay far from
 /// overflow on any platform.
 const MAX_LIMIT_BYTES: usize = 1 << 30;
@@ -78,11 +99,22 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// How long to deliver owed echoes after a shutdown request.
     pub shutdown_timeout: Duration,
+    /// Log a one-line summary this often; `None`: never.
+    pub stats_interval: Option<Duration>,
+    /// Event loops, each on its own thread with its own listening sockets;
+    /// 1 is the classic single loop.
+    pub workers: usize,
     /// Log level; `None` defers to `RUST_LOG`, then to `info`.
     pub log_level: Option<LevelFilter>,
     /// Whether `Server::run` handles SIGINT, SIGTERM and SIGUSR1. The binary
     /// sets it; a server embedded in another program (or a test) does not.
     pub handle_signals: bool,
+    /// Whether the server sends `sd_notify` messages (READY, STATUS,
+    /// STOPPING) when `NOTIFY_SOCKET` is set. The binary sets it.
+    pub notify_service_manager: bool,
+    /// Whether `--listen` or `--port` was given, which socket activation
+    /// forbids (the inherited sockets decide where echod listens).
+    pub listen_given: bool,
 }
 
 impl Default for Config {
@@ -95,8 +127,12 @@ impl Default for Config {
             max_connections: None,
             idle_timeout: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            stats_interval: None,
+            workers: 1,
             log_level: None,
             handle_signals: false,
+            notify_service_manager: false,
+            listen_given: false,
         }
     }
 }
@@ -128,11 +164,23 @@ impl Listen {
     }
 }
 
+/// What `echod probe` checks, and how long it may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeArgs {
+    /// `HOST:PORT`, `IP:PORT` or `[IPv6]:PORT`; a host name is resolved when
+    /// the probe runs.
+    pub address: String,
+    /// Deadline for the whole probe.
+    pub timeout: Duration,
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
     /// Run the daemon.
     Run(Config),
+    /// Check that an echo daemon answers (`echod probe`), then exit.
+    Probe(ProbeArgs),
     /// Print `USAGE` and exit.
     Help,
     /// Print the version and exit.
@@ -146,9 +194,11 @@ pub struct UsageError(pub String);
 /// The `--help` text.
 pub const USAGE: &str = "\
 echod: a TCP line echo daemon. Every complete line a client sends comes back
-to it byte for byte; one thread serves thousands of clients.
+to it byte for byte; one thread serves thousands of clients, and --workers
+runs one such thread per core.
 
 Usage: echod [OPTIONS]
+       echod probe [ADDR] [--timeout MS]
 
 Options:
   -l, --listen ADDR            Listen on ADDR (IP:PORT, e.g. 0.0.0.0:12321 or
@@ -168,21 +218,39 @@ Options:
                                0 disables [default: 0]
       --shutdown-timeout SECS  After SIGINT/SIGTERM, time allowed to deliver
                                owed echoes [default: 5]
+      --workers N              Event loops, one thread each, sharing the
+                               listening addresses (SO_REUSEPORT); the kernel
+                               spreads connections among them [default: 1]
+      --stats-interval SECS    Log a one-line summary (connections, rates,
+                               closes by reason) every SECS; 0 disables
+                               [default: 0]
       --log-level LEVEL        off, error, warn, info, debug or trace
                                [default: $RUST_LOG, else info]
   -q, --quiet                  Log warnings and errors only (--log-level warn)
   -h, --help                   Print this help and exit
   -V, --version                Print the version and exit
 
+Probe: echod probe connects to ADDR (HOST:PORT, IP:PORT or [IPv6]:PORT)
+[default: 127.0.0.1:12321], sends a line with a random nonce and checks that
+the same bytes come back within --timeout MS milliseconds [default: 1000]. It
+prints the round-trip time and exits 0, or prints why it failed (refused,
+timeout, closed, mismatch) to standard error and exits 1.
+
 SIZE is a number of bytes, optionally with K, KiB, M or MiB (powers of 1024).
 SECS may have a fraction (0.5). Logs go to standard output.
+
+systemd: with socket activation (LISTEN_PID and LISTEN_FDS set), echod
+serves the sockets it inherits and binds nothing; --listen and --port are
+then refused. With NOTIFY_SOCKET set, it sends READY=1, STATUS= and
+STOPPING=1 (Type=notify).
 
 Signals: SIGINT or SIGTERM stops accepting, delivers owed echoes and exits;
 a second one exits at once. SIGUSR1 logs a summary.
 
 Exit status: 0 after a shutdown, 64 for a bad command line, 71 if echod
 cannot start (a listening socket, the event loop or logging cannot be set
-up), 70 if the event loop fails while running.
+up), 70 if the event loop fails while running. echod probe: 0 if the echo
+came back, 1 if not, 64 for a bad command line.
 ";
 
 /// Parses the arguments, program name first (as `std::env::args_os` gives
@@ -198,13 +266,20 @@ where
 {
     use lexopt::prelude::*;
 
+    let mut args = args.into_iter().map(Into::into);
+    let _program = args.next();
+    let args: Vec<OsString> = args.collect();
+    if args.first().is_some_and(|first| first == "probe") {
+        return parse_probe_args(&args[1..]);
+    }
     let mut config = Config {
         handle_signals: true,
+        notify_service_manager: true,
         ..Config::default()
     };
     let mut addresses = Vec::new();
     let mut port = None;
-    let mut parser = lexopt::Parser::from_iter(args);
+    let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
             Short('l') | Long("listen") => {
@@ -251,6 +326,26 @@ where
             Long("shutdown-timeout") => {
                 config.shutdown_timeout = seconds(parser.value()?, "--shutdown-timeout")?
             }
+            Long("workers") => {
+                let n = number::<usize>(parser.value()?, "--workers")?;
+                if !(1..=MAX_WORKERS).contains(&n) {
+                    return Err(UsageError(format!(
+                        "invalid --workers '{n}': must be between 1 and {MAX_WORKERS}"
+                    )));
+                }
+                config.workers = n;
+            }
+            Long("stats-interval") => {
+                let interval = seconds(parser.value()?, "--stats-interval")?;
+                if !interval.is_zero() && interval < MIN_STATS_INTERVAL {
+                    return Err(UsageError(format!(
+                        "invalid --stats-interval '{}': must be 0 or at least {}",
+                        interval.as_secs_f64(),
+                        MIN_STATS_INTERVAL.as_secs_f64()
+                    )));
+                }
+                config.stats_interval = (!interval.is_zero()).then_some(interval);
+            }
             Long("log-level") => {
                 let value = string(parser.value()?, "--log-level")?;
                 let level = value.parse::<LevelFilter>().map_err(|_| {
@@ -266,6 +361,7 @@ where
             _ => return Err(arg.unexpected().into()),
         }
     }
+    config.listen_given = !addresses.is_empty() || port.is_some();
     config.listen = match (addresses.is_empty(), port) {
         (true, port) => Listen::Default {
             port: port.unwrap_or(DEFAULT_PORT),
@@ -283,6 +379,64 @@ where
         }
     };
     Ok(Command::Run(config))
+}
+
+/// Parses what follows `echod probe`.
+fn parse_probe_args(args: &[OsString]) -> Result<Command, UsageError> {
+    use lexopt::prelude::*;
+
+    let mut probe = ProbeArgs {
+        address: DEFAULT_PROBE_ADDRESS.to_owned(),
+        timeout: DEFAULT_PROBE_TIMEOUT,
+    };
+    let mut address = None;
+    let mut parser = lexopt::Parser::from_args(args.iter().cloned());
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("timeout") => {
+                let ms = number::<u64>(parser.value()?, "--timeout")?;
+                if !(1..=MAX_PROBE_TIMEOUT_MS).contains(&ms) {
+                    return Err(UsageError(format!(
+                        "invalid --timeout '{ms}': must be between 1 and {MAX_PROBE_TIMEOUT_MS} milliseconds"
+                    )));
+                }
+                probe.timeout = Duration::from_millis(ms);
+            }
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Value(value) if address.is_none() => {
+                let value = string(value, "probe address")?;
+                if !is_host_and_port(&value) {
+                    return Err(UsageError(format!(
+                        "invalid probe address '{value}': expected HOST:PORT, IP:PORT or [IPv6]:PORT"
+                    )));
+                }
+                address = Some(value);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    if let Some(address) = address {
+        probe.address = address;
+    }
+    Ok(Command::Probe(probe))
+}
+
+/// Whether `value` is an IP socket address, or a non-empty host name, a
+/// colon and a port number. Whether the host resolves is seen when the
+/// probe runs.
+fn is_host_and_port(value: &str) -> bool {
+    if value.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match value.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(':')
+                && !host.starts_with('[')
+                && port.parse::<u16>().is_ok()
+        }
+        None => false,
+    }
 }
 
 fn string(value: OsString, option: &str) -> Result<String, UsageError> {
@@ -382,6 +536,8 @@ mod tests {
         assert_eq!(config.max_pending_bytes, 1 << 20);
         assert_eq!(config.idle_timeout, None);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(config.stats_interval, None);
+        assert_eq!(config.workers, 1);
         assert!(config.handle_signals);
     }
 
@@ -402,6 +558,10 @@ mod tests {
             "1.5",
             "--shutdown-timeout",
             "0",
+            "--stats-interval",
+            "2.5",
+            "--workers",
+            "3",
             "-q",
         ])
         .expect("valid options");
@@ -420,12 +580,18 @@ mod tests {
         assert_eq!(config.max_connections, Some(10));
         assert_eq!(config.idle_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(config.shutdown_timeout, Duration::ZERO);
+        assert_eq!(config.stats_interval, Some(Duration::from_millis(2500)));
+        assert_eq!(config.workers, 3);
         assert_eq!(config.log_level, Some(LevelFilter::Warn));
         assert_eq!(
             parse(&["-p", "0"]).unwrap().listen,
             Listen::Default { port: 0 }
         );
         assert_eq!(parse(&["--idle-timeout", "0"]).unwrap().idle_timeout, None);
+        assert_eq!(
+            parse(&["--stats-interval", "0"]).unwrap().stats_interval,
+            None
+        );
     }
 
     #[test]
@@ -447,6 +613,11 @@ mod tests {
             (&["--max-connections", "0"], "must be at least 1"),
             (&["--idle-timeout", "-1"], "invalid --idle-timeout '-1'"),
             (&["--log-level", "loud"], "invalid --log-level 'loud'"),
+            (&["--stats-interval", "0.01"], "must be 0 or at least 0.1"),
+            (
+                &["--workers", "0"],
+                "invalid --workers '0': must be between 1 and",
+            ),
             (&["--port"], "missing argument for option '--port'"),
             (
                 &["-l", "127.0.0.1:1", "-p", "2"],
@@ -461,6 +632,57 @@ mod tests {
                 "{args:?}: got '{err}', want '{expected}'"
             );
         }
+    }
+
+    fn parse_probe(args: &[&str]) -> Result<ProbeArgs, String> {
+        let args = ["echod", "probe"].into_iter().chain(args.iter().copied());
+        match parse_args(args) {
+            Ok(Command::Probe(probe)) => Ok(probe),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(err) => Err(err.0),
+        }
+    }
+
+    #[test]
+    fn probe_arguments() {
+        let default = parse_probe(&[]).expect("no arguments is valid");
+        assert_eq!(default.address, "127.0.0.1:12321");
+        assert_eq!(default.timeout, Duration::from_secs(1));
+        for address in [
+            "127.0.0.1:7",
+            "[::1]:12321",
+            "localhost:80",
+            "echo.example:1",
+        ] {
+            let probe = parse_probe(&[address, "--timeout", "250"]).expect(address);
+            assert_eq!(probe.address, address);
+            assert_eq!(probe.timeout, Duration::from_millis(250));
+        }
+        let probe = parse_probe(&["--timeout=5", "[::1]:9"]).expect("options first");
+        assert_eq!(
+            (probe.address.as_str(), probe.timeout),
+            ("[::1]:9", Duration::from_millis(5))
+        );
+
+        let cases: &[(&[&str], &str)] = &[
+            (&["localhost"], "invalid probe address 'localhost'"),
+            (&["::1:80"], "invalid probe address '::1:80'"),
+            (&[":80"], "invalid probe address ':80'"),
+            (&["host:http"], "invalid probe address 'host:http'"),
+            (&["--timeout", "0"], "must be between 1 and"),
+            (&["--timeout", "1.5"], "invalid --timeout '1.5'"),
+            (&["a:1", "b:2"], "unexpected argument \"b:2\""),
+            (&["--port", "1"], "invalid option '--port'"),
+        ];
+        for (args, expected) in cases {
+            let err = parse_probe(args).expect_err(&format!("{args:?} should fail"));
+            assert!(
+                err.contains(expected),
+                "{args:?}: got '{err}', want '{expected}'"
+            );
+        }
+        // Only the first argument names the subcommand.
+        assert!(parse(&["-q", "probe"]).is_err());
     }
 
     #[test]

@@ -143,6 +143,8 @@ pub struct Connection<S> {
     peer: SocketAddr,
     /// Complete lines received (each echoed unless the connection failed).
     lines: u64,
+    /// Bytes read from the peer; 0 marks a connect-then-close health check.
+    bytes_received: u64,
     /// Bytes written back.
     bytes_echoed: u64,
     /// When bytes last moved either way, in server clock milliseconds.
@@ -158,6 +160,7 @@ impl<S: Stream> Connection<S> {
             state: State::Open,
             peer,
             lines: 0,
+            bytes_received: 0,
             bytes_echoed: 0,
             last_active_ms: now_ms,
         }
@@ -257,6 +260,11 @@ impl<S: Stream> Connection<S> {
         self.lines
     }
 
+    /// Bytes read from the peer so far (lingering input included).
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received
+    }
+
     /// Bytes echoed so far.
     pub fn bytes_echoed(&self) -> u64 {
         self.bytes_echoed
@@ -333,6 +341,7 @@ impl<S: Stream> Connection<S> {
                 Err(err) => return Err(err),
             };
             self.last_active_ms = now_ms;
+            self.bytes_received += n as u64;
             if n == 0 {
                 // The peer finished sending. Its unfinished line, if any, was
                 // never completed and is not echoed (docs/PROTOCOL.md).
@@ -440,6 +449,7 @@ impl<S: Stream> Connection<S> {
                 // our FIN, so a peer that keeps sending cannot hold the
                 // connection open.
                 Ok(n) => {
+                    self.bytes_received += n as u64;
                     if n < asked && !until_would_block {
                         return Ok(Step::Wait);
                     }

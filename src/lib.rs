@@ -50,7 +50,10 @@
 //! what clients do.
 //!
 //! Reading order: this page, `server`, `connection`, `buffer`, `framing`;
-//! then `config`, `listener` and `logging` for the daemon around them.
+//! then `config`, `listener` and `logging` for the daemon around them;
+//! `workers` runs one loop, or one per `--workers` thread; `systemd` speaks
+//! socket activation and `sd_notify`; `probe` is the `echod probe` health
+//! check, a client of the daemon.
 //! `docs/ARCHITECTURE.md` has the same map with each module's invariants.
 
 #![deny(unsafe_code)]
@@ -62,9 +65,12 @@ pub mod connection;
 pub mod framing;
 pub mod listener;
 pub mod logging;
+pub mod probe;
 pub mod server;
 pub mod socket;
 pub mod summary;
+pub mod systemd;
+pub mod workers;
 
 pub use config::{Command, Config, Listen};
 pub use framing::Framing;

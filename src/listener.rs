@@ -11,7 +11,15 @@
 //! - `TCP_NODELAY`, which accepted sockets inherit on Linux, so that echoes
 //!   are never held back by Nagle's algorithm without a system call per
 //!   connection to say so;
-//! - a backlog of `BACKLOG` (the kernel caps it at `net.core.somaxconn`).
+//! - a backlog of `BACKLOG` (the kernel caps it at `net.core.somaxconn`);
+//! - with `--workers` above 1 only, `SO_REUSEPORT`, so that each worker has
+//!   its own socket on the same address and the kernel spreads connections
+//!   among them. (With one worker it is not set, so a second echod process
+//!   cannot bind the same port by mistake.)
+//!
+//! Sockets inherited through systemd socket activation were created by the
+//! service manager with the options of the `.socket` unit; `adopt` sets the
+//! two that echod cannot do without.
 
 use std::fmt;
 use std::io;
@@ -47,7 +55,11 @@ pub struct BindError {
 ///
 /// The first address that cannot be bound (in use, not permitted, not
 /// available); listeners bound before it are closed.
-pub fn bind_all(listen: &Listen) -> Result<Vec<TcpListener>, BindError> {
+///
+/// With `reuse_port`, every socket also gets `SO_REUSEPORT`, so that the
+/// listeners of several workers can share each address and the kernel
+/// spreads new connections among them.
+pub fn bind_all(listen: &Listen, reuse_port: bool) -> Result<Vec<TcpListener>, BindError> {
     let mut listeners: Vec<TcpListener> = Vec::new();
     for mut address in listen.addresses() {
         let defaults = matches!(listen, Listen::Default { .. });
@@ -56,9 +68,9 @@ pub fn bind_all(listen: &Listen) -> Result<Vec<TcpListener>, BindError> {
                 address.set_port(first.port());
             }
         }
-        let bound = bind(address).or_else(|err| match err.kind() {
+        let bound = bind(address, reuse_port).or_else(|err| match err.kind() {
             io::ErrorKind::AddrInUse if defaults && listen_port(listen) == 0 => {
-                bind(SocketAddr::new(address.ip(), 0))
+                bind(SocketAddr::new(address.ip(), 0), reuse_port)
             }
             _ => Err(err),
         });
@@ -73,14 +85,31 @@ pub fn bind_all(listen: &Listen) -> Result<Vec<TcpListener>, BindError> {
     Ok(listeners)
 }
 
+/// Prepares a listening socket echod did not create (socket activation) for
+/// the event loop: non-blocking, since systemd passes sockets in blocking
+/// mode and a blocking `accept` would stall the loop; and `TCP_NODELAY`, so
+/// echoes are not held back whatever the unit's `NoDelay=` says.
+///
+/// # Errors
+///
+/// If either option cannot be set.
+pub fn adopt(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+    listener.set_nonblocking(true)?;
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    Ok(TcpListener::from_std(listener))
+}
+
 /// Creates one listening socket on `address`.
-fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+fn bind(address: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM.nonblocking().cloexec(),
         Some(Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if address.is_ipv6() {
         socket.set_only_v6(true)?;
     }

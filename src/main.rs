@@ -5,8 +5,11 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use echod::config::{self, Command, USAGE};
-use echod::{Server, logging};
+use echod::workers::{self, RunError};
+use echod::{logging, probe, systemd};
 
+/// Exit status of `echod probe` when the echo did not come back.
+const EXIT_PROBE_FAILED: u8 = 1;
 /// Exit status for a command line that cannot be run (sysexits' EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 /// Exit status when the event loop fails while running (EX_SOFTWARE).
@@ -24,6 +27,18 @@ fn main() -> ExitCode {
             let _ = write!(io::stdout(), "{USAGE}");
             return ExitCode::SUCCESS;
         }
+        Ok(Command::Probe(args)) => {
+            return match probe::probe(&args) {
+                Ok(success) => {
+                    let _ = writeln!(io::stdout(), "{success}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("echod probe: {err}");
+                    ExitCode::from(EXIT_PROBE_FAILED)
+                }
+            };
+        }
         Ok(Command::Version) => {
             let _ = writeln!(io::stdout(), "echod {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -33,6 +48,22 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // Before anything else opens a descriptor: the numbers systemd passed
+    // must still be the inherited sockets (see `systemd`).
+    let inherited = match systemd::inherited_listeners() {
+        Ok(inherited) => inherited,
+        Err(err) => {
+            eprintln!("echod: cannot use the sockets passed by systemd: {err}");
+            return ExitCode::from(EXIT_CANNOT_START);
+        }
+    };
+    if inherited.is_some() && config.listen_given {
+        eprintln!(
+            "echod: --listen and --port cannot be combined with socket activation: \
+             echod serves the sockets systemd passed (LISTEN_FDS)"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     if let Err(err) = logging::init(config.log_level) {
         eprintln!("echod: cannot set up logging: {err}");
         return ExitCode::from(EXIT_CANNOT_START);
@@ -42,20 +73,16 @@ fn main() -> ExitCode {
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
         log::warn!("cannot raise the open-file limit: {err}");
     }
-    let code = match Server::bind(config) {
+    let code = match workers::run(config, inherited) {
+        Ok(_summary) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("{err}");
             eprintln!("echod: {err}");
-            ExitCode::from(EXIT_CANNOT_START)
+            ExitCode::from(match err {
+                RunError::Start(_) => EXIT_CANNOT_START,
+                RunError::Loop(_) => EXIT_LOOP_FAILED,
+            })
         }
-        Ok(server) => match server.run() {
-            Ok(_summary) => ExitCode::SUCCESS,
-            Err(err) => {
-                log::error!("event loop failed: {err}");
-                eprintln!("echod: event loop failed: {err}");
-                ExitCode::from(EXIT_LOOP_FAILED)
-            }
-        },
     };
     // Let the relay write what is queued (the final summary) before exit.
     log::logger().flush();

@@ -13,7 +13,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -29,7 +29,8 @@ use crate::config::{Config, RESERVED_DESCRIPTORS};
 use crate::connection::{CloseReason, Connection, Finish, Limits, Readiness, State, Step};
 use crate::listener::{self, BindError};
 use crate::socket::Socket;
-use crate::summary::{Summary, Throttled};
+use crate::summary::{Closes, Interval, Summary, Throttled};
+use crate::systemd::Notifier;
 
 /// Fired by `ShutdownHandle::trigger`, from any thread.
 const WAKER: Token = Token(usize::MAX);
@@ -69,6 +70,17 @@ pub enum StartError {
     Listen(BindError),
     /// The poll instance, its waker or the signal handlers could not be set up.
     Setup(io::Error),
+}
+
+/// What makes a server one of several `--workers`: its number, for the log,
+/// and where it publishes its totals for the thread that adds them up.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    /// 1 to N, as the log shows it.
+    pub number: usize,
+    /// Overwritten with this worker's `Summary` from every housekeeping run
+    /// (once a second) and at exit.
+    pub report: Arc<Mutex<Summary>>,
 }
 
 /// Stops a running server from another thread, as SIGTERM would.
@@ -117,10 +129,23 @@ pub struct Server {
     next_housekeeping: Instant,
     /// Set once a shutdown has been requested.
     shutdown_deadline: Option<Instant>,
+    /// `--stats-interval`, and when the next line is due.
+    stats_interval: Option<Duration>,
+    next_stats: Option<Instant>,
+    /// The summary the previous stats line reported, and when it was taken:
+    /// rates are measured from there.
+    stats_before: (Summary, Instant),
     /// Totals; lines and bytes of connections still open are added on demand.
     totals: Summary,
     rejections: Throttled,
     accept_failures: Throttled,
+    /// Tells systemd (`Type=notify`) when echod is ready, how many
+    /// connections it has, and when it stops; `None` unless configured.
+    notifier: Option<Notifier>,
+    /// Set when this server is one of several workers.
+    worker: Option<Worker>,
+    /// Prefix of the lifecycle log lines: empty, or "worker N: ".
+    label: String,
 }
 
 impl Server {
@@ -132,7 +157,61 @@ impl Server {
     /// permitted); `StartError::Setup` if the system refuses a poll instance,
     /// waker or signal handler.
     pub fn bind(config: Config) -> Result<Server, StartError> {
-        let mut listeners = listener::bind_all(&config.listen).map_err(StartError::Listen)?;
+        let listeners = listener::bind_all(&config.listen, false).map_err(StartError::Listen)?;
+        Server::with_listeners(config, listeners)
+    }
+
+    /// Sets up the poll instance around listening sockets made elsewhere
+    /// (inherited through socket activation, or bound for a worker);
+    /// `config.listen` is not used.
+    ///
+    /// # Errors
+    ///
+    /// `StartError::Setup` if the system refuses a poll instance, waker or
+    /// signal handler, or a listener cannot be registered.
+    pub fn with_listeners(
+        config: Config,
+        listeners: Vec<TcpListener>,
+    ) -> Result<Server, StartError> {
+        Server::new(config, listeners, None)
+    }
+
+    /// Like `with_listeners`, for one of several workers: the lifecycle log
+    /// lines name the worker, and the totals are published to
+    /// `worker.report`. Signals, stats and systemd notification are the
+    /// coordinating thread's business, whatever `config` says.
+    ///
+    /// # Errors
+    ///
+    /// As `with_listeners`.
+    pub fn for_worker(
+        config: Config,
+        listeners: Vec<TcpListener>,
+        worker: Worker,
+    ) -> Result<Server, StartError> {
+        let config = Config {
+            handle_signals: false,
+            notify_service_manager: false,
+            stats_interval: None,
+            ..config
+        };
+        Server::new(config, listeners, Some(worker))
+    }
+
+    fn new(
+        config: Config,
+        mut listeners: Vec<TcpListener>,
+        worker: Option<Worker>,
+    ) -> Result<Server, StartError> {
+        if listeners.len() > MAX_LISTENERS {
+            return Err(StartError::Setup(io::Error::other(format!(
+                "{} listening sockets: at most {MAX_LISTENERS} are served",
+                listeners.len()
+            ))));
+        }
+        let label = worker
+            .as_ref()
+            .map_or_else(String::new, |worker| format!("worker {}: ", worker.number));
         let poll = Poll::new().map_err(StartError::Setup)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Setup)?);
         let mut local_addrs = Vec::new();
@@ -141,7 +220,7 @@ impl Server {
                 .register(listener, Token(LISTENERS.start + i), Interest::READABLE)
                 .map_err(StartError::Setup)?;
             let address = listener.local_addr().map_err(StartError::Setup)?;
-            info!("listening on {address}");
+            info!("{label}listening on {address}");
             local_addrs.push(address);
         }
         let signals = if config.handle_signals {
@@ -158,7 +237,7 @@ impl Server {
             .max_connections
             .unwrap_or_else(|| derived_max_connections(listeners.len()));
         info!(
-            "echod {}: framing {}, max-line-bytes {}, max-pending-bytes {}, max-connections {}",
+            "{label}echod {}: framing {}, max-line-bytes {}, max-pending-bytes {}, max-connections {}",
             env!("CARGO_PKG_VERSION"),
             config.framing,
             config.max_line_bytes,
@@ -186,9 +265,15 @@ impl Server {
             accept_paused_until: None,
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
             shutdown_deadline: None,
+            stats_interval: config.stats_interval,
+            next_stats: config.stats_interval.map(|interval| now + interval),
+            stats_before: (Summary::default(), now),
             totals: Summary::default(),
             rejections: Throttled::default(),
             accept_failures: Throttled::default(),
+            notifier: config.notify_service_manager.then(Notifier::default),
+            worker,
+            label,
         })
     }
 
@@ -216,6 +301,11 @@ impl Server {
     pub fn run(mut self) -> io::Result<Summary> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut serve_again = Vec::new();
+        // The listeners were listening since `bind`: connections made since
+        // then wait in their backlogs for the first turn.
+        if let Some(notifier) = self.notifier.as_mut() {
+            notifier.ready(&status(&self.totals, self.connections.len()));
+        }
         loop {
             if let Err(err) = self.poll.poll(&mut events, self.poll_timeout()) {
                 // A signal interrupted the wait; no socket changed state.
@@ -270,6 +360,9 @@ impl Server {
             if self.now >= self.next_housekeeping {
                 self.housekeeping();
             }
+            if self.next_stats.is_some_and(|due| self.now >= due) {
+                self.log_stats();
+            }
             if let Some(deadline) = self.shutdown_deadline {
                 if self.connections.is_empty() {
                     return Ok(self.finish_run());
@@ -288,10 +381,14 @@ impl Server {
         if !self.again.is_empty() || self.accept_again {
             return Some(Duration::ZERO);
         }
-        let deadline = [self.accept_paused_until, self.shutdown_deadline]
-            .into_iter()
-            .flatten()
-            .fold(self.next_housekeeping, Instant::min);
+        let deadline = [
+            self.accept_paused_until,
+            self.shutdown_deadline,
+            self.next_stats,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.next_housekeeping, Instant::min);
         Some(deadline.saturating_duration_since(Instant::now()))
     }
 
@@ -360,7 +457,10 @@ impl Server {
             entry.insert(Connection::new(Socket::new(stream), peer, self.now_ms));
             self.totals.accepted += 1;
             self.totals.peak_connections = self.totals.peak_connections.max(self.connections.len());
-            info!("conn {key}: accepted from {peer}");
+            // At debug: a health check that connects and closes would
+            // otherwise put a line a check into the info log. The close line
+            // names the peer of every connection that did anything.
+            debug!("conn {key}: accepted from {peer}");
         }
         // Budget spent; more may be queued, and no new edge will say so.
         self.accept_again = true;
@@ -431,12 +531,21 @@ impl Server {
         connection.release_buffer(&mut self.pool);
         self.totals.lines += connection.lines();
         self.totals.bytes += connection.bytes_echoed();
-        info!(
-            "conn {key}: closed ({reason}); {} lines, {} bytes echoed; peer {}",
-            connection.lines(),
-            connection.bytes_echoed(),
-            connection.peer()
-        );
+        let received_nothing = connection.bytes_received() == 0;
+        self.totals.closes.record(&reason, received_nothing);
+        if Closes::is_probe(&reason, received_nothing) {
+            debug!(
+                "conn {key}: closed without sending anything ({reason}); peer {}",
+                connection.peer()
+            );
+        } else {
+            info!(
+                "conn {key}: closed ({reason}); {} lines, {} bytes echoed; peer {}",
+                connection.lines(),
+                connection.bytes_echoed(),
+                connection.peer()
+            );
+        }
         // Dropping the stream closes the socket, which also removes it from
         // the epoll set; an explicit deregister would cost an `epoll_ctl`.
         drop(connection);
@@ -469,6 +578,10 @@ impl Server {
         if let Some(suppressed) = self.accept_failures.overdue(self.now) {
             warn!("accept: {suppressed} more failures for want of descriptors");
         }
+        if let Some(notifier) = self.notifier.as_mut() {
+            notifier.status(&status(&self.totals, self.connections.len()));
+        }
+        self.report();
         let now_ms = self.now_ms;
         let idle_ms = self
             .idle_timeout
@@ -517,17 +630,25 @@ impl Server {
     fn begin_shutdown(&mut self, why: &str) -> bool {
         if self.shutdown_deadline.is_some() {
             warn!(
-                "{why} again: exiting now, {} connections still open",
+                "{}{why} again: exiting now, {} connections still open",
+                self.label,
                 self.connections.len()
             );
             return true;
         }
         info!(
-            "{why}: no longer accepting; delivering owed echoes to {} connections (up to {:?})",
+            "{}{why}: no longer accepting; delivering owed echoes to {} connections (up to {:?})",
+            self.label,
             self.connections.len(),
             self.shutdown_timeout
         );
         self.shutdown_deadline = Some(self.now + self.shutdown_timeout);
+        if let Some(notifier) = self.notifier.as_mut() {
+            notifier.stopping(&format!(
+                "stopping: delivering owed echoes to {} connections",
+                self.connections.len()
+            ));
+        }
         self.listeners.clear();
         self.accept_again = false;
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
@@ -541,20 +662,62 @@ impl Server {
         false
     }
 
+    /// Logs the `--stats-interval` line: the counters now, and the rates
+    /// since the previous line.
+    fn log_stats(&mut self) {
+        let Some(interval) = self.stats_interval else {
+            return;
+        };
+        // From the time due, not from now, so that a late turn does not make
+        // the lines drift; after a stall longer than the interval, from now.
+        let due = self.next_stats.unwrap_or(self.now) + interval;
+        self.next_stats = Some(if due > self.now {
+            due
+        } else {
+            self.now + interval
+        });
+        let now = self.summary();
+        let (before, taken) = &self.stats_before;
+        let line = Interval {
+            before,
+            now: &now,
+            elapsed: self.now.saturating_duration_since(*taken),
+        };
+        info!("stats: {line}");
+        self.stats_before = (now, self.now);
+    }
+
     /// Totals so far, open connections included.
     fn summary(&self) -> Summary {
         let mut summary = self.totals;
         for (_, connection) in &self.connections {
             summary.lines += connection.lines();
             summary.bytes += connection.bytes_echoed();
+            if connection.state() == State::Paused {
+                summary.paused_connections += 1;
+            }
         }
         summary.open_connections = self.connections.len();
         summary
     }
 
+    /// Publishes the totals for the coordinating thread, if this server is
+    /// a worker. Once a second, so the lock is never contended for long.
+    fn report(&self) {
+        if let Some(worker) = &self.worker {
+            let summary = self.summary();
+            // A poisoned lock means the coordinating thread panicked; the
+            // totals then have no reader, and serving goes on.
+            if let Ok(mut report) = worker.report.lock() {
+                *report = summary;
+            }
+        }
+    }
+
     fn finish_run(self) -> Summary {
+        self.report();
         let summary = self.summary();
-        info!("stopped: {summary}");
+        info!("{}stopped: {summary}", self.label);
         summary
     }
 }
@@ -569,6 +732,14 @@ impl std::fmt::Debug for Server {
             .field("shutting_down", &self.shutdown_deadline.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// The STATUS line systemd shows for the service (`systemctl status`).
+fn status(totals: &Summary, open_connections: usize) -> String {
+    format!(
+        "{open_connections} connections open, {} served, {} rejected",
+        totals.accepted, totals.rejected
+    )
 }
 
 /// What one poll event tells a connection. An error or hang-up is reported
@@ -593,7 +764,7 @@ fn out_of_descriptors(err: &io::Error) -> bool {
 
 /// The default for `max-connections`: the open-file limit, less the
 /// descriptors echod needs for itself.
-fn derived_max_connections(n_listeners: usize) -> usize {
+pub(crate) fn derived_max_connections(n_listeners: usize) -> usize {
     let soft = rlimit::Resource::NOFILE.get_soft().unwrap_or(1024);
     soft.saturating_sub(RESERVED_DESCRIPTORS + n_listeners as u64)
         .clamp(1, usize::MAX as u64) as usize

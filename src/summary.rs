@@ -1,8 +1,15 @@
-//! Counters an operator reads: the shutdown and SIGUSR1 summary, and warnings
-//! that are rate-limited so that a flood cannot flood the log too.
+//! Counters an operator reads: the shutdown and SIGUSR1 summary, the
+//! periodic `--stats-interval` line, and warnings that are rate-limited so
+//! that a flood cannot flood the log too.
+//!
+//! Everything here is plain arithmetic on counters; the server decides when
+//! to take a `Summary` and when to log it.
 
 use std::fmt;
+use std::ops::AddAssign;
 use std::time::{Duration, Instant};
+
+use crate::connection::CloseReason;
 
 /// A repeated warning is logged at most once per this interval; the ones in
 /// between are counted and reported with the next.
@@ -23,6 +30,67 @@ pub struct Summary {
     pub bytes: u64,
     /// Connections closed at once because `max-connections` was reached.
     pub rejected: u64,
+    /// Connections paused (their client is not reading its echoes) when the
+    /// summary was taken.
+    pub paused_connections: usize,
+    /// Connections closed so far, by reason.
+    pub closes: Closes,
+}
+
+/// Closed connections counted by why they closed. Each close counts once:
+/// a connect-then-close health check counts as a probe and under no reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Closes {
+    /// The client finished and every echo was delivered.
+    pub peer_finished: u64,
+    /// A line exceeded `max-line-bytes`.
+    pub line_too_long: u64,
+    /// No bytes moved for `idle-timeout`.
+    pub idle_timeout: u64,
+    /// Closed by a graceful shutdown after delivering every echo.
+    pub server_shutdown: u64,
+    /// Cut off when the shutdown timeout expired.
+    pub shutdown_timeout: u64,
+    /// A socket error, usually a reset by the client.
+    pub error: u64,
+    /// Connections whose client closed (or reset) them without ever sending
+    /// a byte: the TCP health checks of load balancers and supervisors.
+    pub probes: u64,
+}
+
+/// What one `--stats-interval` line reports: the counters now, and the
+/// rates since the previous line.
+#[derive(Debug, Clone, Copy)]
+pub struct Interval<'a> {
+    /// The summary taken for the previous line (or at start).
+    pub before: &'a Summary,
+    /// The summary taken now.
+    pub now: &'a Summary,
+    /// Time between the two.
+    pub elapsed: Duration,
+}
+
+impl Closes {
+    /// Counts one close. `received_nothing` says that the client never sent
+    /// a byte; if it also closed the connection itself, it was a probe.
+    pub fn record(&mut self, reason: &CloseReason, received_nothing: bool) {
+        let counter = match reason {
+            CloseReason::PeerFinished | CloseReason::Io(_) if received_nothing => &mut self.probes,
+            CloseReason::PeerFinished => &mut self.peer_finished,
+            CloseReason::LineTooLong => &mut self.line_too_long,
+            CloseReason::IdleTimeout => &mut self.idle_timeout,
+            CloseReason::ServerShutdown => &mut self.server_shutdown,
+            CloseReason::ShutdownTimeout => &mut self.shutdown_timeout,
+            CloseReason::Io(_) => &mut self.error,
+        };
+        *counter += 1;
+    }
+
+    /// Whether this close is a probe's: the client closed or reset the
+    /// connection without sending anything.
+    pub fn is_probe(reason: &CloseReason, received_nothing: bool) -> bool {
+        received_nothing && matches!(reason, CloseReason::PeerFinished | CloseReason::Io(_))
+    }
 }
 
 impl fmt::Display for Summary {
@@ -37,6 +105,81 @@ impl fmt::Display for Summary {
             self.bytes,
             self.rejected
         )
+    }
+}
+
+impl AddAssign for Closes {
+    fn add_assign(&mut self, other: Closes) {
+        self.peer_finished += other.peer_finished;
+        self.line_too_long += other.line_too_long;
+        self.idle_timeout += other.idle_timeout;
+        self.server_shutdown += other.server_shutdown;
+        self.shutdown_timeout += other.shutdown_timeout;
+        self.error += other.error;
+        self.probes += other.probes;
+    }
+}
+
+/// Adds up the summaries of several event loops (`--workers`). Every field
+/// is a plain sum; for `peak_connections` that is an upper bound, since the
+/// loops need not have peaked at the same moment.
+impl AddAssign for Summary {
+    fn add_assign(&mut self, other: Summary) {
+        self.accepted += other.accepted;
+        self.peak_connections += other.peak_connections;
+        self.open_connections += other.open_connections;
+        self.lines += other.lines;
+        self.bytes += other.bytes;
+        self.rejected += other.rejected;
+        self.paused_connections += other.paused_connections;
+        self.closes += other.closes;
+    }
+}
+
+impl fmt::Display for Interval<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (before, now) = (self.before, self.now);
+        // Never zero: the server takes summaries at least a tick apart, but
+        // a division by zero must not be one edit away.
+        let secs = self.elapsed.as_secs_f64().max(1e-3);
+        let lines_per_sec = now.lines.saturating_sub(before.lines) as f64 / secs;
+        let bytes_per_sec = now.bytes.saturating_sub(before.bytes) as f64 / secs;
+        let closes = &now.closes;
+        write!(
+            f,
+            "{} open (peak {}), {} accepted, {} rejected; {lines_per_sec:.1} lines/s, {} over {secs:.1} s; \
+             {} paused; closed: {} peer finished, {} line too long, {} idle timeout, {} server shutdown, \
+             {} shutdown timeout, {} error; {} probes",
+            now.open_connections,
+            now.peak_connections,
+            now.accepted,
+            now.rejected,
+            PerSecond(bytes_per_sec),
+            now.paused_connections,
+            closes.peer_finished,
+            closes.line_too_long,
+            closes.idle_timeout,
+            closes.server_shutdown,
+            closes.shutdown_timeout,
+            closes.error,
+            closes.probes,
+        )
+    }
+}
+
+/// A byte rate in the largest binary unit that keeps it at or above 1.
+struct PerSecond(f64);
+
+impl fmt::Display for PerSecond {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut value = self.0;
+        for unit in ["B/s", "KiB/s", "MiB/s"] {
+            if value < 1024.0 {
+                return write!(f, "{value:.1} {unit}");
+            }
+            value /= 1024.0;
+        }
+        write!(f, "{value:.1} GiB/s")
     }
 }
 
@@ -79,7 +222,105 @@ impl Throttled {
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+
     use super::*;
+
+    #[test]
+    fn probes_are_closes_without_a_byte_received() {
+        let mut closes = Closes::default();
+        let reset = || CloseReason::Io(io::ErrorKind::ConnectionReset.into());
+        closes.record(&CloseReason::PeerFinished, true);
+        closes.record(&reset(), true);
+        closes.record(&CloseReason::PeerFinished, false);
+        closes.record(&reset(), false);
+        // A client that never spoke but did not close is no probe.
+        closes.record(&CloseReason::IdleTimeout, true);
+        closes.record(&CloseReason::ServerShutdown, true);
+        closes.record(&CloseReason::LineTooLong, false);
+        closes.record(&CloseReason::ShutdownTimeout, false);
+        let expected = Closes {
+            peer_finished: 1,
+            line_too_long: 1,
+            idle_timeout: 1,
+            server_shutdown: 1,
+            shutdown_timeout: 1,
+            error: 1,
+            probes: 2,
+        };
+        assert_eq!(closes, expected);
+        assert!(Closes::is_probe(&reset(), true));
+        assert!(!Closes::is_probe(&CloseReason::IdleTimeout, true));
+        assert!(!Closes::is_probe(&CloseReason::PeerFinished, false));
+    }
+
+    #[test]
+    fn interval_reports_rates_since_the_previous_line() {
+        let before = Summary {
+            accepted: 10,
+            lines: 1_000,
+            bytes: 100_000,
+            ..Summary::default()
+        };
+        let now = Summary {
+            accepted: 14,
+            peak_connections: 5,
+            open_connections: 3,
+            lines: 6_000,
+            bytes: 100_000 + 20 * 1024 * 1024,
+            rejected: 2,
+            paused_connections: 1,
+            closes: Closes {
+                peer_finished: 7,
+                probes: 4,
+                ..Closes::default()
+            },
+        };
+        let line = Interval {
+            before: &before,
+            now: &now,
+            elapsed: Duration::from_secs(10),
+        }
+        .to_string();
+        assert_eq!(
+            line,
+            "3 open (peak 5), 14 accepted, 2 rejected; 500.0 lines/s, 2.0 MiB/s over 10.0 s; \
+             1 paused; closed: 7 peer finished, 0 line too long, 0 idle timeout, 0 server shutdown, \
+             0 shutdown timeout, 0 error; 4 probes"
+        );
+    }
+
+    #[test]
+    fn rates_pick_a_readable_unit() {
+        let cases = [
+            (0.0, "0.0 B/s"),
+            (1023.0, "1023.0 B/s"),
+            (1536.0, "1.5 KiB/s"),
+            (3.0 * 1024.0 * 1024.0 * 1024.0, "3.0 GiB/s"),
+        ];
+        for (rate, expected) in cases {
+            assert_eq!(PerSecond(rate).to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn summaries_add_up() {
+        let one = Summary {
+            accepted: 2,
+            lines: 5,
+            closes: Closes {
+                probes: 1,
+                ..Closes::default()
+            },
+            ..Summary::default()
+        };
+        let mut total = one;
+        total += one;
+        assert_eq!(
+            (total.accepted, total.lines, total.closes.probes),
+            (4, 10, 2)
+        );
+    }
 
     #[test]
     fn throttled_logs_first_then_counts() {

@@ -35,6 +35,8 @@ fn help_prints_usage_and_exits_0() {
         "--max-connections",
         "--idle-timeout",
         "--shutdown-timeout",
+        "--stats-interval",
+        "--workers",
         "--log-level",
         "--quiet",
         "--help",
@@ -253,7 +255,15 @@ fn keeps_serving_when_log_reader_goes_away() {
 #[test]
 fn recovers_from_descriptor_exhaustion() {
     const CLIENTS: usize = 100;
-    let mut command = Daemon::command(&["-l", "127.0.0.1:0", "--max-connections", "1000"]);
+    // At debug, each accepted connection is logged as it is accepted.
+    let mut command = Daemon::command(&[
+        "-l",
+        "127.0.0.1:0",
+        "--max-connections",
+        "1000",
+        "--log-level",
+        "debug",
+    ]);
     // About a dozen descriptors are echod's own, so some fifty clients fit
     // and `accept` fails with EMFILE long before max-connections matters.
     limit_descriptors(&mut command, 64);
