@@ -20,7 +20,7 @@ use echod::Framing;
 use echod::connection::Limits;
 use proptest::prelude::*;
 
-use sim::{Bytes, Coverage, Faults, Scenario, SplitMix64, World};
+use sim::{Bytes, Coverage, Decide, Faults, Scenario, SplitMix64, World};
 
 /// Seeds `cargo test` runs: about a second in a debug build.
 const DEFAULT_SEEDS: u64 = 3000;
@@ -34,8 +34,21 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
+/// The contents of the file named by the environment variable `name`.
+fn env_file(name: &str) -> Option<Vec<u8>> {
+    let path = std::env::var_os(name)?;
+    Some(std::fs::read(&path).unwrap_or_else(|err| panic!("{name}={path:?}: {err}")))
+}
+
 #[test]
 fn seeded_scenarios_keep_every_property() {
+    // A crash found by the `connection` fuzz target, replayed with a trace.
+    if let Some(decisions) = env_file("ECHOD_SIM_BYTES") {
+        if let Err(failure) = sim::run(Bytes::new(&decisions), true) {
+            panic!("fuzz input failed: {failure}");
+        }
+        return;
+    }
     if let Some(seed) = env_u64("ECHOD_SIM_SEED") {
         if let Err(failure) = sim::run(SplitMix64::new(seed), true) {
             panic!("simulation seed {seed} failed: {failure}");
@@ -89,6 +102,29 @@ proptest! {
     fn decision_strings_keep_every_property(decisions in prop::collection::vec(any::<u8>(), 0..2048)) {
         if let Err(failure) = sim::run(Bytes::new(&decisions), false) {
             prop_assert!(false, "{}", failure);
+        }
+    }
+}
+
+/// Line scanning, whole and in pieces, agrees with the reference model on
+/// seeded inputs laid out as the `framing` fuzz target reads them.
+#[test]
+fn framing_agrees_with_the_reference_model() {
+    if let Some(data) = env_file("ECHOD_FRAMING_BYTES") {
+        sim::check_framing(&data).unwrap_or_else(|failure| panic!("fuzz input failed: {failure}"));
+        return;
+    }
+    for seed in 0..2000 {
+        let mut random = SplitMix64::new(seed);
+        let len = 4 + random.pick(400) as usize;
+        let mut data: Vec<u8> = (0..len)
+            .map(|_| [b'\r', b'\n', b'a', random.next_u64() as u8][random.pick(4) as usize])
+            .collect();
+        // Mostly small limits, so that lines reach them.
+        data[1] = 0;
+        data[2] = random.pick(if seed % 8 == 0 { 256 } else { 40 }) as u8;
+        if let Err(failure) = sim::check_framing(&data) {
+            panic!("framing seed {seed}: {failure}");
         }
     }
 }
