@@ -47,7 +47,7 @@
 //! This file is shared: `tests/simulation.rs` runs it from seeds, and the
 //! fuzz targets under `fuzz/` include it with `#[path]`, so it depends on
 //! nothing but `echod`, `mio` and `std`.
-#![allow(dead_code)] // Each includer uses a different subset.
+#![allow(dead_code, unused_imports)] // Each includer uses a different subset.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -61,6 +61,12 @@ use echod::connection::{
     CloseReason, Connection, Finish, Limits, Readiness, State, Step, Stream, TURN_READ_BUDGET_BYTES,
 };
 use mio::Interest;
+
+mod decide;
+mod reference;
+
+pub use decide::{Bytes, Decide, SplitMix64, chance};
+pub use reference::{check_framing, reference};
 
 /// How long a lingering connection waits for the peer's FIN, as the server's
 /// `LINGER`; the simulation passes it to `Connection::expired` itself.
@@ -79,205 +85,6 @@ const MAX_INTERRUPTS_IN_A_ROW: u32 = 3;
 /// stuck. Each round delivers everything and polls once; a connection
 /// needs about one round per read budget of input.
 const MAX_SETTLE_ROUNDS: usize = 10_000;
-
-// ---------------------------------------------------------------------------
-// Decisions
-// ---------------------------------------------------------------------------
-
-/// Where the simulation's choices come from: a seeded generator, or the
-/// bytes of a fuzzer's input. Choice 0 is always the plainest one (no fault,
-/// the smallest size), so an exhausted or all-zero source plays a calm run.
-pub trait Decide {
-    /// A number in `0..n`; `n` is at least 1.
-    fn pick(&mut self, n: u64) -> u64;
-
-    /// True once a finite source has run out (choices are then all 0).
-    fn exhausted(&self) -> bool {
-        false
-    }
-}
-
-/// SplitMix64 (Steele, Lea and Flood, 2014): a tiny generator whose output
-/// is fixed by this code, not by a crate version, so a seed recorded today
-/// replays the same scenario for as long as this file is unchanged.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-impl Decide for SplitMix64 {
-    fn pick(&mut self, n: u64) -> u64 {
-        // Lemire's multiply-shift: uniform enough, and no division.
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-}
-
-/// Choices read from a byte string, as a fuzzer supplies it: each choice
-/// takes as many bytes as its range needs; past the end, every choice is 0.
-#[derive(Debug, Clone)]
-pub struct Bytes<'a> {
-    data: &'a [u8],
-}
-
-impl<'a> Bytes<'a> {
-    /// Choices from `data`.
-    pub fn new(data: &'a [u8]) -> Bytes<'a> {
-        Bytes { data }
-    }
-}
-
-impl Decide for Bytes<'_> {
-    fn pick(&mut self, n: u64) -> u64 {
-        if n <= 1 {
-            return 0;
-        }
-        let width = match n - 1 {
-            0..=0xFF => 1,
-            0x100..=0xFFFF => 2,
-            0x1_0000..=0xFFFF_FFFF => 4,
-            _ => 8,
-        };
-        let taken = width.min(self.data.len());
-        let value = self.data[..taken]
-            .iter()
-            .fold(0u64, |value, &byte| value << 8 | u64::from(byte));
-        self.data = &self.data[taken..];
-        value % n
-    }
-
-    fn exhausted(&self) -> bool {
-        self.data.is_empty()
-    }
-}
-
-/// True with probability `per_mille`/1000; false for choice 0.
-fn chance(decide: &mut impl Decide, per_mille: u64) -> bool {
-    per_mille > 0 && decide.pick(1000) >= 1000 - per_mille.min(1000)
-}
-
-// ---------------------------------------------------------------------------
-// The reference model
-// ---------------------------------------------------------------------------
-
-/// What a connection owes for some input, by a model written for clarity,
-/// not speed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reference {
-    /// The echo is `input[..echo_len]`: every complete line before the first
-    /// over-long one.
-    pub echo_len: usize,
-    /// Complete lines in the echo (0 in raw framing).
-    pub lines: usize,
-    /// A line reached `max_line_bytes` without ending, or ended longer.
-    pub too_long: bool,
-}
-
-/// The reference model of framing: byte by byte, a line ends where its
-/// framing says, and a line that reaches the limit unfinished (or ends over
-/// it) is too long.
-pub fn reference(framing: Framing, input: &[u8], max_line_bytes: usize) -> Reference {
-    if framing == Framing::Raw {
-        return Reference {
-            echo_len: input.len(),
-            lines: 0,
-            too_long: false,
-        };
-    }
-    let (mut line_start, mut lines) = (0, 0);
-    for (idx, &byte) in input.iter().enumerate() {
-        let line = &input[line_start..=idx];
-        let ended = match framing {
-            Framing::Lf => byte == b'\n',
-            Framing::Crlf => line.ends_with(b"\r\n"),
-            Framing::Raw => unreachable!("handled above"),
-        };
-        if (ended && line.len() > max_line_bytes) || (!ended && line.len() >= max_line_bytes) {
-            return Reference {
-                echo_len: line_start,
-                lines,
-                too_long: true,
-            };
-        }
-        if ended {
-            line_start = idx + 1;
-            lines += 1;
-        }
-    }
-    Reference {
-        echo_len: line_start,
-        lines,
-        too_long: false,
-    }
-}
-
-/// Checks `Framing::scan` against `reference` on one input, read whole and
-/// read in pieces the way `Buffer` feeds it (the window starts at the
-/// unfinished line; `scanned` skips what earlier calls searched).
-///
-/// Layout of `data`: byte 0 picks the framing, bytes 1-2 the line limit
-/// (plus 2, big-endian), byte 3 seeds the read sizes (1 to 32 bytes), and
-/// the rest is the stream. Shorter data checks nothing.
-///
-/// # Errors
-///
-/// The first disagreement with the model.
-pub fn check_framing(data: &[u8]) -> Result<(), String> {
-    let [mode, limit_hi, limit_lo, cut_seed, input @ ..] = data else {
-        return Ok(());
-    };
-    let framing = [Framing::Crlf, Framing::Lf, Framing::Raw][usize::from(*mode) % 3];
-    let max_line_bytes = 2 + usize::from(u16::from_be_bytes([*limit_hi, *limit_lo]));
-    let expected = reference(framing, input, max_line_bytes);
-
-    let whole = framing.scan(input, 0, max_line_bytes);
-    let got = (whole.complete_bytes, whole.lines, whole.too_long);
-    if got != (expected.echo_len, expected.lines, expected.too_long) {
-        return Err(format!(
-            "{framing} scan of {} bytes (max {max_line_bytes}) in one piece: got {got:?}, \
-             expected {expected:?}",
-            input.len()
-        ));
-    }
-
-    let mut cuts = SplitMix64::new(u64::from(*cut_seed));
-    let (mut line_start, mut lines, mut received, mut too_long) = (0, 0, 0, false);
-    while received < input.len() && !too_long {
-        let scanned = received - line_start;
-        received = (received + 1 + cuts.pick(32) as usize).min(input.len());
-        let scan = framing.scan(&input[line_start..received], scanned, max_line_bytes);
-        if scan.complete_bytes > received - line_start {
-            return Err(format!(
-                "{framing} scan completed more bytes than it was given"
-            ));
-        }
-        line_start += scan.complete_bytes;
-        lines += scan.lines;
-        too_long = scan.too_long;
-    }
-    let got = (line_start, lines, too_long);
-    if got != (expected.echo_len, expected.lines, expected.too_long) {
-        return Err(format!(
-            "{framing} scan of {} bytes (max {max_line_bytes}) in pieces (seed {cut_seed}): got \
-             {got:?}, expected {expected:?}",
-            input.len()
-        ));
-    }
-    Ok(())
-}
 
 // ---------------------------------------------------------------------------
 // The scenario
