@@ -32,6 +32,7 @@ if ! cargo afl --version >/dev/null 2>&1; then
 fi
 
 cargo afl build --release
+mkdir -p out
 
 for name in "${targets[@]}"; do
   echo "== $name: fuzzing for $seconds s"
