@@ -3,9 +3,10 @@
 //! of decisions. From a seed (or from a fuzzer's bytes) it plays out one
 //! scenario and checks the connection's promises at every step.
 //!
-//! Read first: `World`, the kernel's side of one socket; then `run`, which
-//! plays a random phase and then a settling phase; then `World::after_call`,
-//! where the properties are checked.
+//! Read first: `Socket` and `SimStream`, the kernel's side of one socket;
+//! then `World`, the event loop around the connection, and `run`, which
+//! plays a random phase and then a settling phase; then `World::after_call`
+//! and `World::close`, where the properties are checked.
 //!
 //! The simulated kernel keeps the readiness contract that `connection.rs`
 //! relies on, and nothing more:
@@ -33,8 +34,9 @@
 //! - the bytes written are exactly the complete lines of the bytes read, in
 //!   order, up to the first over-long line (a prefix of them if the
 //!   connection was reset or timed out);
-//! - no call spins: each operation that moves no bytes is followed by a
-//!   return, and `Step::Again` comes only after a full read budget;
+//! - no call spins: it meets `WouldBlock` at most twice more often than it
+//!   makes progress, and returns `Step::Again` only after a full read
+//!   budget;
 //! - the buffer stays within `Limits::max_buffer_bytes`, the bytes owed
 //!   within the high-water mark plus one read and one line, and a paused
 //!   connection whose output has drained is never left paused;
