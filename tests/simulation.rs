@@ -22,7 +22,7 @@ use proptest::prelude::*;
 
 use sim::{Bytes, Coverage, Decide, Faults, Scenario, SplitMix64, World};
 
-/// Seeds `cargo test` runs: about three seconds in a debug build.
+/// Seeds `cargo test` runs: about 3.5 seconds in a debug build.
 const DEFAULT_SEEDS: u64 = 3000;
 
 fn env_u64(name: &str) -> Option<u64> {
