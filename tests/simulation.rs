@@ -1,0 +1,167 @@
+//! The connection state machine under deterministic simulation.
+//!
+//! `sim` (tests/sim/mod.rs) plays one scenario against a simulated socket,
+//! peer and event loop, injecting faults, and checks the connection's
+//! promises at every step; its module docs list them. This file runs it:
+//!
+//! - from seeds: `DEFAULT_SEEDS` of them in `cargo test`, or
+//!   `ECHOD_SIM_SEEDS=N` for a longer run (see README.md, *Testing*). A
+//!   failing seed prints itself; `ECHOD_SIM_SEED=S` replays that one seed
+//!   with a trace of every step on standard error;
+//! - from byte strings, through proptest, the way the fuzz target under
+//!   `fuzz/` runs it: a failure there is shrunk to a short string;
+//! - on fixed scripts, for cases found before.
+
+mod sim;
+
+use std::panic::{self, AssertUnwindSafe};
+
+use echod::Framing;
+use echod::connection::Limits;
+use proptest::prelude::*;
+
+use sim::{Bytes, Coverage, Decide, Faults, Scenario, SplitMix64, World};
+
+/// Seeds `cargo test` runs: about 3.5 seconds in a debug build.
+const DEFAULT_SEEDS: u64 = 3000;
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+    )
+}
+
+/// The contents of the file named by the environment variable `name`.
+fn env_file(name: &str) -> Option<Vec<u8>> {
+    let path = std::env::var_os(name)?;
+    Some(std::fs::read(&path).unwrap_or_else(|err| panic!("{name}={path:?}: {err}")))
+}
+
+#[test]
+fn seeded_scenarios_keep_every_property() {
+    // A crash found by the `connection` fuzz target, replayed with a trace.
+    if let Some(decisions) = env_file("ECHOD_SIM_BYTES") {
+        if let Err(failure) = sim::run(Bytes::new(&decisions), true) {
+            panic!("fuzz input failed: {failure}");
+        }
+        return;
+    }
+    if let Some(seed) = env_u64("ECHOD_SIM_SEED") {
+        if let Err(failure) = sim::run(SplitMix64::new(seed), true) {
+            panic!("simulation seed {seed} failed: {failure}");
+        }
+        return;
+    }
+    let first = env_u64("ECHOD_SIM_FIRST_SEED").unwrap_or(0);
+    let seeds = env_u64("ECHOD_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let mut coverage = Coverage::default();
+    for seed in first..first + seeds {
+        let replay = format!("replay: ECHOD_SIM_SEED={seed} cargo test --test simulation");
+        match panic::catch_unwind(AssertUnwindSafe(|| sim::run(SplitMix64::new(seed), false))) {
+            Ok(Ok(run)) => coverage.add(&run),
+            Ok(Err(failure)) => panic!("simulation seed {seed} failed: {failure}\n  {replay}"),
+            Err(_) => panic!("simulation seed {seed} panicked (message above)\n  {replay}"),
+        }
+    }
+    eprintln!("{seeds} seeds from {first}: {coverage:#?}");
+    // A generator that stopped reaching a path would let this test pass
+    // without testing it.
+    for reason in [
+        "peer finished",
+        "line too long",
+        "server shutdown",
+        "idle timeout",
+        "socket error",
+    ] {
+        assert!(
+            coverage.closes.contains_key(reason),
+            "no run closed with {reason}: {coverage:#?}"
+        );
+    }
+    assert!(
+        coverage.paused > 0
+            && coverage.resumed > 0
+            && coverage.served_again > 0
+            && coverage.lingered > 0
+            && coverage.interrupts > 0
+            && coverage.spurious_events > 0
+            && coverage.cut_reads > 0
+            && coverage.cut_writes > 0,
+        "a path was never taken: {coverage:#?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The fuzz target's harness: choices read from bytes.
+    #[test]
+    fn decision_strings_keep_every_property(decisions in prop::collection::vec(any::<u8>(), 0..2048)) {
+        if let Err(failure) = sim::run(Bytes::new(&decisions), false) {
+            prop_assert!(false, "{}", failure);
+        }
+    }
+}
+
+/// Line scanning, whole and in pieces, agrees with the reference model on
+/// seeded inputs laid out as the `framing` fuzz target reads them.
+#[test]
+fn framing_agrees_with_the_reference_model() {
+    if let Some(data) = env_file("ECHOD_FRAMING_BYTES") {
+        sim::check_framing(&data).unwrap_or_else(|failure| panic!("fuzz input failed: {failure}"));
+        return;
+    }
+    for seed in 0..2000 {
+        let mut random = SplitMix64::new(seed);
+        let len = 4 + random.pick(400) as usize;
+        let mut data: Vec<u8> = (0..len)
+            .map(|_| [b'\r', b'\n', b'a', random.next_u64() as u8][random.pick(4) as usize])
+            .collect();
+        // Mostly small limits, so that lines reach them.
+        data[1] = 0;
+        data[2] = random.pick(if seed % 8 == 0 { 256 } else { 40 }) as u8;
+        if let Err(failure) = sim::check_framing(&data) {
+            panic!("framing seed {seed}: {failure}");
+        }
+    }
+}
+
+/// A case proptest found in the connection's first property test: LF
+/// framing, one byte of pending output pauses reading, lines of CRs, input
+/// arriving in small pieces before the loop first polls.
+#[test]
+fn lines_of_carriage_returns_with_a_one_byte_mark_are_echoed() {
+    let mut input = Vec::new();
+    for run in [9, 10, 10, 7, 5, 9, 8, 10, 8, 10, 7, 10, 8, 10, 5, 8, 10, 3] {
+        input.extend(std::iter::repeat_n(b'\r', run));
+        input.push(b'\n');
+    }
+    input.pop();
+    let scenario = Scenario {
+        limits: Limits {
+            framing: Framing::Lf,
+            max_line_bytes: 11,
+            max_pending_bytes: 1,
+            resume_pending_bytes: 0,
+        },
+        input: input.clone(),
+        peer_fin: true,
+        idle_ms: 0,
+        send_space: 0,
+        arrive_max: 1,
+        drain_max: 1,
+        steps: 0,
+        faults: Faults::default(),
+    };
+    let mut world = World::new(scenario, Bytes::new(&[]), false);
+    for n in [1, 1, 1, 1, 1, 22, 28, 37, 37, 35] {
+        world.arrive(n);
+    }
+    world.settle().expect("the connection finishes");
+    let expected = sim::reference(Framing::Lf, &input, 11);
+    assert_eq!(world.close_reason(), Some("peer finished"));
+    assert_eq!(world.written(), &input[..expected.echo_len]);
+}
