@@ -235,7 +235,10 @@ fn ten_thousand_resets_and_probes_leave_no_descriptor_or_memory_behind() {
     /// Cycles of each kind run first, so that the buffer pool, the slab and
     /// the allocator reach their working size before the baseline is taken.
     const WARM_UP: usize = 1_000;
-    let (daemon, addr) = Daemon::start(&[]);
+    let (mut daemon, addr) = Daemon::start(&[]);
+    // Logged once every descriptor echod keeps for itself is open (the
+    // signal pipe is made after the listeners).
+    daemon.wait_for_log(" max-connections ");
     let descriptors = daemon.open_descriptors();
 
     let run = |cycles: usize| {

@@ -67,11 +67,18 @@ impl Target {
         let (address_tx, address_rx) = mpsc::channel();
         thread::spawn(move || {
             let mut address_tx = Some(address_tx);
+            let mut address = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
-                if let Some((_, address)) = line.split_once("listening on ") {
-                    if let Some(tx) = address_tx.take() {
-                        let _ = tx.send(address.trim().to_owned());
+                if let Some((_, listening)) = line.split_once("listening on ") {
+                    address.get_or_insert_with(|| listening.trim().to_owned());
+                }
+                // The line with the limits comes once every descriptor echod
+                // keeps for itself is open (the signal pipe comes after the
+                // listeners): only from then on is its count a baseline.
+                if line.contains(" max-connections ") {
+                    if let (Some(tx), Some(address)) = (address_tx.take(), address.take()) {
+                        let _ = tx.send(address);
                     }
                 }
             }
