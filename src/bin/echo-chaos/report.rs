@@ -42,6 +42,7 @@ pub struct Tally {
     /// after descriptors came back.
     pub waiters_served: u64,
     pub waiters_early: u64,
+    pub waiters_rejected: u64,
     pub waiters_unserved: u64,
     pub recovery: Option<Duration>,
 }
@@ -94,6 +95,7 @@ impl Tally {
             resets: 0,
             waiters_served: 0,
             waiters_early: 0,
+            waiters_rejected: 0,
             waiters_unserved: 0,
             recovery: None,
         }
@@ -130,7 +132,7 @@ impl Tally {
 }
 
 /// The status line for one second.
-pub fn status_line(row: &Row, tally: &Tally, open: usize, options: &Options) -> String {
+pub fn status_line(row: &Row, tally: &Tally, open: usize) -> String {
     let mut line = format!(
         "{:>5}s  steady {:.0} lines/s p99 {}",
         row.second,
@@ -168,7 +170,6 @@ pub fn status_line(row: &Row, tally: &Tally, open: usize, options: &Options) -> 
             tally.corrupt_bytes, tally.losses
         );
     }
-    let _ = options;
     line
 }
 
@@ -216,11 +217,12 @@ pub fn final_report(
         tally.rejected,
         tally.connect_failures
     );
-    if tally.waiters_served + tally.waiters_unserved > 0 {
+    if tally.waiters_served + tally.waiters_unserved + tally.waiters_rejected > 0 {
         println!(
-            "exhaustion: {} waiting connections served ({} before the limit came back), {} not; last served {} after descriptors came back",
+            "exhaustion: {} waiting connections served ({} before the limit came back), {} rejected at max-connections, {} never; last served {} after descriptors came back",
             tally.waiters_served,
             tally.waiters_early,
+            tally.waiters_rejected,
             tally.waiters_unserved,
             tally.recovery.map_or("-".into(), millis)
         );
@@ -270,6 +272,7 @@ pub fn final_report(
                 format!("{:.1}%", 100.0 * mean(&exhausted))
             }
         );
+        print_spread(&sampled);
         match ends.settled {
             Some(settled) if settled.descriptors > baseline.descriptors => failures.push(format!(
                 "descriptors leaked: {} open after the run, {} before",
@@ -323,6 +326,57 @@ pub fn final_report(
         ));
     }
     failures
+}
+
+/// The per-second samples, summarised: minimum, median and maximum of each
+/// column of the status lines.
+fn print_spread(rows: &[&Row]) {
+    let spread = |mut values: Vec<f64>| -> (f64, f64, f64) {
+        values.sort_by(f64::total_cmp);
+        match (values.first(), values.last()) {
+            (Some(&min), Some(&max)) => (min, values[values.len() / 2], max),
+            _ => (0.0, 0.0, 0.0),
+        }
+    };
+    let column = |name: &str, unit: &str, values: Vec<f64>| {
+        let (min, median, max) = spread(values);
+        println!("  {name:<24} min {min:>9.1}  median {median:>9.1}  max {max:>9.1}  {unit}");
+    };
+    println!("per-second samples ({}):", rows.len());
+    column(
+        "well-behaved lines/s",
+        "lines/s",
+        rows.iter().map(|row| row.lines_per_second).collect(),
+    );
+    column(
+        "well-behaved p99",
+        "ms",
+        rows.iter()
+            .map(|row| row.p99.as_secs_f64() * 1000.0)
+            .collect(),
+    );
+    let samples: Vec<Sample> = rows.iter().filter_map(|row| row.sample).collect();
+    column(
+        "echod rss",
+        "MiB",
+        samples
+            .iter()
+            .map(|s| s.rss_bytes as f64 / (1 << 20) as f64)
+            .collect(),
+    );
+    column(
+        "echod descriptors",
+        "",
+        samples.iter().map(|s| s.descriptors as f64).collect(),
+    );
+    column(
+        "echod cpu",
+        "% of a core",
+        rows.iter()
+            .filter_map(|row| row.cpu_share)
+            .map(|share| share * 100.0)
+            .collect(),
+    );
 }
 
 fn mean(values: &[f64]) -> f64 {
