@@ -2,7 +2,8 @@
 //! guarantees listed in `docs/RELIABILITY.md`, one test each.
 //!
 //! - stalled readers are paused, never disconnected, and lose nothing, with
-//!   memory inside the configured bound even for a thousand of them;
+//!   memory inside the configured bound even for a thousand of them, and
+//!   given back to the system once a burst of them has gone;
 //! - running out of descriptors costs almost no CPU, and echod recovers as
 //!   soon as one comes free;
 //! - connections reset or closed at once leave no descriptor or memory
@@ -576,4 +577,59 @@ fn sigpipe_never_stops_the_server() {
     let status = daemon.wait_exit();
     assert_eq!(status.signal(), None, "killed by a signal: {status:?}");
     assert_eq!(status.code(), Some(0), "stderr: {}", daemon.stderr());
+}
+
+#[test]
+fn memory_of_a_burst_of_stalled_readers_goes_back_to_the_system() {
+    const READERS: usize = 40;
+    // 256 KiB owed to each reader: buffers of up to 336 KiB, well past the
+    // 128 KiB above which glibc maps an allocation on its own.
+    let (mut daemon, addr) =
+        Daemon::start(&["--max-pending-bytes", "256K", "--log-level", "trace"]);
+    daemon.wait_for_log(" max-connections ");
+    let descriptors = daemon.open_descriptors();
+    let baseline = daemon.rss_bytes();
+    let line: &[u8] = b"part of a burst that echod holds for a while and then lets go\r\n";
+    let stall = |daemon: &mut Daemon, n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .map(|_| {
+                let mut client = connect_small_buffers(addr);
+                push_until_paused(daemon, &mut client, line);
+                client
+            })
+            .collect()
+    };
+
+    // The first burst comes and goes. Freeing its buffers is what would
+    // make glibc raise its threshold and serve the next burst's buffers
+    // from the heap instead.
+    drop(stall(&mut daemon, READERS));
+    daemon.wait_for_descriptors_at_most(descriptors);
+    let after_first = daemon.rss_bytes();
+
+    // The second burst goes too, but for one reader that stays, stalled,
+    // with its buffer above the others' in the heap, so that they could
+    // not be handed back by trimming the heap's top.
+    let burst = stall(&mut daemon, READERS);
+    let holdout = stall(&mut daemon, 1);
+    let peak = daemon.rss_bytes();
+    drop(burst);
+    daemon.wait_for_descriptors_at_most(descriptors + 1);
+    let after_second = daemon.rss_bytes();
+    eprintln!(
+        "bursts of {READERS} stalled readers: RSS {} KiB before, {} KiB after the first; \
+         {} KiB at the second's peak, {} KiB after it with one reader left",
+        baseline >> 10,
+        after_first >> 10,
+        peak >> 10,
+        after_second >> 10,
+    );
+    // One reader's buffer, the pool's spare buffers and some slack.
+    let allowed = baseline + (2 << 20);
+    assert!(
+        after_first <= allowed && after_second <= allowed,
+        "RSS {after_first} after one burst and {after_second} after another, {baseline} before: \
+         the bursts' buffers did not go back to the system"
+    );
+    drop(holdout);
 }

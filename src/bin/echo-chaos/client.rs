@@ -119,9 +119,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts a non-blocking connection to `addr`. `receive_buffer` fixes
-    /// `SO_RCVBUF` (turning off autotuning) before the handshake, where the
-    /// window scale is chosen.
+    /// Starts a non-blocking connection to `addr`, with the role's socket
+    /// options set before the handshake (where the window scale and the
+    /// MSS are chosen).
     ///
     /// # Errors
     ///
@@ -129,14 +129,27 @@ impl Client {
     pub fn connect(
         role: Role,
         addr: SocketAddr,
-        receive_buffer: Option<usize>,
         now: Instant,
         lifetime: Duration,
     ) -> io::Result<Client> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
         socket.set_tcp_nodelay(true)?;
-        if let Some(bytes) = receive_buffer {
-            socket.set_recv_buffer_size(bytes)?;
+        match role {
+            // Room for every echo without reading, so that megabytes are
+            // still in flight when it half-closes. A fixed size also turns
+            // off autotuning, which could make a client that is not reading
+            // drop segments and the sender back off for seconds.
+            Role::HalfCloser => socket.set_recv_buffer_size(8 << 20)?,
+            // Like a client across a real network: a small window and an
+            // Ethernet MSS. On loopback (64 KiB MSS) echod's send buffer
+            // autotunes to megabytes and absorbs what it owes a stalled
+            // reader; with these, the backlog stays in echod, up to
+            // max-pending-bytes, which is what this abuse is for.
+            Role::SlowReader | Role::NeverReader => {
+                socket.set_recv_buffer_size(16 << 10)?;
+                socket.set_tcp_mss(1460)?;
+            }
+            _ => {}
         }
         match socket.connect(&addr.into()) {
             Ok(()) => {}

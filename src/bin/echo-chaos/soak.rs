@@ -49,9 +49,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections made while echod is out of descriptors.
 const WAITERS: usize = 20;
-/// A half-closer's receive buffer holds every echo without reading, so that
-/// megabytes are still in flight when it half-closes.
-const HALF_CLOSE_RECEIVE_BUFFER: usize = 8 << 20;
 /// Something due at an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -253,19 +250,17 @@ impl<'a> Soak<'a> {
     /// counted, and an abuser tries again later.
     fn open(&mut self, role: Role, lifetime: Duration) {
         let now = Instant::now();
-        let receive_buffer = (role == Role::HalfCloser).then_some(HALF_CLOSE_RECEIVE_BUFFER);
         let lifetime = lifetime.min(Duration::from_secs(365 * 24 * 3600));
-        let mut client =
-            match Client::connect(role, self.target.addr, receive_buffer, now, lifetime) {
-                Ok(client) => client,
-                Err(_) => {
-                    self.tally.connect_failures += 1;
-                    if is_abuse(role) && !self.ending {
-                        self.schedule(now + Duration::from_millis(100), Timer::SpawnAbuser);
-                    }
-                    return;
+        let mut client = match Client::connect(role, self.target.addr, now, lifetime) {
+            Ok(client) => client,
+            Err(_) => {
+                self.tally.connect_failures += 1;
+                if is_abuse(role) && !self.ending {
+                    self.schedule(now + Duration::from_millis(100), Timer::SpawnAbuser);
                 }
-            };
+                return;
+            }
+        };
         let entry = self.clients.vacant_entry();
         let key = entry.key();
         if self

@@ -74,17 +74,19 @@ impl Soak<'_> {
                     Err(err) => self.failed(key, err, now),
                 }
             }
-            // Keep pushing, up to the cap, whenever there is room.
-            Role::NeverReader
-                if client.step == 1 && done_writing && client.owed() < NEVER_READ_BYTES =>
-            {
+            // Keep pushing, up to the cap, until the socket is full: a
+            // write that empties the queue leaves the socket writable, and
+            // no new edge will say so.
+            Role::NeverReader if client.step == 1 && done_writing => {
                 let line = self.filler_line(128);
                 let client = &mut self.clients[key].1;
-                for _ in 0..64 {
-                    client.send_line(&line, false);
-                }
-                if let Err(err) = client.flush(now) {
-                    self.failed(key, err, now);
+                while client.unwritten() == 0 && client.owed() < NEVER_READ_BYTES {
+                    for _ in 0..64 {
+                        client.send_line(&line, false);
+                    }
+                    if let Err(err) = client.flush(now) {
+                        return self.failed(key, err, now);
+                    }
                 }
             }
             _ => {}
