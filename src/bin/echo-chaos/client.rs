@@ -285,7 +285,7 @@ impl Client {
                     break;
                 }
             };
-            received.corrupt += self.check(&chunk[..n]);
+            received.corrupt += take_owed(&mut self.expect, &chunk[..n]);
             received.bytes += n;
             self.received_total += n as u64;
             while let Some(&(offset, sent)) = self.stamps.front() {
@@ -297,20 +297,6 @@ impl Client {
             }
         }
         received
-    }
-
-    /// Takes `echo` off the front of the echoes owed, and returns how many
-    /// of its bytes differ from them (or were not owed at all).
-    fn check(&mut self, echo: &[u8]) -> usize {
-        let owed = echo.len().min(self.expect.len());
-        let (front, back) = self.expect.as_slices();
-        let front_len = front.len().min(owed);
-        let differ = |a: &[u8], b: &[u8]| a.iter().zip(b).filter(|(x, y)| x != y).count();
-        let corrupt = differ(&echo[..front_len], &front[..front_len])
-            + differ(&echo[front_len..owed], &back[..owed - front_len])
-            + (echo.len() - owed);
-        self.expect.drain(..owed);
-        corrupt
     }
 
     /// Shuts down the sending half, once everything queued is written.
@@ -327,5 +313,39 @@ impl Client {
     pub fn set_reset_on_close(&self) {
         // A failure leaves a FIN instead, which is harmless here.
         let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// Takes `echo` off the front of `owed`, and returns how many of its bytes
+/// differ from what was owed (bytes beyond what was owed all count).
+fn take_owed(owed: &mut VecDeque<u8>, echo: &[u8]) -> usize {
+    let n = echo.len().min(owed.len());
+    let (front, back) = owed.as_slices();
+    let in_front = front.len().min(n);
+    let differ = |a: &[u8], b: &[u8]| a.iter().zip(b).filter(|(x, y)| x != y).count();
+    let corrupt = differ(&echo[..in_front], &front[..in_front])
+        + differ(&echo[in_front..n], &back[..n - in_front])
+        + (echo.len() - n);
+    owed.drain(..n);
+    corrupt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_owed_counts_differences_across_the_ring_wrap() {
+        let mut owed = VecDeque::with_capacity(8);
+        owed.extend(b"abcdef");
+        owed.drain(..4);
+        // Pushed past the end of the storage: the deque now wraps.
+        owed.extend(b"ghijkl");
+        assert!(!owed.as_slices().1.is_empty(), "the test needs a wrap");
+        assert_eq!(take_owed(&mut owed, b"efgh"), 0);
+        assert_eq!(take_owed(&mut owed, b"iXkY"), 2);
+        assert!(owed.is_empty());
+        // Nothing owed: every byte that arrives is wrong.
+        assert_eq!(take_owed(&mut owed, b"zz"), 2);
     }
 }

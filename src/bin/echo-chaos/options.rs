@@ -239,3 +239,51 @@ impl fmt::Display for UsageError {
         f.write_str(&self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, UsageError> {
+        parse_args(std::iter::once("echo-chaos").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn refuses_to_run_unbounded_or_off_loopback() {
+        let refused = [
+            (&[][..], "--duration is required"),
+            (&["--duration", "0"], "invalid --duration"),
+            (&["--duration", "3601"], "invalid --duration"),
+            (
+                &["--duration", "5", "--addr", "192.0.2.1:7"],
+                "only loopback",
+            ),
+            (&["--duration", "5", "--pid", "1"], "--pid goes with --addr"),
+            (&["--duration", "5", "--conns", "0"], "invalid --conns"),
+        ];
+        for (args, problem) in refused {
+            match parse(args) {
+                Err(UsageError(message)) => {
+                    assert!(message.contains(problem), "{args:?}: {message}")
+                }
+                Ok(command) => panic!("{args:?} accepted: {command:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn derives_defaults_from_the_duration_and_the_clients() {
+        let Ok(Command::Run(options)) =
+            parse(&["--duration", "20", "--conns", "300", "--seed", "7"])
+        else {
+            panic!("a valid command line");
+        };
+        assert_eq!(options.exhaust, Duration::from_secs(4));
+        assert_eq!(options.max_connections, 300 + 64 + 100);
+        assert_eq!(options.seed, 7);
+        let Ok(Command::Run(long)) = parse(&["--duration", "300"]) else {
+            panic!("a valid command line");
+        };
+        assert_eq!(long.exhaust, Duration::from_secs(5));
+    }
+}
