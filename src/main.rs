@@ -18,6 +18,8 @@ const EXIT_LOOP_FAILED: u8 = 70;
 const EXIT_CANNOT_START: u8 = 71;
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: see the function's docs.
+    echod::buffer::return_large_buffers_to_the_system();
     let config = match config::parse_args(std::env::args_os()) {
         Ok(Command::Run(config)) => config,
         // Written with `write!` rather than `print!`, which panics if standard

@@ -3,50 +3,18 @@
 
 mod process;
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
-use std::time::Duration;
 
-use process::Daemon;
+use process::{Daemon, connect_with_receive_buffer, push_until_blocked};
 
-const TIMEOUT: Duration = Duration::from_secs(20);
+/// Receive buffer of the stalled clients: large enough that a client's
+/// receive buffer never drops what echod sends it.
+const RECEIVE_BUFFER_BYTES: usize = 8 << 20;
 
-/// A client with a large, fixed receive buffer. A stalled client left with
-/// a small autotuned one drops loopback's 64 KiB segments, and the sender's
-/// retransmission timer then backs off for many seconds: a TCP stall that
-/// has nothing to do with echod.
 fn connect(addr: SocketAddr) -> TcpStream {
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(8 << 20).expect("SO_RCVBUF");
-    socket.connect(&addr.into()).expect("connect");
-    let stream = TcpStream::from(socket);
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .expect("read timeout");
-    stream
-        .set_write_timeout(Some(TIMEOUT))
-        .expect("write timeout");
-    stream
-}
-
-/// A client that writes lines without reading until the kernel will take no
-/// more, up to `cap` bytes. Returns the bytes accepted by the kernel.
-fn push_until_blocked(stream: &mut TcpStream, line: &[u8], cap: usize) -> Vec<u8> {
-    stream.set_nonblocking(true).expect("non-blocking");
-    let block = line.repeat(1024);
-    let mut sent = Vec::new();
-    while sent.len() < cap {
-        let offset = sent.len() % block.len();
-        match stream.write(&block[offset..]) {
-            Ok(n) => sent.extend_from_slice(&block[offset..offset + n]),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-            Err(err) => panic!("write failed: {err}"),
-        }
-    }
-    stream.set_nonblocking(false).expect("blocking");
-    sent
+    connect_with_receive_buffer(addr, RECEIVE_BUFFER_BYTES)
 }
 
 /// Pausing keeps a stalled reader's buffer under `max-pending-bytes`; the

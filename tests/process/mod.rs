@@ -1,6 +1,7 @@
 //! Runs the real `echod` binary as a child process, for the tests in
-//! `daemon.rs` and `memory.rs`: start it on an ephemeral loopback port, follow its log,
-//! signal it, and wait for it to exit, every wait bounded by `DEADLINE`.
+//! `daemon.rs`, `memory.rs` and `reliability.rs`: start it on an ephemeral
+//! loopback port, follow its log, signal it, read its resource use from
+//! `/proc`, and wait for it to exit, every wait bounded by `DEADLINE`.
 //!
 //! The child's standard output is read on a helper thread that forwards each
 //! line through a channel, so the test thread waits with `recv_timeout`, never
@@ -34,6 +35,9 @@ const WRITE_STALL: Duration = Duration::from_millis(200);
 /// the kernel's buffers hold.
 const MAX_BULK_BYTES: usize = 64 << 20;
 
+/// How often `/proc` is read while waiting for a count to come down.
+const PROC_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
 /// What becomes of the child's standard output once it is listening.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StdoutReader {
@@ -42,6 +46,10 @@ pub enum StdoutReader {
     /// Forward the first "listening on" line, then close the pipe, as
     /// `echod | head -1` would: later log writes fail with `EPIPE`.
     CloseAfterListening,
+    /// Forward the first "listening on" line, then stop reading, keeping
+    /// the pipe open, until `Daemon::resume_stdout`: the pipe fills and
+    /// log writes would block, as behind a stalled log collector.
+    StallAfterListening,
 }
 
 /// A running (or exited) `echod` child process.
@@ -61,6 +69,9 @@ pub struct Daemon {
     exited: Receiver<()>,
     /// Set once the child is reaped; its pid may be reused from then on.
     status: Option<ExitStatus>,
+    /// With `StdoutReader::StallAfterListening`, sending (or dropping) this
+    /// makes the reader thread read again.
+    resume_stdout: Option<mpsc::Sender<()>>,
 }
 
 impl Daemon {
@@ -117,8 +128,10 @@ impl Daemon {
         let stderr = child.stderr.take().expect("stderr is piped");
 
         let (line_tx, line_rx) = mpsc::channel();
+        let (resume_tx, resume_rx) = mpsc::channel::<()>();
         thread::spawn(move || {
             let mut stdout = BufReader::new(stdout);
+            let mut stalling = reader == StdoutReader::StallAfterListening;
             let mut line = Vec::new();
             loop {
                 line.clear();
@@ -134,8 +147,15 @@ impl Daemon {
                     let _ = line_tx.send(text);
                     return;
                 }
+                let listening = text.contains("listening on ");
                 if line_tx.send(text).is_err() {
                     return;
+                }
+                if stalling && listening {
+                    // Returns on `resume_stdout` or when the `Daemon` is
+                    // dropped; either way, read on.
+                    let _ = resume_rx.recv();
+                    stalling = false;
                 }
             }
         });
@@ -164,7 +184,73 @@ impl Daemon {
             stderr_text: None,
             exited: exit_rx,
             status: None,
+            resume_stdout: Some(resume_tx),
         }
+    }
+
+    /// Makes a reader stalled by `StdoutReader::StallAfterListening` read
+    /// the child's standard output again.
+    pub fn resume_stdout(&mut self) {
+        if let Some(resume) = self.resume_stdout.take() {
+            let _ = resume.send(());
+        }
+    }
+
+    /// The child's process id. Valid until the child is reaped.
+    pub fn pid(&self) -> u32 {
+        assert!(self.status.is_none(), "the child has already been reaped");
+        self.child.id()
+    }
+
+    /// Descriptors the child has open, counted in `/proc/PID/fd`.
+    #[track_caller]
+    pub fn open_descriptors(&self) -> usize {
+        let path = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&path)
+            .unwrap_or_else(|err| panic!("read {path}: {err}"))
+            .count()
+    }
+
+    /// Waits until the child has at most `limit` descriptors open, polling
+    /// `/proc` (a connection's close is observable nowhere else); fails
+    /// after `DEADLINE`. Returns the count.
+    #[track_caller]
+    pub fn wait_for_descriptors_at_most(&self, limit: usize) -> usize {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let open = self.open_descriptors();
+            if open <= limit {
+                return open;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "echod still has {open} descriptors open after {DEADLINE:?}; want at most {limit}"
+            );
+            thread::sleep(PROC_POLL_INTERVAL);
+        }
+    }
+
+    /// CPU time the child has used so far, user and system, all threads
+    /// (`utime + stime` in `/proc/PID/stat`, in clock ticks).
+    #[track_caller]
+    pub fn cpu_time(&self) -> Duration {
+        let path = format!("/proc/{}/stat", self.pid());
+        let stat =
+            std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {path}: {err}"));
+        // The command name, field 2, is in parentheses and may hold spaces;
+        // the fields after it are plain numbers. utime and stime are fields
+        // 14 and 15, so the 12th and 13th after the name.
+        let after_name = &stat[stat.rfind(')').expect("stat has a command name") + 1..];
+        let ticks: u64 = after_name
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|field| field.parse::<u64>().expect("utime and stime are numbers"))
+            .sum();
+        // SAFETY: sysconf takes an integer and touches no memory.
+        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        assert!(ticks_per_second > 0, "sysconf(_SC_CLK_TCK) failed");
+        Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64)
     }
 
     /// Waits for the (first) "listening on ADDR" line and returns ADDR.
@@ -183,25 +269,32 @@ impl Daemon {
     /// that contains `needle`, and returns it.
     #[track_caller]
     pub fn wait_for_log(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
+        match self.poll_log(needle, DEADLINE) {
+            Some(line) => line,
+            None => panic!(
+                "no log line containing {needle:?} within {DEADLINE:?}; log so far:\n{}",
+                self.log.join("\n")
+            ),
+        }
+    }
+
+    /// Like `wait_for_log`, but gives up after `timeout` and returns `None`.
+    #[track_caller]
+    pub fn poll_log(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(i) = self.log[self.cursor..]
                 .iter()
                 .position(|line| line.contains(needle))
             {
                 self.cursor += i + 1;
-                return self.log[self.cursor - 1].clone();
+                return Some(self.log[self.cursor - 1].clone());
             }
             self.cursor = self.log.len();
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stdout.recv_timeout(left) {
                 Ok(line) => self.log.push(line),
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "no log line containing {needle:?} within {DEADLINE:?}; log so far:\n{}",
-                        self.log.join("\n")
-                    )
-                }
+                Err(RecvTimeoutError::Timeout) => return None,
                 Err(RecvTimeoutError::Disconnected) => {
                     panic!(
                         "standard output closed without a line containing {needle:?}; log:\n{}",
@@ -310,6 +403,131 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
         .expect("set write timeout");
     stream.set_nodelay(true).expect("set TCP_NODELAY");
     stream
+}
+
+/// A client with a fixed receive buffer of about `receive_buffer_bytes`
+/// (the kernel doubles the figure it is given), for tests in which a client
+/// stops reading.
+///
+/// A stalled client left with a small *autotuned* receive buffer drops
+/// loopback's 64 KiB segments, and the sender's retransmission timer then
+/// backs off for many seconds: a TCP stall that has nothing to do with echod.
+/// Setting `SO_RCVBUF` before connecting turns autotuning off, and the window
+/// the client advertises then never promises more than it can hold.
+#[track_caller]
+pub fn connect_with_receive_buffer(addr: SocketAddr, receive_buffer_bytes: usize) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    socket
+        .set_recv_buffer_size(receive_buffer_bytes)
+        .expect("SO_RCVBUF");
+    socket
+        .connect(&addr.into())
+        .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
+    let stream = TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("set read timeout");
+    stream
+        .set_write_timeout(Some(DEADLINE))
+        .expect("set write timeout");
+    stream
+}
+
+/// A client with small fixed socket buffers (8 KiB each way, as the kernel
+/// counts them) and an Ethernet-sized MSS, for tests with many stalled
+/// readers. With loopback's 64 KiB MSS, echod's send buffer autotunes to
+/// megabytes for each client; with 1460 bytes it stays near 100 KiB, as it
+/// would on a real network, so that stalling a thousand clients moves
+/// megabytes, not gigabytes.
+#[track_caller]
+pub fn connect_small_buffers(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.set_send_buffer_size(4096).expect("SO_SNDBUF");
+    socket.set_tcp_mss(1460).expect("TCP_MAXSEG");
+    socket
+        .connect(&addr.into())
+        .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
+    let stream = TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("set read timeout");
+    stream
+        .set_write_timeout(Some(DEADLINE))
+        .expect("set write timeout");
+    stream
+}
+
+/// Writes copies of `line` on `stream` without reading until echod logs
+/// that it paused the connection (it must run at `--log-level trace`), so
+/// that at least `max-pending-bytes` of echoes are owed. Returns the bytes
+/// the kernel took.
+///
+/// A write that would block is not proof of a pause: echod may simply not
+/// have read yet. So after each one the log is checked, briefly, and
+/// writing resumes if the pause has not been logged.
+#[track_caller]
+pub fn push_until_paused(daemon: &mut Daemon, stream: &mut TcpStream, line: &[u8]) -> Vec<u8> {
+    let needle = format!(
+        "{}: open -> paused",
+        stream.local_addr().expect("client address")
+    );
+    let deadline = Instant::now() + DEADLINE;
+    stream.set_nonblocking(true).expect("non-blocking");
+    let block = line.repeat(64);
+    let mut sent = Vec::new();
+    loop {
+        assert!(
+            sent.len() < MAX_BULK_BYTES && Instant::now() < deadline,
+            "{} bytes sent and no pause logged: echod never stopped reading",
+            sent.len()
+        );
+        let offset = sent.len() % block.len();
+        match stream.write(&block[offset..]) {
+            Ok(n) => sent.extend_from_slice(&block[offset..offset + n]),
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                if daemon.poll_log(&needle, WRITE_STALL / 10).is_some() {
+                    break;
+                }
+            }
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => panic!("write failed after {} bytes: {err}", sent.len()),
+        }
+    }
+    stream.set_nonblocking(false).expect("blocking");
+    sent
+}
+
+/// Writes copies of `line` without reading until the kernel will take no
+/// more for now, up to `cap` bytes, and returns the bytes it took. A write
+/// that would block shows the buffers are full at that instant, not that
+/// echod has paused; `push_until_paused` waits for that.
+#[track_caller]
+pub fn push_until_blocked(stream: &mut TcpStream, line: &[u8], cap: usize) -> Vec<u8> {
+    stream.set_nonblocking(true).expect("non-blocking");
+    let block = line.repeat(1024);
+    let mut sent = Vec::new();
+    while sent.len() < cap {
+        let offset = sent.len() % block.len();
+        match stream.write(&block[offset..]) {
+            Ok(n) => sent.extend_from_slice(&block[offset..offset + n]),
+            Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => panic!("write failed after {} bytes: {err}", sent.len()),
+        }
+    }
+    stream.set_nonblocking(false).expect("blocking");
+    sent
 }
 
 /// Sends `line` and checks that exactly it comes back.

@@ -1,0 +1,236 @@
+//! The echod under attack: started here (and stopped with SIGTERM at the
+//! end), or already running; sampled from `/proc` once a second; and, for
+//! the exhaustion period, held to fewer descriptors with `prlimit(2)`.
+//!
+//! Lowering the soft `RLIMIT_NOFILE` of a running echod to the number it has
+//! open is exactly "out of descriptors" from echod's point of view: the next
+//! `accept` fails with `EMFILE` until a connection closes or the limit is
+//! raised again. No privilege is needed to lower a soft limit, or to raise
+//! it back up to the hard one, for a process of the same user.
+
+use std::io::{self, BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rlimit::Resource;
+
+/// How long echod may take to print its address, and to exit after SIGTERM.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// echod's resource use at one instant, from `/proc/PID`.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Resident set size (`VmRSS`).
+    pub rss_bytes: u64,
+    /// Entries in `/proc/PID/fd`.
+    pub descriptors: usize,
+    /// User plus system CPU time, all threads, since the process started.
+    pub cpu: Duration,
+}
+
+/// The echod process under attack.
+#[derive(Debug)]
+pub struct Target {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its process id, if known (always, when started here).
+    pub pid: Option<u32>,
+    child: Option<Child>,
+    /// The soft descriptor limit to restore after an exhaustion period.
+    saved_limit: Option<u64>,
+    ticks_per_second: f64,
+}
+
+impl Target {
+    /// Starts `echod` on an ephemeral loopback port with `args` added, and
+    /// waits for it to say where it listens. Its log is read and discarded
+    /// on a helper thread, so that it never stalls.
+    ///
+    /// # Errors
+    ///
+    /// If echod cannot be started or does not report an address in time.
+    pub fn spawn(echod: &Path, args: &[String]) -> io::Result<Target> {
+        let mut child = Command::new(echod)
+            .args(["-l", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", echod.display())))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (address_tx, address_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut address_tx = Some(address_tx);
+            let mut address = None;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some((_, listening)) = line.split_once("listening on ") {
+                    address.get_or_insert_with(|| listening.trim().to_owned());
+                }
+                // The line with the limits comes once every descriptor echod
+                // keeps for itself is open (the signal pipe comes after the
+                // listeners): only from then on is its count a baseline.
+                if line.contains(" max-connections ") {
+                    if let (Some(tx), Some(address)) = (address_tx.take(), address.take()) {
+                        let _ = tx.send(address);
+                    }
+                }
+            }
+        });
+        let address = match address_rx.recv_timeout(START_TIMEOUT) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::other("echod did not report a listening address"));
+            }
+        };
+        let addr = address
+            .parse()
+            .map_err(|_| io::Error::other(format!("unexpected address {address:?}")))?;
+        Ok(Target {
+            addr,
+            pid: Some(child.id()),
+            child: Some(child),
+            saved_limit: None,
+            ticks_per_second: ticks_per_second(),
+        })
+    }
+
+    /// An echod already running at `addr`, with process id `pid` if known.
+    pub fn attach(addr: SocketAddr, pid: Option<u32>) -> Target {
+        Target {
+            addr,
+            pid,
+            child: None,
+            saved_limit: None,
+            ticks_per_second: ticks_per_second(),
+        }
+    }
+
+    /// Reads echod's resource use, or `None` if its pid is unknown or it has
+    /// gone.
+    pub fn sample(&self) -> Option<Sample> {
+        let pid = self.pid?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let rss_kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        let descriptors = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Field 2, the command name, is in parentheses and may hold spaces;
+        // utime and stime are the 12th and 13th fields after it.
+        let after_name = &stat[stat.rfind(')')? + 1..];
+        let mut fields = after_name.split_whitespace().skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some(Sample {
+            rss_bytes: rss_kib * 1024,
+            descriptors,
+            cpu: Duration::from_secs_f64((utime + stime) as f64 / self.ticks_per_second),
+        })
+    }
+
+    /// Lowers echod's soft descriptor limit to `soft`, remembering the old
+    /// one for `restore_descriptors`.
+    ///
+    /// # Errors
+    ///
+    /// If the pid is unknown or `prlimit(2)` refuses.
+    pub fn limit_descriptors(&mut self, soft: u64) -> io::Result<()> {
+        let pid = self.pid_t()?;
+        let (mut old_soft, mut hard) = (0, 0);
+        rlimit::prlimit(
+            pid,
+            Resource::NOFILE,
+            None,
+            Some((&mut old_soft, &mut hard)),
+        )?;
+        rlimit::prlimit(pid, Resource::NOFILE, Some((soft.min(hard), hard)), None)?;
+        self.saved_limit.get_or_insert(old_soft);
+        Ok(())
+    }
+
+    /// Puts back the soft descriptor limit `limit_descriptors` lowered.
+    ///
+    /// # Errors
+    ///
+    /// If `prlimit(2)` refuses.
+    pub fn restore_descriptors(&mut self) -> io::Result<()> {
+        let Some(soft) = self.saved_limit.take() else {
+            return Ok(());
+        };
+        let pid = self.pid_t()?;
+        let (mut old_soft, mut hard) = (0, 0);
+        rlimit::prlimit(
+            pid,
+            Resource::NOFILE,
+            None,
+            Some((&mut old_soft, &mut hard)),
+        )?;
+        rlimit::prlimit(pid, Resource::NOFILE, Some((soft, hard)), None)
+    }
+
+    /// Stops an echod started here with SIGTERM and returns its exit status
+    /// (killing it if it has not exited after `EXIT_TIMEOUT`). `None` for an
+    /// echod that was already running.
+    pub fn stop(&mut self) -> Option<io::Result<ExitStatus>> {
+        let mut child = self.child.take()?;
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: kill(2) takes two integers and touches no memory. The pid is
+        // our child's and it has not been reaped (only this function waits
+        // for it, once), so it cannot name another process.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Some(Err(io::Error::last_os_error()));
+        }
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(Ok(status)),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Some(Err(io::Error::other(format!(
+                        "echod did not exit within {EXIT_TIMEOUT:?} of SIGTERM; killed"
+                    ))));
+                }
+                Err(err) => return Some(Err(err)),
+            }
+        }
+    }
+
+    fn pid_t(&self) -> io::Result<libc::pid_t> {
+        self.pid
+            .map(|pid| pid as libc::pid_t)
+            .ok_or_else(|| io::Error::other("echod's pid is unknown (give --pid)"))
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        // An early return from the run: never leave echod behind.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Clock ticks per second, the unit of `utime` and `stime` in `/proc`.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf takes an integer and touches no memory.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
