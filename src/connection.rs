@@ -143,8 +143,10 @@ pub struct Connection<S> {
     peer: SocketAddr,
     /// Complete lines received (each echoed unless the connection failed).
     lines: u64,
-    /// Bytes read from the peer; 0 marks a connect-then-close health check.
-    bytes_received: u64,
+    /// Whether the peer has sent a byte; one that never did is a
+    /// connect-then-close health check. A flag rather than a count keeps an
+    /// idle connection's bookkeeping small: it fits in the struct's padding.
+    received_any: bool,
     /// Bytes written back.
     bytes_echoed: u64,
     /// When bytes last moved either way, in server clock milliseconds.
@@ -160,7 +162,7 @@ impl<S: Stream> Connection<S> {
             state: State::Open,
             peer,
             lines: 0,
-            bytes_received: 0,
+            received_any: false,
             bytes_echoed: 0,
             last_active_ms: now_ms,
         }
@@ -260,9 +262,9 @@ impl<S: Stream> Connection<S> {
         self.lines
     }
 
-    /// Bytes read from the peer so far (lingering input included).
-    pub fn bytes_received(&self) -> u64 {
-        self.bytes_received
+    /// Whether the peer has sent anything (lingering input included).
+    pub fn received_any(&self) -> bool {
+        self.received_any
     }
 
     /// Bytes echoed so far.
@@ -341,7 +343,7 @@ impl<S: Stream> Connection<S> {
                 Err(err) => return Err(err),
             };
             self.last_active_ms = now_ms;
-            self.bytes_received += n as u64;
+            self.received_any |= n > 0;
             if n == 0 {
                 // The peer finished sending. Its unfinished line, if any, was
                 // never completed and is not echoed (docs/PROTOCOL.md).
@@ -449,7 +451,7 @@ impl<S: Stream> Connection<S> {
                 // our FIN, so a peer that keeps sending cannot hold the
                 // connection open.
                 Ok(n) => {
-                    self.bytes_received += n as u64;
+                    self.received_any |= n > 0;
                     if n < asked && !until_would_block {
                         return Ok(Step::Wait);
                     }

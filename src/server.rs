@@ -531,7 +531,7 @@ impl Server {
         connection.release_buffer(&mut self.pool);
         self.totals.lines += connection.lines();
         self.totals.bytes += connection.bytes_echoed();
-        let received_nothing = connection.bytes_received() == 0;
+        let received_nothing = !connection.received_any();
         self.totals.closes.record(&reason, received_nothing);
         if Closes::is_probe(&reason, received_nothing) {
             debug!(

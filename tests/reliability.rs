@@ -134,7 +134,15 @@ fn descriptor_exhaustion_costs_little_cpu_and_recovers_within_a_second() {
     /// Long enough that the CPU clock (10 ms ticks) measures well under 1%.
     const WINDOW: Duration = Duration::from_secs(2);
     raise_open_file_limit();
-    let mut command = Daemon::command(&["-l", "127.0.0.1:0", "--max-connections", "1000"]);
+    // Debug: accepts are logged at that level, and the test reads them.
+    let mut command = Daemon::command(&[
+        "-l",
+        "127.0.0.1:0",
+        "--max-connections",
+        "1000",
+        "--log-level",
+        "debug",
+    ]);
     // About a dozen descriptors are echod's own; some fifty clients fit.
     limit_descriptors(&mut command, 64);
     let mut daemon = Daemon::spawn_command(&mut command, StdoutReader::Follow);
