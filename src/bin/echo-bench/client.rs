@@ -38,6 +38,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::args::{Length, Options};
 use crate::lines::{Checker, Lines};
+use crate::report::{Errors, MAX_EXAMPLES, Report};
 
 /// Connections a thread has connecting at once.
 const MAX_CONNECTING: usize = 256;
@@ -57,58 +58,6 @@ pub struct Progress {
     pub lines: AtomicU64,
     pub conns_up: AtomicU64,
     pub errors: AtomicU64,
-}
-
-/// Errors by kind. Any of them makes the run fail.
-#[derive(Debug, Default, Clone)]
-pub struct Errors {
-    pub connect: u64,
-    pub mismatch: u64,
-    pub early_close: u64,
-    pub timeout: u64,
-    pub io: u64,
-    /// The first few, described, for the summary.
-    pub examples: Vec<String>,
-}
-
-/// Examples of errors kept per thread.
-const MAX_EXAMPLES: usize = 5;
-
-impl Errors {
-    pub fn total(&self) -> u64 {
-        self.connect + self.mismatch + self.early_close + self.timeout + self.io
-    }
-
-    pub fn merge(&mut self, other: &Errors) {
-        self.connect += other.connect;
-        self.mismatch += other.mismatch;
-        self.early_close += other.early_close;
-        self.timeout += other.timeout;
-        self.io += other.io;
-        for example in &other.examples {
-            if self.examples.len() < MAX_EXAMPLES {
-                self.examples.push(example.clone());
-            }
-        }
-    }
-}
-
-/// What one thread measured.
-#[derive(Debug, Clone)]
-pub struct Report {
-    /// Latency of every line echoed while measuring, in nanoseconds.
-    pub latency: Histogram<u64>,
-    /// Lines echoed while measuring.
-    pub lines: u64,
-    /// Lines echoed in any phase: warm-up, measurement and drain.
-    pub all_lines: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    /// How long the measurement lasted.
-    pub measured: Duration,
-    /// How long this thread's connections took to come up.
-    pub connect_time: Duration,
-    pub errors: Errors,
 }
 
 /// A connection's place in the run.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use args::{Command, Length, Options, USAGE};
 use client::Progress;
-use report::Summary;
+use report::Report;
 
 /// Exit status when a line was lost, corrupted or late, or a connection failed.
 const EXIT_ERRORS: u8 = 1;
@@ -121,7 +121,7 @@ fn run(options: Options) -> Result<bool, String> {
             Err(_) => return Err("a load thread panicked".into()),
         }
     }
-    let summary = Summary::merge(&reports).ok_or("no load thread ran")?;
+    let summary = Report::merge(reports).ok_or("no load thread ran")?;
     let text = if options.json {
         summary.json(&options) + "\n"
     } else {

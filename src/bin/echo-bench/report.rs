@@ -1,4 +1,5 @@
-//! What `echo-bench` prints: a progress line each second on stderr, and a
+//! What `echo-bench` measures and prints: each thread's `Report` and their
+//! merged total, a progress line each second on stderr, and a
 //! final summary on stdout, as text or as one JSON line.
 
 use std::fmt::Write as _;
@@ -7,7 +8,6 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::args::Options;
-use crate::client::{Errors, Report};
 
 /// The percentiles reported, with their labels.
 const PERCENTILES: [(&str, &str, f64); 4] = [
@@ -17,45 +17,76 @@ const PERCENTILES: [(&str, &str, f64); 4] = [
     ("p99.9", "p99_9", 99.9),
 ];
 
-/// The run's totals, merged over threads.
-pub struct Summary {
+/// Errors by kind. Any of them makes the run fail.
+#[derive(Debug, Default, Clone)]
+pub struct Errors {
+    pub connect: u64,
+    pub mismatch: u64,
+    pub early_close: u64,
+    pub timeout: u64,
+    pub io: u64,
+    /// The first few, described, for the summary.
+    pub examples: Vec<String>,
+}
+
+/// Examples of errors kept per thread.
+pub const MAX_EXAMPLES: usize = 5;
+
+impl Errors {
+    pub fn total(&self) -> u64 {
+        self.connect + self.mismatch + self.early_close + self.timeout + self.io
+    }
+
+    pub fn merge(&mut self, other: &Errors) {
+        self.connect += other.connect;
+        self.mismatch += other.mismatch;
+        self.early_close += other.early_close;
+        self.timeout += other.timeout;
+        self.io += other.io;
+        for example in &other.examples {
+            if self.examples.len() < MAX_EXAMPLES {
+                self.examples.push(example.clone());
+            }
+        }
+    }
+}
+
+/// What one thread measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Latency of every line echoed while measuring, in nanoseconds.
     pub latency: Histogram<u64>,
+    /// Lines echoed while measuring.
     pub lines: u64,
+    /// Lines echoed in any phase: warm-up, measurement and drain.
     pub all_lines: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// How long the measurement lasted.
     pub measured: Duration,
+    /// How long this thread's connections took to come up.
     pub connect_time: Duration,
     pub errors: Errors,
 }
 
-impl Summary {
+impl Report {
     /// Adds up the threads' reports. The measured time is the longest
     /// thread's (they start together and stop at the same deadline).
-    pub fn merge(reports: &[Report]) -> Option<Summary> {
-        let first = reports.first()?;
-        let mut summary = Summary {
-            latency: first.latency.clone(),
-            lines: first.lines,
-            all_lines: first.all_lines,
-            bytes_sent: first.bytes_sent,
-            bytes_received: first.bytes_received,
-            measured: first.measured,
-            connect_time: first.connect_time,
-            errors: first.errors.clone(),
-        };
-        for report in &reports[1..] {
+    pub fn merge(reports: Vec<Report>) -> Option<Report> {
+        let mut reports = reports.into_iter();
+        let mut total = reports.next()?;
+        for report in reports {
             // Same bounds in every thread, so adding cannot fail.
-            let _ = summary.latency.add(&report.latency);
-            summary.lines += report.lines;
-            summary.all_lines += report.all_lines;
-            summary.bytes_sent += report.bytes_sent;
-            summary.bytes_received += report.bytes_received;
-            summary.measured = summary.measured.max(report.measured);
-            summary.connect_time = summary.connect_time.max(report.connect_time);
-            summary.errors.merge(&report.errors);
+            let _ = total.latency.add(&report.latency);
+            total.lines += report.lines;
+            total.all_lines += report.all_lines;
+            total.bytes_sent += report.bytes_sent;
+            total.bytes_received += report.bytes_received;
+            total.measured = total.measured.max(report.measured);
+            total.connect_time = total.connect_time.max(report.connect_time);
+            total.errors.merge(&report.errors);
         }
-        Some(summary)
+        Some(total)
     }
 
     fn per_second(&self, count: u64) -> f64 {
