@@ -17,6 +17,13 @@ const EXIT_LOOP_FAILED: u8 = 70;
 /// Exit status when a listener or the event loop cannot be set up (EX_OSERR).
 const EXIT_CANNOT_START: u8 = 71;
 
+/// Writes one line to standard error. `eprintln!` panics when standard
+/// error is closed, which would turn the documented exit status into 101;
+/// a message nobody can read is dropped instead.
+fn complain(message: std::fmt::Arguments) {
+    let _ = writeln!(io::stderr(), "{message}");
+}
+
 fn main() -> ExitCode {
     // First, while this is the only thread: see the function's docs.
     echod::buffer::return_large_buffers_to_the_system();
@@ -36,7 +43,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(err) => {
-                    eprintln!("echod probe: {err}");
+                    complain(format_args!("echod probe: {err}"));
                     ExitCode::from(EXIT_PROBE_FAILED)
                 }
             };
@@ -46,7 +53,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(err) => {
-            eprintln!("echod: {err}\nTry 'echod --help' for more information.");
+            complain(format_args!(
+                "echod: {err}\nTry 'echod --help' for more information."
+            ));
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -55,19 +64,21 @@ fn main() -> ExitCode {
     let inherited = match systemd::inherited_listeners() {
         Ok(inherited) => inherited,
         Err(err) => {
-            eprintln!("echod: cannot use the sockets passed by systemd: {err}");
+            complain(format_args!(
+                "echod: cannot use the sockets passed by systemd: {err}"
+            ));
             return ExitCode::from(EXIT_CANNOT_START);
         }
     };
     if inherited.is_some() && config.listen_given {
-        eprintln!(
+        complain(format_args!(
             "echod: --listen and --port cannot be combined with socket activation: \
              echod serves the sockets systemd passed (LISTEN_FDS)"
-        );
+        ));
         return ExitCode::from(EXIT_USAGE);
     }
     if let Err(err) = logging::init(config.log_level) {
-        eprintln!("echod: cannot set up logging: {err}");
+        complain(format_args!("echod: cannot set up logging: {err}"));
         return ExitCode::from(EXIT_CANNOT_START);
     }
     // More descriptors, more clients: the soft limit is often 1024 while the
@@ -79,7 +90,7 @@ fn main() -> ExitCode {
         Ok(_summary) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("{err}");
-            eprintln!("echod: {err}");
+            complain(format_args!("echod: {err}"));
             ExitCode::from(match err {
                 RunError::Start(_) => EXIT_CANNOT_START,
                 RunError::Loop(_) => EXIT_LOOP_FAILED,

@@ -10,6 +10,9 @@ mod process;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use echod::config::USAGE;
@@ -94,6 +97,37 @@ fn bad_option_exits_64_with_one_line_error() {
             "{args:?}: first line of stderr is {first:?}, want 'echod: ' and {problem:?}"
         );
         assert_eq!(daemon.full_log(), [] as [String; 0], "{args:?}: stdout");
+    }
+}
+
+#[test]
+fn a_gone_stderr_reader_does_not_change_the_exit_status() {
+    // A supervisor's log reader may be gone: writing to standard error then
+    // fails with EPIPE. The message is lost, but the exit status must still
+    // say what went wrong (`eprintln!` would panic, and exit 101).
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind a listener to occupy a port");
+    let occupied = taken.local_addr().expect("occupied address").to_string();
+    for (args, code) in [
+        (&["--bogus"][..], EXIT_USAGE),
+        (&["-l", occupied.as_str()][..], EXIT_CANNOT_START),
+    ] {
+        let (reader, writer) = std::io::pipe().expect("create a pipe");
+        drop(reader);
+        let mut command = Daemon::command(args);
+        command.stdout(Stdio::null()).stderr(writer);
+        let mut child = command.spawn().expect("start echod");
+        let (tx, rx) = mpsc::channel();
+        let pid = child.id();
+        thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("echod {args:?} did not exit within {DEADLINE:?}")
+        });
+        let status = status.expect("wait for echod");
+        assert_eq!(status.code(), Some(code), "{args:?}");
     }
 }
 
