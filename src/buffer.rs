@@ -105,21 +105,25 @@ pub struct Buffer {
 
 impl Buffer {
     /// Complete lines waiting to be written back.
+    #[inline]
     pub fn pending(&self) -> &[u8] {
         &self.storage[self.head..self.lines_end]
     }
 
     /// Number of bytes waiting to be written back.
+    #[inline]
     pub fn pending_len(&self) -> usize {
         self.lines_end - self.head
     }
 
     /// Bytes of the line still being received, from its first byte.
+    #[inline]
     pub fn unfinished(&self) -> &[u8] {
         &self.storage[self.lines_end..self.tail]
     }
 
     /// True when nothing is owed and nothing is half-received.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.head == self.tail
     }
@@ -135,6 +139,7 @@ impl Buffer {
     /// The returned slice may be empty only if `max_capacity` is too small for
     /// the bytes already held; callers bound what they hold (by pausing and by
     /// the line limit) well below it.
+    #[inline]
     pub fn spare_mut(&mut self, pool: &mut Pool, max_capacity: usize) -> &mut [u8] {
         if self.storage.is_empty() {
             debug_assert!(self.is_empty());
@@ -148,18 +153,21 @@ impl Buffer {
     }
 
     /// Records that a read put `n` bytes into the slice `spare_mut` returned.
+    #[inline]
     pub fn filled(&mut self, n: usize) {
         self.tail += n;
         debug_assert!(self.tail <= self.storage.len());
     }
 
     /// Marks the first `n` bytes of the unfinished line as complete lines.
+    #[inline]
     pub fn complete(&mut self, n: usize) {
         self.lines_end += n;
         debug_assert!(self.lines_end <= self.tail);
     }
 
     /// Records that a write sent the first `n` bytes of the pending output.
+    #[inline]
     pub fn consume(&mut self, n: usize) {
         self.head += n;
         debug_assert!(self.head <= self.lines_end);
@@ -181,6 +189,7 @@ impl Buffer {
     /// Gives the storage back to `pool` if the buffer is empty, or trades it
     /// for a right-sized allocation if all it holds is a short unfinished line.
     /// Called whenever a connection goes back to waiting for readiness.
+    #[inline]
     pub fn release(&mut self, pool: &mut Pool) {
         if self.storage.is_empty() {
             return;
@@ -254,6 +263,7 @@ pub struct Pool {
 
 impl Pool {
     /// Takes a free buffer, or allocates a zeroed one.
+    #[inline]
     pub fn take(&mut self) -> Vec<u8> {
         self.free
             .pop()
@@ -262,6 +272,7 @@ impl Pool {
 
     /// Returns a buffer. Buffers of another size (grown, or shrunk to fit a
     /// short line) and buffers beyond `POOL_MAX_FREE` are freed instead.
+    #[inline]
     pub fn give(&mut self, storage: Vec<u8>) {
         if storage.len() == POOL_BUFFER_BYTES && self.free.len() < POOL_MAX_FREE {
             self.free.push(storage);

@@ -62,6 +62,7 @@ impl Framing {
     /// A line (terminator included) may be `max_line_bytes` long at most.
     /// An unfinished line of `max_line_bytes` or more is reported as too long
     /// at once: its terminator would take it over the limit.
+    #[inline]
     pub fn scan(self, window: &[u8], scanned: usize, max_line_bytes: usize) -> Scan {
         debug_assert!(scanned <= window.len());
         let terminator_needs_cr = match self {

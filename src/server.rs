@@ -482,6 +482,14 @@ impl Server {
         };
         let before = (connection.interest(), connection.state());
         let step = connection.on_ready(ready, &self.limits, &mut self.pool, self.now_ms);
+        // The usual outcome, a line echoed in full: the connection waits in
+        // the same state for the same readiness, so there is nothing to apply.
+        if matches!(step, Step::Wait)
+            && connection.state() == before.1
+            && connection.interest() == before.0
+        {
+            return;
+        }
         self.apply(key, before, step);
     }
 
