@@ -8,8 +8,7 @@
 
 mod process;
 
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread;
@@ -18,7 +17,7 @@ use std::time::{Duration, Instant};
 use echod::config::USAGE;
 
 use process::{
-    DEADLINE, Daemon, StdoutReader, assert_echoes, assert_receives, connect, limit_descriptors,
+    DEADLINE, Daemon, Exhausted, StdoutReader, assert_echoes, assert_receives, connect,
     read_to_eof, send_until_paused,
 };
 
@@ -288,51 +287,12 @@ fn keeps_serving_when_log_reader_goes_away() {
 
 #[test]
 fn recovers_from_descriptor_exhaustion() {
-    const CLIENTS: usize = 100;
-    // At debug, each accepted connection is logged as it is accepted.
-    let mut command = Daemon::command(&[
-        "-l",
-        "127.0.0.1:0",
-        "--max-connections",
-        "1000",
-        "--log-level",
-        "debug",
-    ]);
-    // About a dozen descriptors are echod's own, so some fifty clients fit
-    // and `accept` fails with EMFILE long before max-connections matters.
-    limit_descriptors(&mut command, 64);
-    let mut daemon = Daemon::spawn_command(&mut command, StdoutReader::Follow);
-    let addr = daemon.listening_addr();
-
-    // The kernel completes every handshake from the backlog whether or not
-    // echod can accept, so every connect succeeds, and every line waits.
-    let lines: Vec<String> = (0..CLIENTS).map(|i| format!("client {i}\r\n")).collect();
-    let mut clients: Vec<Option<TcpStream>> = lines
-        .iter()
-        .map(|line| {
-            let mut client = connect(addr);
-            client.write_all(line.as_bytes()).expect("send a line");
-            Some(client)
-        })
-        .collect();
-    daemon.wait_for_log("accept failed");
-    // The log names each client accepted. No accept succeeds after the
-    // failure until a client closes, so the list is complete for now.
-    let log = daemon.log_so_far();
-    let accepted: Vec<bool> = clients
-        .iter()
-        .flatten()
-        .map(|client| {
-            let local = client.local_addr().expect("client address");
-            let needle = format!("accepted from {local}");
-            log.iter().any(|line| line.contains(&needle))
-        })
-        .collect();
-    let served = accepted.iter().filter(|&&a| a).count();
-    assert!(
-        (1..CLIENTS).contains(&served),
-        "{served} of {CLIENTS} clients accepted; want some but not all"
-    );
+    let Exhausted {
+        mut daemon,
+        lines,
+        mut clients,
+        accepted,
+    } = Exhausted::start(100);
 
     // Those accepted are served while the rest wait.
     let deadline = Instant::now() + DEADLINE;

@@ -30,9 +30,8 @@ use std::time::{Duration, Instant};
 use echod::Config;
 
 use process::{
-    DEADLINE, Daemon, StdoutReader, assert_echoes, connect, connect_small_buffers,
-    connect_with_receive_buffer, limit_descriptors, push_until_blocked, push_until_paused,
-    read_to_eof,
+    DEADLINE, Daemon, Exhausted, StdoutReader, assert_echoes, connect, connect_small_buffers,
+    connect_with_receive_buffer, push_until_blocked, push_until_paused, read_to_eof,
 };
 
 /// Memory echod may use beyond what its connections' buffers account for:
@@ -134,45 +133,14 @@ fn descriptor_exhaustion_costs_little_cpu_and_recovers_within_a_second() {
     /// Long enough that the CPU clock (10 ms ticks) measures well under 1%.
     const WINDOW: Duration = Duration::from_secs(2);
     raise_open_file_limit();
-    // Debug: accepts are logged at that level, and the test reads them.
-    let mut command = Daemon::command(&[
-        "-l",
-        "127.0.0.1:0",
-        "--max-connections",
-        "1000",
-        "--log-level",
-        "debug",
-    ]);
-    // About a dozen descriptors are echod's own; some fifty clients fit.
-    limit_descriptors(&mut command, 64);
-    let mut daemon = Daemon::spawn_command(&mut command, StdoutReader::Follow);
-    let addr = daemon.listening_addr();
-
-    let lines: Vec<String> = (0..CLIENTS).map(|i| format!("client {i}\r\n")).collect();
-    let mut clients: Vec<Option<TcpStream>> = lines
-        .iter()
-        .map(|line| {
-            let mut client = connect(addr);
-            client.write_all(line.as_bytes()).expect("send a line");
-            Some(client)
-        })
-        .collect();
-    daemon.wait_for_log("accept failed");
-    // Every accept before the failure is logged before it.
-    let log = daemon.log_so_far();
-    let accepted: Vec<bool> = clients
-        .iter()
-        .flatten()
-        .map(|client| {
-            let needle = format!("accepted from {}", client.local_addr().expect("address"));
-            log.iter().any(|line| line.contains(&needle))
-        })
-        .collect();
-    let served = accepted.iter().filter(|&&a| a).count();
-    assert!(
-        (1..CLIENTS).contains(&served),
-        "{served} of {CLIENTS} clients accepted; want some but not all"
-    );
+    let exhausted = Exhausted::start(CLIENTS);
+    let served = exhausted.served();
+    let Exhausted {
+        mut daemon,
+        lines,
+        mut clients,
+        accepted,
+    } = exhausted;
     for (i, client) in clients.iter_mut().enumerate() {
         if accepted[i] {
             let client = client.as_mut().expect("every client is open");

@@ -416,26 +416,11 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 /// the client advertises then never promises more than it can hold.
 #[track_caller]
 pub fn connect_with_receive_buffer(addr: SocketAddr, receive_buffer_bytes: usize) -> TcpStream {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )
-    .expect("socket");
-    socket
-        .set_recv_buffer_size(receive_buffer_bytes)
-        .expect("SO_RCVBUF");
-    socket
-        .connect(&addr.into())
-        .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
-    let stream = TcpStream::from(socket);
-    stream
-        .set_read_timeout(Some(DEADLINE))
-        .expect("set read timeout");
-    stream
-        .set_write_timeout(Some(DEADLINE))
-        .expect("set write timeout");
-    stream
+    connect_configured(addr, |socket| {
+        socket
+            .set_recv_buffer_size(receive_buffer_bytes)
+            .expect("SO_RCVBUF");
+    })
 }
 
 /// A client with small fixed socket buffers (8 KiB each way, as the kernel
@@ -446,15 +431,25 @@ pub fn connect_with_receive_buffer(addr: SocketAddr, receive_buffer_bytes: usize
 /// megabytes, not gigabytes.
 #[track_caller]
 pub fn connect_small_buffers(addr: SocketAddr) -> TcpStream {
+    connect_configured(addr, |socket| {
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket.set_send_buffer_size(4096).expect("SO_SNDBUF");
+        socket.set_tcp_mss(1460).expect("TCP_MAXSEG");
+    })
+}
+
+/// A blocking client whose socket options are set by `configure` before the
+/// handshake (where the window scale and the MSS are chosen), with the same
+/// timeouts as `connect`.
+#[track_caller]
+fn connect_configured(addr: SocketAddr, configure: impl FnOnce(&socket2::Socket)) -> TcpStream {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         None,
     )
     .expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    socket.set_send_buffer_size(4096).expect("SO_SNDBUF");
-    socket.set_tcp_mss(1460).expect("TCP_MAXSEG");
+    configure(&socket);
     socket
         .connect(&addr.into())
         .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
@@ -665,6 +660,80 @@ fn wait_for_exit_without_reaping(pid: libc::id_t) {
         if rc == 0 || io::Error::last_os_error().kind() != ErrorKind::Interrupted {
             return;
         }
+    }
+}
+
+/// echod out of descriptors, with clients waiting: started under
+/// RLIMIT_NOFILE 64, with `clients` clients that have each sent one line.
+/// About a dozen descriptors are echod's own, so some fifty clients are
+/// accepted before `accept` fails with EMFILE; the kernel completes every
+/// handshake from the backlog regardless, so the rest connect and wait.
+pub struct Exhausted {
+    pub daemon: Daemon,
+    /// The line client `i` sent.
+    pub lines: Vec<String>,
+    /// `None` once a test has closed the client.
+    pub clients: Vec<Option<TcpStream>>,
+    /// Whether client `i` was accepted before the first EMFILE.
+    pub accepted: Vec<bool>,
+}
+
+impl Exhausted {
+    /// Starts echod (at debug, where accepts are logged), connects the
+    /// clients, and waits for the first failed accept. Asserts that some
+    /// clients but not all were accepted.
+    #[track_caller]
+    pub fn start(clients: usize) -> Exhausted {
+        let mut command = Daemon::command(&[
+            "-l",
+            "127.0.0.1:0",
+            "--max-connections",
+            "1000",
+            "--log-level",
+            "debug",
+        ]);
+        limit_descriptors(&mut command, 64);
+        let mut daemon = Daemon::spawn_command(&mut command, StdoutReader::Follow);
+        let addr = daemon.listening_addr();
+        let lines: Vec<String> = (0..clients).map(|i| format!("client {i}\r\n")).collect();
+        let clients: Vec<Option<TcpStream>> = lines
+            .iter()
+            .map(|line| {
+                let mut client = connect(addr);
+                client.write_all(line.as_bytes()).expect("send a line");
+                Some(client)
+            })
+            .collect();
+        daemon.wait_for_log("accept failed");
+        // Every accept before the failure is logged before it, and none
+        // succeeds after it until a client closes: the list is complete.
+        let log = daemon.log_so_far();
+        let accepted: Vec<bool> = clients
+            .iter()
+            .flatten()
+            .map(|client| {
+                let needle = format!("accepted from {}", client.local_addr().expect("address"));
+                log.iter().any(|line| line.contains(&needle))
+            })
+            .collect();
+        let exhausted = Exhausted {
+            daemon,
+            lines,
+            clients,
+            accepted,
+        };
+        let served = exhausted.served();
+        assert!(
+            (1..exhausted.clients.len()).contains(&served),
+            "{served} of {} clients accepted; want some but not all",
+            exhausted.clients.len()
+        );
+        exhausted
+    }
+
+    /// How many clients were accepted before the first EMFILE.
+    pub fn served(&self) -> usize {
+        self.accepted.iter().filter(|&&a| a).count()
     }
 }
 
