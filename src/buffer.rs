@@ -20,7 +20,10 @@
 //! idle connection owns no buffer at all. A connection that sits on a short
 //! unfinished line keeps it in an allocation of exactly that size.
 //!
-//! This module does no I/O; `Connection` does the reads and writes. It also
+//! This module does no I/O; `Connection` does the reads and writes. The
+//! functions called on every event are marked `#[inline]`: their bodies are
+//! a few instructions, fewer than a call's prologue and epilogue (see
+//! docs/BENCHMARKS.md for the count). It also
 //! owns the one allocator setting echod makes, so that the memory of a
 //! backlog goes back to the system once it drains
 //! (`return_large_buffers_to_the_system`).

@@ -149,15 +149,7 @@ impl Target {
     ///
     /// If the pid is unknown or `prlimit(2)` refuses.
     pub fn limit_descriptors(&mut self, soft: u64) -> io::Result<()> {
-        let pid = self.pid_t()?;
-        let (mut old_soft, mut hard) = (0, 0);
-        rlimit::prlimit(
-            pid,
-            Resource::NOFILE,
-            None,
-            Some((&mut old_soft, &mut hard)),
-        )?;
-        rlimit::prlimit(pid, Resource::NOFILE, Some((soft.min(hard), hard)), None)?;
+        let old_soft = self.set_soft_descriptors(soft)?;
         self.saved_limit.get_or_insert(old_soft);
         Ok(())
     }
@@ -168,9 +160,15 @@ impl Target {
     ///
     /// If `prlimit(2)` refuses.
     pub fn restore_descriptors(&mut self) -> io::Result<()> {
-        let Some(soft) = self.saved_limit.take() else {
-            return Ok(());
-        };
+        match self.saved_limit.take() {
+            Some(soft) => self.set_soft_descriptors(soft).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Sets echod's soft descriptor limit (never above its hard limit) with
+    /// `prlimit(2)` and returns the soft limit it replaced.
+    fn set_soft_descriptors(&self, soft: u64) -> io::Result<u64> {
         let pid = self.pid_t()?;
         let (mut old_soft, mut hard) = (0, 0);
         rlimit::prlimit(
@@ -179,7 +177,8 @@ impl Target {
             None,
             Some((&mut old_soft, &mut hard)),
         )?;
-        rlimit::prlimit(pid, Resource::NOFILE, Some((soft, hard)), None)
+        rlimit::prlimit(pid, Resource::NOFILE, Some((soft.min(hard), hard)), None)?;
+        Ok(old_soft)
     }
 
     /// Stops an echod started here with SIGTERM and returns its exit status
