@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{Bencher, black_box};
 use echod::Framing;
-use echod::buffer::Pool;
+use echod::buffer::ReadBuffer;
 use echod::connection::{Connection, Limits, Readiness, Step, Stream};
 
 fn main() {
@@ -90,30 +90,21 @@ impl Stream for Memory {
 #[divan::bench(consts = [1, 16, 64])]
 fn echo_event<const PER_EVENT: usize>(bencher: Bencher) {
     let chunk = lines(Framing::Crlf, 64, PER_EVENT);
-    let limits = Limits {
-        framing: Framing::Crlf,
-        max_line_bytes: 64 * 1024,
-        max_pending_bytes: 1024 * 1024,
-        resume_pending_bytes: 512 * 1024,
-    };
+    let limits = Limits::new(Framing::Crlf, 64 * 1024, 1024 * 1024);
     let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
-    let mut pool = Pool::default();
+    let mut read_buffer = ReadBuffer::default();
     let memory = Memory {
         input: VecDeque::new(),
         written: 0,
     };
     let mut conn = Connection::new(memory, peer, 0);
-    let ready = Readiness {
-        readable: true,
-        writable: true,
-        read_closed: false,
-    };
+    let ready = Readiness::of_event(true, true, false, false, false);
     bencher
         .counter(ItemsCount::new(PER_EVENT))
         .counter(BytesCount::of_slice(&chunk))
         .bench_local(|| {
             conn.stream_mut().input.push_back(chunk.clone());
-            let step = conn.on_ready(ready, &limits, &mut pool, 0);
+            let step = conn.on_ready(ready, &limits, &mut read_buffer, 0);
             assert!(
                 matches!(step, Step::Wait),
                 "the echo completes in one event"

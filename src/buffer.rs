@@ -1,10 +1,21 @@
-//! A connection's bytes in flight, and the pool that lends out their storage.
+//! Where received bytes live: one read buffer for the whole server, and a
+//! small store of leftovers per connection.
 //!
-//! An echo is always a prefix of what was received, so a connection needs
-//! only one buffer. Its front holds complete lines that are waiting to be
-//! written back (the *pending output*); behind them comes the line still
-//! being received (the *unfinished line*); behind that, spare room for the
-//! next read:
+//! Most reads need no per-connection storage at all. In ping-pong, and in
+//! most bulk transfers, a read ends at a line's end and the socket takes the
+//! whole echo at once, so the bytes go from the kernel into the server's
+//! `ReadBuffer` and straight back out of it. A connection keeps bytes only
+//! when something is left over:
+//!
+//! - the *unfinished line*: the bytes after the last terminator, waiting for
+//!   the rest of their line;
+//! - the *pending output*: echoes the socket did not take, waiting for it
+//!   to become writable.
+//!
+//! Those leftovers are copied into the connection's `Buffer`, and only they:
+//! an echoed byte is never copied on its way from the read to the write. A
+//! connection that already holds leftovers reads into its own `Buffer`,
+//! behind them, since its new bytes belong after the old ones:
 //!
 //! ```text
 //!   written      pending output     unfinished line     spare
@@ -12,91 +23,63 @@
 //! 0          head             lines_end            tail       storage.len()
 //! ```
 //!
-//! A line is never copied on its way from the read to the write: the bytes
-//! the kernel put into the buffer are the bytes handed back to `write`.
-//!
-//! Storage is borrowed from a `Pool` when a read needs room and handed back
-//! as soon as the connection owes nothing and holds no unfinished line, so an
-//! idle connection owns no buffer at all. A connection that sits on a short
-//! unfinished line keeps it in an allocation of exactly that size.
+//! The pending output is always a prefix of what was received, which is why
+//! one `Buffer` holds both. A `Buffer` with nothing left over frees its
+//! storage, so an idle connection owns none.
 //!
 //! This module does no I/O; `Connection` does the reads and writes. The
 //! functions called on every event are marked `#[inline]`: their bodies are
 //! a few instructions, fewer than a call's prologue and epilogue (see
-//! docs/BENCHMARKS.md for the count). It also
-//! owns the one allocator setting echod makes, so that the memory of a
-//! backlog goes back to the system once it drains
-//! (`return_large_buffers_to_the_system`).
-
-/// Size of the buffers the pool hands out. A read asks for at most
-/// `READ_CHUNK_BYTES`, so one pooled buffer takes a whole read; a buffer grows
-/// past this only to hold a long line or a backlog of output.
-pub const POOL_BUFFER_BYTES: usize = 16 * 1024;
+//! docs/BENCHMARKS.md for the count).
 
 /// The most one read asks for. A larger read would let the output run further
 /// past `max_pending_bytes` before reading pauses; a smaller one costs more
 /// system calls per byte in bulk transfers.
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 
-/// Reads go into room of at least this much; below it the buffer is compacted
-/// or grown first, so that reads are never so small that their system calls
-/// dominate.
+/// A connection reading behind its leftovers gets room of at least this
+/// much; below it the buffer is compacted or grown first, so that reads are
+/// never so small that their system calls dominate.
 const MIN_READ_BYTES: usize = 2 * 1024;
 
-/// An unfinished line this short, with no output pending, is moved out of its
-/// pooled buffer into an allocation of its own size, so that many clients
-/// holding half a line cost bytes rather than a pooled buffer each.
+/// Leftovers this short, with no output pending, are kept in an allocation
+/// of exactly their size, so that many clients holding half a line cost
+/// bytes rather than a grown buffer each.
 const SHRINK_UNFINISHED_BYTES: usize = 512;
 
-/// Spare buffers the pool keeps. Only connections with data in flight hold a
-/// buffer, and one thread serves them one at a time, so a handful covers
-/// steady traffic; more are freed rather than hoarded after a burst.
-const POOL_MAX_FREE: usize = 64;
+/// The server's one buffer for reads: every read by a connection with
+/// nothing left over lands here, and its complete lines are echoed from
+/// here. It is borrowed for one read at a time, so nothing in it outlives
+/// the call that read it.
+#[derive(Debug)]
+pub struct ReadBuffer {
+    /// `READ_CHUNK_BYTES` bytes, initialised once, so reads never zero
+    /// anything.
+    bytes: Box<[u8]>,
+}
 
-/// Allocations of at least this many bytes are mapped from the system on
-/// their own and unmapped when freed; see `return_large_buffers_to_the_system`.
-/// 128 KiB is glibc's initial value: every buffer grown past the pooled size
-/// to hold a backlog or a long line soon passes it.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const SEPARATE_MAPPING_BYTES: libc::c_int = 128 * 1024;
-
-/// Makes buffer storage of 128 KiB or more go back to the system as soon as
-/// it is freed, so that echod's memory comes back down after a burst.
-///
-/// A buffer grows past `POOL_BUFFER_BYTES` only to hold a backlog for a
-/// client that is not reading, or a long line, and is freed once that has
-/// drained. glibc maps such large allocations on their own, but the first
-/// time one is freed it raises the threshold to the freed size (the "dynamic
-/// mmap threshold" of `mallopt(3)`): from then on they come from the heap,
-/// where memory freed below a live allocation stays resident. After a burst
-/// of stalled readers, echod's RSS would stay near its peak for as long as
-/// one later connection held a buffer. Setting the threshold turns the
-/// adjustment off.
-///
-/// Call it once, at start, before other threads exist. Returns false where
-/// the C library is not glibc, or refuses.
-pub fn return_large_buffers_to_the_system() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallopt(3) takes two integers and touches no memory of
-        // ours; called before other threads start, it races with no
-        // allocation.
-        #[allow(unsafe_code)]
-        let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, SEPARATE_MAPPING_BYTES) };
-        set == 1
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
+impl Default for ReadBuffer {
+    fn default() -> ReadBuffer {
+        ReadBuffer {
+            bytes: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
+        }
     }
 }
 
-/// One connection's buffer. See the module docs for the layout.
+impl ReadBuffer {
+    /// Room for one read, `READ_CHUNK_BYTES` long.
+    #[inline]
+    pub fn room(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+}
+
+/// One connection's leftovers. See the module docs for the layout.
 #[derive(Debug, Default)]
 pub struct Buffer {
     /// The storage; `len()` is its usable size and every byte is initialised,
-    /// so reads never need to zero anything. Empty when the buffer holds no
-    /// storage (the idle state).
+    /// so reads never need to zero anything. Empty whenever the buffer is
+    /// released with nothing left over (an idle connection's state).
     storage: Vec<u8>,
     /// First byte not yet written back. Invariant: `head <= lines_end`.
     head: usize,
@@ -136,20 +119,40 @@ impl Buffer {
         self.storage.len()
     }
 
-    /// Returns room for a read of up to `READ_CHUNK_BYTES`, taking storage
-    /// from `pool`, compacting or growing (up to `max_capacity`) as needed.
+    /// Keeps what one read into the `ReadBuffer` left over: `owed`, echoes
+    /// the socket did not take, then `unfinished`, the start of a line. The
+    /// buffer must be empty: a connection with leftovers reads into its own
+    /// storage instead.
+    #[inline]
+    pub fn keep(&mut self, owed: &[u8], unfinished: &[u8]) {
+        debug_assert!(self.is_empty(), "leftovers kept over leftovers");
+        let held = owed.len() + unfinished.len();
+        if held == 0 {
+            return;
+        }
+        self.start_over();
+        if self.storage.len() < held {
+            // Exactly the size needed: a connection holding half a line costs
+            // that half line. A later read behind it grows the storage.
+            self.storage = vec![0; held];
+        }
+        self.storage[..owed.len()].copy_from_slice(owed);
+        self.storage[owed.len()..held].copy_from_slice(unfinished);
+        self.lines_end = owed.len();
+        self.tail = held;
+    }
+
+    /// Returns room behind the leftovers for a read of up to
+    /// `READ_CHUNK_BYTES`, compacting or growing (up to `max_capacity`) as
+    /// needed.
     ///
     /// The returned slice may be empty only if `max_capacity` is too small for
     /// the bytes already held; callers bound what they hold (by pausing and by
     /// the line limit) well below it.
     #[inline]
-    pub fn spare_mut(&mut self, pool: &mut Pool, max_capacity: usize) -> &mut [u8] {
-        if self.storage.is_empty() {
-            debug_assert!(self.is_empty());
-            self.storage = pool.take();
-        }
+    pub fn spare_mut(&mut self, max_capacity: usize) -> &mut [u8] {
         if self.storage.len() - self.tail < MIN_READ_BYTES {
-            self.make_room(pool, max_capacity);
+            self.make_room(max_capacity);
         }
         let end = self.storage.len().min(self.tail + READ_CHUNK_BYTES);
         &mut self.storage[self.tail..end]
@@ -174,11 +177,9 @@ impl Buffer {
     pub fn consume(&mut self, n: usize) {
         self.head += n;
         debug_assert!(self.head <= self.lines_end);
-        // Nothing left: start over at the front, which costs no copy.
         if self.head == self.tail {
-            self.head = 0;
-            self.lines_end = 0;
-            self.tail = 0;
+            // Nothing left: start over at the front, which costs no copy.
+            self.start_over();
         }
     }
 
@@ -189,102 +190,64 @@ impl Buffer {
         self.consume(0);
     }
 
-    /// Gives the storage back to `pool` if the buffer is empty, or trades it
-    /// for a right-sized allocation if all it holds is a short unfinished line.
-    /// Called whenever a connection goes back to waiting for readiness.
+    /// Frees the storage if nothing is left over, or trades it for an
+    /// allocation of exactly the right size if all it holds is a short
+    /// unfinished line. Called whenever a connection goes back to waiting
+    /// for readiness.
     #[inline]
-    pub fn release(&mut self, pool: &mut Pool) {
-        if self.storage.is_empty() {
-            return;
-        }
+    pub fn release(&mut self) {
         if self.is_empty() {
-            pool.give(std::mem::take(&mut self.storage));
+            if !self.storage.is_empty() {
+                self.storage = Vec::new();
+            }
             return;
         }
         let held = self.tail - self.head;
         if self.pending_len() == 0 && held <= SHRINK_UNFINISHED_BYTES && held < self.storage.len() {
-            let small = self.storage[self.head..self.tail].to_vec();
-            pool.give(std::mem::replace(&mut self.storage, small));
-            self.head = 0;
-            self.lines_end = 0;
-            self.tail = held;
+            self.move_to_front();
+            self.storage.truncate(held);
+            self.storage.shrink_to_fit();
         }
     }
 
-    /// Gives the storage back to `pool` whatever it holds (the connection is
-    /// being dropped).
-    pub fn release_all(&mut self, pool: &mut Pool) {
-        self.head = 0;
-        self.lines_end = 0;
-        self.tail = 0;
-        pool.give(std::mem::take(&mut self.storage));
-    }
-
     /// Makes at least `MIN_READ_BYTES` of spare room if `max_capacity` allows.
-    fn make_room(&mut self, pool: &mut Pool, max_capacity: usize) {
+    fn make_room(&mut self, max_capacity: usize) {
         let live = self.tail - self.head;
         // Moving the live bytes to the front pays for itself when it frees at
         // least as much as it copies. Compacting more eagerly (say, after
         // every write) is the classic way to spend O(n²) copying a backlog.
         if self.head >= live || self.storage.len() >= max_capacity {
-            self.storage.copy_within(self.head..self.tail, 0);
-            self.lines_end -= self.head;
-            self.tail = live;
-            self.head = 0;
+            self.move_to_front();
             if self.storage.len() - self.tail >= MIN_READ_BYTES {
                 return;
             }
         }
-        let wanted = (self.tail + MIN_READ_BYTES).max(POOL_BUFFER_BYTES);
+        let wanted = (self.tail + MIN_READ_BYTES).max(READ_CHUNK_BYTES);
         let new_len = wanted.next_power_of_two().min(max_capacity.max(self.tail));
-        if new_len <= self.storage.len() {
-            return;
-        }
-        if self.storage.len() < POOL_BUFFER_BYTES && new_len == POOL_BUFFER_BYTES {
-            // A shrunk unfinished line going back into a pooled buffer.
-            let mut pooled = pool.take();
-            pooled[..live].copy_from_slice(&self.storage[self.head..self.tail]);
-            self.storage = pooled;
-            self.lines_end -= self.head;
-            self.tail = live;
-            self.head = 0;
-        } else {
+        if new_len > self.storage.len() {
             // Zeroing only the new part; growth is rare and doubles, so its
             // cost is amortised over the bytes that needed the room.
             self.storage.resize(new_len, 0);
         }
     }
-}
 
-/// Spare buffers of `POOL_BUFFER_BYTES`, so that a connection that reads,
-/// echoes and goes idle again allocates nothing.
-#[derive(Debug, Default)]
-pub struct Pool {
-    /// Free buffers; each has `len() == POOL_BUFFER_BYTES`.
-    free: Vec<Vec<u8>>,
-}
-
-impl Pool {
-    /// Takes a free buffer, or allocates a zeroed one.
+    /// Moves the live bytes (`head..tail`) to the front of the storage and
+    /// rebases the indexes: the one place they are reset.
     #[inline]
-    pub fn take(&mut self) -> Vec<u8> {
-        self.free
-            .pop()
-            .unwrap_or_else(|| vec![0; POOL_BUFFER_BYTES])
-    }
-
-    /// Returns a buffer. Buffers of another size (grown, or shrunk to fit a
-    /// short line) and buffers beyond `POOL_MAX_FREE` are freed instead.
-    #[inline]
-    pub fn give(&mut self, storage: Vec<u8>) {
-        if storage.len() == POOL_BUFFER_BYTES && self.free.len() < POOL_MAX_FREE {
-            self.free.push(storage);
+    fn move_to_front(&mut self) {
+        if self.head > 0 {
+            self.storage.copy_within(self.head..self.tail, 0);
+            self.lines_end -= self.head;
+            self.tail -= self.head;
+            self.head = 0;
         }
     }
 
-    /// Number of free buffers held.
-    pub fn free_buffers(&self) -> usize {
-        self.free.len()
+    /// With nothing live, moving to the front is only the index reset.
+    #[inline]
+    fn start_over(&mut self) {
+        debug_assert!(self.is_empty());
+        self.move_to_front();
     }
 }
 
@@ -292,88 +255,99 @@ impl Pool {
 mod tests {
     use super::*;
 
-    /// Copies `bytes` into the buffer as one read would.
-    fn receive(buffer: &mut Buffer, pool: &mut Pool, bytes: &[u8]) {
-        let spare = buffer.spare_mut(pool, 1 << 20);
+    /// Copies `bytes` into the buffer as a read behind the leftovers would.
+    fn receive(buffer: &mut Buffer, bytes: &[u8]) {
+        let spare = buffer.spare_mut(1 << 20);
         spare[..bytes.len()].copy_from_slice(bytes);
         buffer.filled(bytes.len());
     }
 
     #[test]
-    fn idle_buffer_holds_no_storage() {
-        let (mut buffer, mut pool) = (Buffer::default(), Pool::default());
+    fn nothing_left_over_holds_no_storage() {
+        let mut buffer = Buffer::default();
+        buffer.keep(b"", b"");
         assert_eq!(buffer.capacity(), 0);
-        receive(&mut buffer, &mut pool, b"ab\r\n");
-        buffer.complete(4);
+        buffer.keep(b"ab\r\n", b"");
         assert_eq!(buffer.pending(), b"ab\r\n");
         buffer.consume(4);
-        buffer.release(&mut pool);
-        assert_eq!((buffer.capacity(), pool.free_buffers()), (0, 1));
-        // The next read reuses the pooled buffer rather than allocating.
-        receive(&mut buffer, &mut pool, b"x");
-        assert_eq!(
-            (buffer.capacity(), pool.free_buffers()),
-            (POOL_BUFFER_BYTES, 0)
-        );
+        buffer.release();
+        assert_eq!(buffer.capacity(), 0);
     }
 
     #[test]
-    fn short_unfinished_line_is_kept_in_a_small_allocation() {
-        let (mut buffer, mut pool) = (Buffer::default(), Pool::default());
-        receive(&mut buffer, &mut pool, b"done\r\nhalf");
-        buffer.complete(6);
+    fn leftovers_are_kept_in_an_allocation_of_their_size() {
+        let mut buffer = Buffer::default();
+        buffer.keep(b"owed\r\n", b"half");
+        assert_eq!(
+            (buffer.pending(), buffer.unfinished(), buffer.capacity()),
+            (&b"owed\r\n"[..], &b"half"[..], 10)
+        );
         buffer.consume(6);
-        buffer.release(&mut pool);
+        buffer.release();
         assert_eq!((buffer.capacity(), buffer.unfinished()), (4, &b"half"[..]));
-        assert_eq!(pool.free_buffers(), 1);
-        // More of the line arrives: it moves back into a pooled buffer intact.
-        receive(&mut buffer, &mut pool, b" a line\r\n");
+        // More of the line arrives behind it: the storage grows, the line
+        // stays intact.
+        receive(&mut buffer, b" a line\r\n");
         assert_eq!(buffer.unfinished(), b"half a line\r\n");
-        assert_eq!(buffer.capacity(), POOL_BUFFER_BYTES);
+        assert_eq!(buffer.capacity(), READ_CHUNK_BYTES);
+    }
+
+    #[test]
+    fn a_short_unfinished_line_is_shrunk_to_fit() {
+        let mut buffer = Buffer::default();
+        buffer.keep(b"", b"ab");
+        receive(&mut buffer, b"\r\nhalf");
+        buffer.complete(4);
+        buffer.consume(4);
+        buffer.release();
+        assert_eq!((buffer.capacity(), buffer.unfinished()), (4, &b"half"[..]));
     }
 
     #[test]
     fn pending_output_keeps_its_storage() {
-        let (mut buffer, mut pool) = (Buffer::default(), Pool::default());
-        receive(&mut buffer, &mut pool, b"owed\r\n");
-        buffer.complete(6);
-        buffer.release(&mut pool);
+        let mut buffer = Buffer::default();
+        buffer.keep(b"", b"x");
+        receive(&mut buffer, b"\r\nowed\r\n");
+        buffer.complete(9);
+        buffer.release();
         assert_eq!(
             (buffer.pending(), buffer.capacity()),
-            (&b"owed\r\n"[..], POOL_BUFFER_BYTES)
+            (&b"x\r\nowed\r\n"[..], READ_CHUNK_BYTES)
         );
     }
 
     #[test]
     fn compaction_happens_only_when_it_frees_as_much_as_it_moves() {
-        let (mut buffer, mut pool) = (Buffer::default(), Pool::default());
+        let mut buffer = Buffer::default();
         let line = [b'x'; 1022]
             .iter()
             .chain(b"\r\n")
             .copied()
             .collect::<Vec<u8>>();
+        buffer.keep(b"", b"y");
+        buffer.discard_unfinished();
         // Fill 15 KiB of lines, write back 10 KiB of them.
         for _ in 0..15 {
-            receive(&mut buffer, &mut pool, &line);
+            receive(&mut buffer, &line);
         }
         buffer.complete(15 * 1024);
         buffer.consume(10 * 1024);
         // 1 KiB spare is below MIN_READ_BYTES; 10 KiB written >= 5 KiB live, so
         // the live bytes move to the front instead of the buffer growing.
-        let spare = buffer.spare_mut(&mut pool, 1 << 20).len();
-        assert_eq!((buffer.capacity(), spare), (POOL_BUFFER_BYTES, 11 * 1024));
+        let spare = buffer.spare_mut(1 << 20).len();
+        assert_eq!((buffer.capacity(), spare), (READ_CHUNK_BYTES, 11 * 1024));
         assert_eq!(buffer.pending(), &line.repeat(5)[..]);
     }
 
     #[test]
     fn grows_for_a_backlog_up_to_the_cap() {
-        let (mut buffer, mut pool) = (Buffer::default(), Pool::default());
+        let mut buffer = Buffer::default();
         let chunk = vec![b'y'; 4096];
         for _ in 0..16 {
-            receive(&mut buffer, &mut pool, &chunk);
+            receive(&mut buffer, &chunk);
         }
         assert_eq!(buffer.capacity(), 128 * 1024 / 2);
-        let spare = buffer.spare_mut(&mut pool, 100 * 1024).len();
+        let spare = buffer.spare_mut(100 * 1024).len();
         assert_eq!(
             (buffer.capacity(), spare),
             (100 * 1024, 36 * 1024 - 20 * 1024)

@@ -140,14 +140,7 @@ impl Default for Config {
 impl Config {
     /// The per-connection limits this configuration sets.
     pub fn limits(&self) -> Limits {
-        Limits {
-            framing: self.framing,
-            max_line_bytes: self.max_line_bytes,
-            max_pending_bytes: self.max_pending_bytes,
-            // Half: far enough below the mark that a paused reader is not
-            // paused again by the next read.
-            resume_pending_bytes: self.max_pending_bytes / 2,
-        }
+        Limits::new(self.framing, self.max_line_bytes, self.max_pending_bytes)
     }
 }
 

@@ -1,4 +1,4 @@
-//! One client: its socket, its buffer, and the small state machine that
+//! One client: its socket, its leftovers, and the small state machine that
 //! decides what the connection does next and which readiness it waits for.
 //!
 //! Read first: the *Spurious events* and *Draining readiness* sections of
@@ -19,6 +19,21 @@
 //! | `Paused`    | output reached `max_pending_bytes`; reading waits    | write              |
 //! | `Draining`  | no more input will be echoed; delivering what is owed | write             |
 //! | `Lingering` | our FIN is sent; discarding input until the peer closes | read            |
+//!
+//! The work of a call (`flush`, `read_and_echo`, `read_and_discard`) finds
+//! things out; only `transition` changes the state, in one table:
+//!
+//! | state                  | input         | next state              | and then                         |
+//! |------------------------|---------------|-------------------------|----------------------------------|
+//! | `Open`                 | `PeerEof`     | `Draining(PeerFinished)` | unfinished line dropped         |
+//! | `Open`                 | `LineTooLong` | `Draining(LineTooLong)` | the long line dropped            |
+//! | `Open`                 | `OutputFull`  | `Paused`                |                                  |
+//! | `Paused`               | `OutputLow`   | `Open`                  | read until `WouldBlock`          |
+//! | `Open`, `Paused`       | `Shutdown`    | `Draining(ServerShutdown)` | unfinished line dropped       |
+//! | `Draining(PeerFinished)` | `NothingOwed` | closed                | `CloseReason::PeerFinished`      |
+//! | `Draining(other)`      | `NothingOwed` | `Lingering(other)`      | FIN sent; read until `WouldBlock` |
+//! | `Lingering(finish)`    | `PeerEof`     | closed                  | the reason that made us finish   |
+//! | `Draining`, `Lingering` | `Shutdown`   | unchanged               | already finishing                |
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -27,7 +42,7 @@ use std::net::SocketAddr;
 use log::trace;
 use mio::Interest;
 
-use crate::buffer::{Buffer, Pool, READ_CHUNK_BYTES};
+use crate::buffer::{Buffer, READ_CHUNK_BYTES, ReadBuffer};
 use crate::framing::Framing;
 
 /// Bytes one connection may read in one turn of the event loop before the
@@ -35,8 +50,21 @@ use crate::framing::Framing;
 /// A connection that still has input after this is served again next turn.
 pub const TURN_READ_BUDGET_BYTES: usize = 4 * READ_CHUNK_BYTES;
 
+/// How long a connection that we finished on our side (its line was too
+/// long, or the server is stopping) waits, after sending its FIN, for the
+/// peer to close in turn. Two seconds is many round trips even across a
+/// continent, and short enough that a shutdown is not held up by a peer
+/// that never closes.
+pub const LINGER_MS: u64 = 2_000;
+
+/// The readiness a newly accepted connection is registered for: reading
+/// only. An echo is written as soon as its line is read, and `WRITABLE` is
+/// asked for only when a write leaves output behind. If input is already
+/// queued, epoll reports it on registration.
+pub const FIRST_INTEREST: Interest = Interest::READABLE;
+
 /// A byte stream the connection can drive: a `Socket` in the server, a
-/// simulated one in tests.
+/// simulated or scripted one in tests.
 pub trait Stream: Read + Write {
     /// Shuts down the sending half (sends FIN after any queued data).
     fn shutdown_write(&self) -> io::Result<()>;
@@ -56,6 +84,18 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Limits with the resume mark at half the high-water mark: far enough
+    /// below it that a reader paused and resumed is not paused again by the
+    /// very next read.
+    pub fn new(framing: Framing, max_line_bytes: usize, max_pending_bytes: usize) -> Limits {
+        Limits {
+            framing,
+            max_line_bytes,
+            max_pending_bytes,
+            resume_pending_bytes: max_pending_bytes / 2,
+        }
+    }
+
     /// The most storage one connection's buffer may grow to: the output it may
     /// owe, plus the longest unfinished line, plus one read that overshoots.
     pub fn max_buffer_bytes(&self) -> usize {
@@ -63,16 +103,72 @@ impl Limits {
     }
 }
 
-/// What a connection has been told about its socket by one poll event.
-#[derive(Debug, Clone, Copy, Default)]
+/// What a short read proves, which decides when a burst of reads may stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadUntil {
+    /// A short read proves the receive buffer drained: `epoll(7)` says so for
+    /// stream sockets, and any byte arriving later raises a new edge. The
+    /// read that would only say `WouldBlock` is saved.
+    ShortRead,
+    /// A short read proves nothing; only `WouldBlock` (or EOF) ends the
+    /// burst. So it is when the peer's FIN is known to be queued (its edge
+    /// came with this event, and no later edge will announce it), and
+    /// whenever the connection reads on its own initiative with no event to
+    /// say what is there.
+    WouldBlock,
+}
+
+/// What a connection has been told about its socket by one poll event, or
+/// by the server serving it without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Readiness {
     /// The socket may have input (or EOF, or an error) to read.
     pub readable: bool,
     /// The socket may accept output.
     pub writable: bool,
-    /// The peer has shut down its sending half (EPOLLRDHUP): reading must go
-    /// on until the read that returns 0, whatever the read sizes say.
-    pub read_closed: bool,
+    /// How far reading must go before it may stop.
+    pub read_until: ReadUntil,
+}
+
+impl Readiness {
+    /// A connection served again because it spent its read budget: input may
+    /// still be queued, and whether the peer closed meanwhile is not known.
+    pub const SERVE_AGAIN: Readiness = Readiness {
+        readable: true,
+        writable: false,
+        read_until: ReadUntil::WouldBlock,
+    };
+
+    /// What one poll event's flags tell a connection. An error or hang-up
+    /// is reported as both readable and writable, so that whichever
+    /// operation the connection tries next meets the error and closes it.
+    /// A FIN's edge (`read_closed`, EPOLLRDHUP) is the last event it will
+    /// raise, so reading must then go on to the read that returns 0.
+    pub fn of_event(
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+        write_closed: bool,
+        error: bool,
+    ) -> Readiness {
+        Readiness {
+            readable: readable || read_closed || error,
+            writable: writable || write_closed || error,
+            read_until: if read_closed {
+                ReadUntil::WouldBlock
+            } else {
+                ReadUntil::ShortRead
+            },
+        }
+    }
+
+    /// Only a write to try: the server's own initiative at shutdown, when the
+    /// socket may well be writable and no event would say so.
+    pub const WRITE: Readiness = Readiness {
+        readable: false,
+        writable: true,
+        read_until: ReadUntil::ShortRead,
+    };
 }
 
 /// What the server should do with the connection after a call.
@@ -87,7 +183,7 @@ pub enum Step {
     Close(CloseReason),
 }
 
-/// The connection's state. Changes only through `Connection::set_state`.
+/// The connection's state. Changes only through `Connection::transition`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Reading and echoing.
@@ -136,8 +232,10 @@ pub enum CloseReason {
 #[derive(Debug)]
 pub struct Connection<S> {
     stream: S,
-    /// Received bytes: pending output, then the unfinished line.
+    /// What reads left over: pending output, then the unfinished line. Holds
+    /// no storage while nothing is left over.
     buffer: Buffer,
+    /// Changes only in `transition`.
     state: State,
     /// The peer's address, for the log lines that open and close it.
     peer: SocketAddr,
@@ -149,8 +247,51 @@ pub struct Connection<S> {
     received_any: bool,
     /// Bytes written back.
     bytes_echoed: u64,
-    /// When bytes last moved either way, in server clock milliseconds.
+    /// When bytes last moved either way, in server clock milliseconds; for
+    /// a lingering connection, when it sent its FIN.
     last_active_ms: u64,
+}
+
+/// What the state table decides on: something one step of work found out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// A read returned 0: the peer will send nothing more.
+    PeerEof,
+    /// The unfinished line reached `max_line_bytes` without ending.
+    LineTooLong,
+    /// The output owed reached `max_pending_bytes`.
+    OutputFull,
+    /// A paused connection's output fell to `resume_pending_bytes`.
+    OutputLow,
+    /// A draining connection has delivered everything it owed.
+    NothingOwed,
+    /// The server began shutting down.
+    Shutdown,
+}
+
+/// How one read went.
+#[derive(Debug)]
+enum ReadOutcome {
+    /// `WouldBlock`: nothing more to read until the next edge.
+    Blocked,
+    /// A short read, which proves the input drained (`ReadUntil::ShortRead`).
+    Drained,
+    /// Bytes read, and there may be more.
+    Read(usize),
+    /// The read found something the state table must decide on.
+    Found(Input),
+}
+
+/// What the state machine does after a transition.
+#[derive(Debug)]
+enum Next {
+    /// Carry on as before.
+    Continue,
+    /// Read until `WouldBlock`: input may be queued that no edge will
+    /// announce, because the connection was not reading when it arrived.
+    ReadAll,
+    /// Return this step to the server.
+    Return(Step),
 }
 
 impl<S: Stream> Connection<S> {
@@ -190,61 +331,49 @@ impl<S: Stream> Connection<S> {
         &mut self,
         ready: Readiness,
         limits: &Limits,
-        pool: &mut Pool,
+        read_buffer: &mut ReadBuffer,
         now_ms: u64,
     ) -> Step {
-        let step = match self.advance(ready, limits, pool, now_ms) {
-            Ok(step) => step,
+        match self.advance(ready, limits, read_buffer, now_ms) {
+            Ok(Step::Close(reason)) => Step::Close(reason),
+            Ok(step) => {
+                self.buffer.release();
+                step
+            }
             Err(err) => Step::Close(CloseReason::Io(err)),
-        };
-        if !matches!(step, Step::Close(_)) {
-            self.buffer.release(pool);
         }
-        step
     }
 
     /// Stops reading because the server is shutting down: the unfinished line
     /// is dropped, the echoes owed are delivered, then the connection closes.
-    pub fn begin_shutdown(&mut self, limits: &Limits, pool: &mut Pool, now_ms: u64) -> Step {
-        match self.state {
-            State::Open | State::Paused => {
-                self.buffer.discard_unfinished();
-                self.set_state(State::Draining(Finish::ServerShutdown));
-                // Try the write now: the socket may well be writable, and if it
-                // is, no event would come to say so.
-                self.on_ready(
-                    Readiness {
-                        writable: true,
-                        ..Readiness::default()
-                    },
-                    limits,
-                    pool,
-                    now_ms,
-                )
-            }
-            State::Draining(_) | State::Lingering(_) => Step::Wait,
+    pub fn begin_shutdown(
+        &mut self,
+        limits: &Limits,
+        read_buffer: &mut ReadBuffer,
+        now_ms: u64,
+    ) -> Step {
+        match self.transition(Input::Shutdown, now_ms) {
+            Ok(Next::Return(step)) => step,
+            // Try the write now: the socket may well be writable, and if it
+            // is, no event would come to say so.
+            Ok(_) => self.on_ready(Readiness::WRITE, limits, read_buffer, now_ms),
+            Err(err) => Step::Close(CloseReason::Io(err)),
         }
     }
 
     /// The close reason for a connection that has been inactive since
     /// `last_active_ms`, if it has waited too long: `idle_ms` for an open
-    /// connection (0: forever), `linger_ms` for one lingering after its FIN.
-    pub fn expired(&self, now_ms: u64, idle_ms: u64, linger_ms: u64) -> Option<CloseReason> {
+    /// connection (0: forever), `LINGER_MS` for one lingering after its FIN.
+    pub fn expired(&self, now_ms: u64, idle_ms: u64) -> Option<CloseReason> {
         let quiet_ms = now_ms.saturating_sub(self.last_active_ms);
         match self.state {
             // The peer has had our FIN for a while; its close reason is the
             // one that made us stop, not the wait.
-            State::Lingering(finish) if quiet_ms >= linger_ms => Some(finish.into()),
+            State::Lingering(finish) if quiet_ms >= LINGER_MS => Some(finish.into()),
             State::Lingering(_) => None,
             _ if idle_ms > 0 && quiet_ms >= idle_ms => Some(CloseReason::IdleTimeout),
             _ => None,
         }
-    }
-
-    /// Returns the buffer's storage to the pool; the connection is about to be
-    /// dropped.
-    pub fn release_buffer(&mut self, pool: &mut Pool) {
-        self.buffer.release_all(pool);
     }
 
     /// The peer's address.
@@ -287,13 +416,14 @@ impl<S: Stream> Connection<S> {
         &mut self.stream
     }
 
-    /// The state machine proper. Socket errors propagate with `?` and close
-    /// the connection; everything else comes back as a `Step`.
+    /// The state machine proper: do the work the state allows, feed what it
+    /// finds to `transition`, until there is nothing left to do this call.
+    /// Socket errors propagate with `?` and close the connection.
     fn advance(
         &mut self,
         ready: Readiness,
         limits: &Limits,
-        pool: &mut Pool,
+        read_buffer: &mut ReadBuffer,
         now_ms: u64,
     ) -> io::Result<Step> {
         // Output first: the peer has waited longest for it, and draining it
@@ -301,56 +431,135 @@ impl<S: Stream> Connection<S> {
         if ready.writable {
             self.flush(now_ms)?;
         }
-        let mut readable = ready.readable;
-        // Whether a short read may be taken as proof that the input is drained
-        // (see below); not when the peer's FIN is known to be queued.
-        let mut until_would_block = ready.read_closed;
+        // `None`: nothing (more) to read in this call.
+        let mut reading = ready.readable.then_some(ready.read_until);
         let mut budget = TURN_READ_BUDGET_BYTES;
         loop {
-            match self.state {
-                State::Open if readable => {}
-                State::Open => return Ok(Step::Wait),
-                // Reading stopped before `WouldBlock` when we paused, so the
-                // kernel owes us no event for that input: resume on our own.
-                // Nor do we know whether the peer closed meanwhile: no event
-                // reports a FIN while we wait only for writability.
-                State::Paused if self.buffer.pending_len() <= limits.resume_pending_bytes => {
-                    self.set_state(State::Open);
-                    readable = true;
-                    until_would_block = true;
-                    continue;
+            let read = match (self.state, reading) {
+                (State::Open, Some(until)) => {
+                    self.read_and_echo(until, limits, read_buffer, now_ms)?
                 }
-                State::Paused => return Ok(Step::Wait),
-                State::Draining(_) if self.buffer.pending_len() > 0 => return Ok(Step::Wait),
-                State::Draining(finish) => return self.finish(finish, pool, now_ms),
-                State::Lingering(finish) if readable => {
-                    return self.discard_input(finish, ready.read_closed, pool);
+                (State::Lingering(_), Some(until)) => self.read_and_discard(until, read_buffer)?,
+                (State::Open | State::Lingering(_), None) => return Ok(Step::Wait),
+                (State::Paused, _) if self.buffer.pending_len() <= limits.resume_pending_bytes => {
+                    ReadOutcome::Found(Input::OutputLow)
                 }
-                State::Lingering(_) => return Ok(Step::Wait),
+                (State::Paused, _) => return Ok(Step::Wait),
+                (State::Draining(_), _) if self.buffer.pending_len() > 0 => return Ok(Step::Wait),
+                (State::Draining(_), _) => ReadOutcome::Found(Input::NothingOwed),
+            };
+            match read {
+                ReadOutcome::Blocked => return Ok(Step::Wait),
+                ReadOutcome::Drained => reading = None,
+                ReadOutcome::Read(n) => {
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        return Ok(Step::Again);
+                    }
+                }
+                ReadOutcome::Found(input) => match self.transition(input, now_ms)? {
+                    Next::Continue => {}
+                    Next::ReadAll => reading = Some(ReadUntil::WouldBlock),
+                    Next::Return(step) => return Ok(step),
+                },
             }
+        }
+    }
 
-            // Open, with input possibly waiting: read one chunk.
-            let spare = self.buffer.spare_mut(pool, limits.max_buffer_bytes());
-            let asked = spare.len();
+    /// The state table (see the module docs): the only place the state
+    /// changes.
+    fn transition(&mut self, input: Input, now_ms: u64) -> io::Result<Next> {
+        let (next_state, next) = match (self.state, input) {
+            // An unfinished line the peer never ended is not echoed
+            // (docs/PROTOCOL.md); an over-long one never can be.
+            (State::Open, Input::PeerEof) => {
+                self.buffer.discard_unfinished();
+                (State::Draining(Finish::PeerFinished), Next::Continue)
+            }
+            (State::Open, Input::LineTooLong) => {
+                self.buffer.discard_unfinished();
+                (State::Draining(Finish::LineTooLong), Next::Continue)
+            }
+            (State::Open, Input::OutputFull) => (State::Paused, Next::Continue),
+            // Reading stopped before `WouldBlock` when we paused, so the
+            // kernel owes us no event for that input, nor for a FIN that
+            // came while we waited only for writability: resume on our own.
+            (State::Paused, Input::OutputLow) => (State::Open, Next::ReadAll),
+            (State::Open | State::Paused, Input::Shutdown) => {
+                self.buffer.discard_unfinished();
+                (State::Draining(Finish::ServerShutdown), Next::Continue)
+            }
+            // Every byte the peer sent has been read (we saw its EOF), so
+            // closing cannot cause a reset.
+            (State::Draining(Finish::PeerFinished), Input::NothingOwed) => {
+                return Ok(Next::Return(Step::Close(CloseReason::PeerFinished)));
+            }
+            // The peer may have sent more than we read, and its FIN too,
+            // while we waited only for writability: drain what is queued.
+            (State::Draining(finish), Input::NothingOwed) => {
+                self.stream.shutdown_write()?;
+                self.last_active_ms = now_ms;
+                (State::Lingering(finish), Next::ReadAll)
+            }
+            (State::Lingering(finish), Input::PeerEof) => {
+                return Ok(Next::Return(Step::Close(finish.into())));
+            }
+            (State::Draining(_) | State::Lingering(_), Input::Shutdown) => {
+                return Ok(Next::Return(Step::Wait));
+            }
+            // No work step finds these: a paused or draining connection does
+            // not read, a lingering one does not echo. Waiting is safe: the
+            // interest still follows from the state.
+            (state, input) => {
+                debug_assert!(false, "no transition for {input:?} in state {state}");
+                return Ok(Next::Return(Step::Wait));
+            }
+        };
+        trace!("{}: {} -> {}", self.peer, self.state, next_state);
+        self.state = next_state;
+        Ok(next)
+    }
+
+    /// Reads once and echoes every line the read completed.
+    ///
+    /// With nothing left over, the read lands in the server's `ReadBuffer`,
+    /// its complete lines are written from there, and only what the write
+    /// left and the unfinished line are kept. With leftovers, it reads into
+    /// the connection's own buffer, behind them.
+    fn read_and_echo(
+        &mut self,
+        until: ReadUntil,
+        limits: &Limits,
+        read_buffer: &mut ReadBuffer,
+        now_ms: u64,
+    ) -> io::Result<ReadOutcome> {
+        let (n, asked, too_long) = if self.buffer.is_empty() {
+            let room = read_buffer.room();
+            let asked = room.len();
+            let Some(n) = read_retrying(&mut self.stream, room)? else {
+                return Ok(ReadOutcome::Blocked);
+            };
+            let received = &room[..n];
+            let scan = limits.framing.scan(received, 0, limits.max_line_bytes);
+            self.lines += scan.lines as u64;
+            let (complete, unfinished) = received.split_at(scan.complete_bytes);
+            // Echo without waiting for a writable event: the socket is almost
+            // always writable, and asking first would cost an epoll_ctl and a
+            // wake-up per line (redis's "write before sleep").
+            let sent = self.send(complete, now_ms)?;
+            let unfinished = if scan.too_long { &[][..] } else { unfinished };
+            self.buffer.keep(&complete[sent..], unfinished);
+            (n, asked, scan.too_long)
+        } else {
+            let room = self.buffer.spare_mut(limits.max_buffer_bytes());
+            let asked = room.len();
             // Reading pauses before the owed output reaches the cap and the
             // line limit closes before the unfinished line does, so there is
             // always room. (Without room, `read` would return 0, read as EOF.)
             debug_assert!(asked > 0, "no room to read: the buffer bound is broken");
-            let n = match self.stream.read(spare) {
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Wait),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(err),
+            let Some(n) = read_retrying(&mut self.stream, room)? else {
+                return Ok(ReadOutcome::Blocked);
             };
-            self.last_active_ms = now_ms;
-            self.received_any |= n > 0;
-            if n == 0 {
-                // The peer finished sending. Its unfinished line, if any, was
-                // never completed and is not echoed (docs/PROTOCOL.md).
-                self.buffer.discard_unfinished();
-                self.set_state(State::Draining(Finish::PeerFinished));
-                continue;
-            }
             let scanned = self.buffer.unfinished().len();
             self.buffer.filled(n);
             let scan =
@@ -359,118 +568,114 @@ impl<S: Stream> Connection<S> {
                     .scan(self.buffer.unfinished(), scanned, limits.max_line_bytes);
             self.buffer.complete(scan.complete_bytes);
             self.lines += scan.lines as u64;
-
-            // Echo without waiting for a writable event: the socket is almost
-            // always writable, and asking first would cost an epoll_ctl and a
-            // wake-up per line (redis's "write before sleep").
             self.flush(now_ms)?;
-
-            if scan.too_long {
-                self.buffer.discard_unfinished();
-                self.set_state(State::Draining(Finish::LineTooLong));
-            } else if self.buffer.pending_len() >= limits.max_pending_bytes {
-                self.set_state(State::Paused);
-            } else if n < asked && !until_would_block {
-                // A short read on a stream socket proves its receive buffer
-                // was drained (epoll(7), "for stream-oriented files ... you can
-                // be sure of having exhausted the read I/O space"), so the
-                // read that would only say `WouldBlock` is saved. Any byte
-                // arriving later raises a new edge. If the peer has closed,
-                // its FIN raised no new edge after this event, so keep
-                // reading until the 0 that reports it.
-                readable = false;
-            } else {
-                budget = budget.saturating_sub(n);
-                if budget == 0 {
-                    return Ok(Step::Again);
-                }
-            }
-        }
+            (n, asked, scan.too_long)
+        };
+        self.last_active_ms = now_ms;
+        self.received_any |= n > 0;
+        Ok(if n == 0 {
+            ReadOutcome::Found(Input::PeerEof)
+        } else if too_long {
+            ReadOutcome::Found(Input::LineTooLong)
+        } else if self.buffer.pending_len() >= limits.max_pending_bytes {
+            ReadOutcome::Found(Input::OutputFull)
+        } else {
+            read_outcome(n, asked, until)
+        })
     }
 
-    /// Writes pending output until it is all sent or the socket is full.
+    /// Reads once while lingering and drops what it read, into the server's
+    /// `ReadBuffer`. Discarded input is not activity: the linger time runs
+    /// from our FIN, so a peer that keeps sending cannot hold the connection
+    /// open.
+    fn read_and_discard(
+        &mut self,
+        until: ReadUntil,
+        read_buffer: &mut ReadBuffer,
+    ) -> io::Result<ReadOutcome> {
+        let room = read_buffer.room();
+        let asked = room.len();
+        let Some(n) = read_retrying(&mut self.stream, room)? else {
+            return Ok(ReadOutcome::Blocked);
+        };
+        self.received_any |= n > 0;
+        Ok(if n == 0 {
+            ReadOutcome::Found(Input::PeerEof)
+        } else {
+            read_outcome(n, asked, until)
+        })
+    }
+
+    /// Writes the pending output until it is all sent or the socket is full.
     fn flush(&mut self, now_ms: u64) -> io::Result<()> {
-        while self.buffer.pending_len() > 0 {
-            let pending = self.buffer.pending();
-            match self.stream.write(pending) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    let short = n < pending.len();
-                    self.buffer.consume(n);
-                    self.bytes_echoed += n as u64;
-                    self.last_active_ms = now_ms;
-                    // A short write means the send buffer is full (epoll(7));
-                    // another write would only return `WouldBlock`.
-                    if short {
-                        break;
-                    }
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(err),
-            }
+        if self.buffer.pending_len() > 0 {
+            let sent = send(&mut self.stream, self.buffer.pending())?;
+            self.buffer.consume(sent);
+            self.note_sent(sent, now_ms);
         }
         Ok(())
     }
 
-    /// Everything owed has been delivered. If the peer closed first, so do we;
-    /// otherwise send our FIN and linger for the peer's.
-    fn finish(&mut self, finish: Finish, pool: &mut Pool, now_ms: u64) -> io::Result<Step> {
-        match finish {
-            // Every byte the peer sent has been read (we saw its EOF), so
-            // closing cannot cause a reset.
-            Finish::PeerFinished => Ok(Step::Close(CloseReason::PeerFinished)),
-            Finish::LineTooLong | Finish::ServerShutdown => {
-                self.stream.shutdown_write()?;
-                self.set_state(State::Lingering(finish));
-                self.last_active_ms = now_ms;
-                // The peer may have sent more than we read, and its FIN too,
-                // while we waited only for writability: no edge will announce
-                // what is already queued, so drain it now, to `WouldBlock`.
-                self.discard_input(finish, true, pool)
-            }
-        }
+    /// Writes `bytes` until they are all sent or the socket is full, and
+    /// returns how many were sent.
+    fn send(&mut self, bytes: &[u8], now_ms: u64) -> io::Result<usize> {
+        let sent = send(&mut self.stream, bytes)?;
+        self.note_sent(sent, now_ms);
+        Ok(sent)
     }
 
-    /// Reads and drops input while lingering, until the peer's EOF (then
-    /// close) or `WouldBlock` (then wait). With `until_would_block` unset a
-    /// short read also ends it, as in `advance`.
-    fn discard_input(
-        &mut self,
-        finish: Finish,
-        until_would_block: bool,
-        pool: &mut Pool,
-    ) -> io::Result<Step> {
-        let mut budget = TURN_READ_BUDGET_BYTES;
-        loop {
-            let spare = self.buffer.spare_mut(pool, READ_CHUNK_BYTES);
-            let asked = spare.len();
-            match self.stream.read(spare) {
-                Ok(0) => return Ok(Step::Close(finish.into())),
-                // Discarded input is not activity: the linger time runs from
-                // our FIN, so a peer that keeps sending cannot hold the
-                // connection open.
-                Ok(n) => {
-                    self.received_any |= n > 0;
-                    if n < asked && !until_would_block {
-                        return Ok(Step::Wait);
-                    }
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        return Ok(Step::Again);
-                    }
+    fn note_sent(&mut self, sent: usize, now_ms: u64) {
+        if sent > 0 {
+            self.bytes_echoed += sent as u64;
+            self.last_active_ms = now_ms;
+        }
+    }
+}
+
+/// Reads once, retrying `Interrupted`; `None` for `WouldBlock`.
+#[inline]
+fn read_retrying(stream: &mut impl Read, room: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match stream.read(room) {
+            Ok(n) => return Ok(Some(n)),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Writes `bytes` until all are sent, a write comes back short, or the
+/// socket says `WouldBlock`; returns how many were sent.
+#[inline]
+fn send(stream: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match stream.write(&bytes[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                sent += n;
+                // A short write means the send buffer is full (epoll(7));
+                // another write would only return `WouldBlock`.
+                if sent < bytes.len() {
+                    break;
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Wait),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(err),
             }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
         }
     }
+    Ok(sent)
+}
 
-    /// The only way the state changes, so every transition is traced.
-    fn set_state(&mut self, state: State) {
-        trace!("{}: {} -> {}", self.peer, self.state, state);
-        self.state = state;
+/// How a read of `n` bytes out of `asked` leaves the burst.
+#[inline]
+fn read_outcome(n: usize, asked: usize, until: ReadUntil) -> ReadOutcome {
+    if n < asked && until == ReadUntil::ShortRead {
+        ReadOutcome::Drained
+    } else {
+        ReadOutcome::Read(n)
     }
 }
 
@@ -525,5 +730,390 @@ impl fmt::Display for CloseReason {
             CloseReason::ShutdownTimeout => f.write_str("shutdown timeout"),
             CloseReason::Io(err) => write!(f, "{err}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each row of the state table, driven through a scripted stream.
+
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// What the next read returns.
+    #[derive(Debug)]
+    enum Chunk {
+        /// These bytes, cut to the room given (the rest waits for the next read).
+        Bytes(Vec<u8>),
+        /// A signal interrupted the call.
+        Interrupted,
+        /// The peer's FIN: this read and every later one return 0.
+        Eof,
+        /// The peer reset the connection.
+        Reset,
+    }
+
+    /// A socket that plays a script: reads return the chunks in order, then
+    /// `WouldBlock`; writes take up to `write_room` bytes, then `WouldBlock`.
+    #[derive(Debug, Default)]
+    struct Script {
+        reads: VecDeque<Chunk>,
+        eof: bool,
+        read_calls: usize,
+        write_room: usize,
+        written: Vec<u8>,
+        fin_sent: std::cell::Cell<bool>,
+    }
+
+    impl Read for Script {
+        fn read(&mut self, room: &mut [u8]) -> io::Result<usize> {
+            self.read_calls += 1;
+            if self.eof {
+                return Ok(0);
+            }
+            match self.reads.pop_front() {
+                None => Err(io::ErrorKind::WouldBlock.into()),
+                Some(Chunk::Interrupted) => Err(io::ErrorKind::Interrupted.into()),
+                Some(Chunk::Reset) => Err(io::ErrorKind::ConnectionReset.into()),
+                Some(Chunk::Eof) => {
+                    self.eof = true;
+                    Ok(0)
+                }
+                Some(Chunk::Bytes(mut bytes)) => {
+                    let n = bytes.len().min(room.len());
+                    room[..n].copy_from_slice(&bytes[..n]);
+                    if n < bytes.len() {
+                        self.reads.push_front(Chunk::Bytes(bytes.split_off(n)));
+                    }
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if self.write_room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = bytes.len().min(self.write_room);
+            self.write_room -= n;
+            self.written.extend_from_slice(&bytes[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Stream for Script {
+        fn shutdown_write(&self) -> io::Result<()> {
+            self.fin_sent.set(true);
+            Ok(())
+        }
+    }
+
+    /// A connection, its limits and the server's read buffer.
+    struct Harness {
+        connection: Connection<Script>,
+        limits: Limits,
+        read_buffer: ReadBuffer,
+    }
+
+    const ROOMY: usize = usize::MAX;
+    const READABLE: Readiness = Readiness {
+        readable: true,
+        writable: false,
+        read_until: ReadUntil::ShortRead,
+    };
+    /// An event that carried the peer's FIN (EPOLLRDHUP).
+    const READABLE_FIN: Readiness = Readiness {
+        readable: true,
+        writable: false,
+        read_until: ReadUntil::WouldBlock,
+    };
+
+    fn bytes(b: &[u8]) -> Chunk {
+        Chunk::Bytes(b.to_vec())
+    }
+
+    impl Harness {
+        fn new(framing: Framing, max_line_bytes: usize, max_pending_bytes: usize) -> Harness {
+            let peer = "127.0.0.1:1".parse().expect("a socket address");
+            Harness {
+                connection: Connection::new(Script::default(), peer, 0),
+                limits: Limits::new(framing, max_line_bytes, max_pending_bytes),
+                read_buffer: ReadBuffer::default(),
+            }
+        }
+
+        fn crlf() -> Harness {
+            Harness::new(Framing::Crlf, 64, 64)
+        }
+
+        fn script(&mut self) -> &mut Script {
+            self.connection.stream_mut()
+        }
+
+        fn arrive(&mut self, chunks: impl IntoIterator<Item = Chunk>) -> &mut Harness {
+            self.script().reads.extend(chunks);
+            self
+        }
+
+        fn room(&mut self, n: usize) -> &mut Harness {
+            self.script().write_room = n;
+            self
+        }
+
+        fn ready(&mut self, ready: Readiness) -> Step {
+            let Harness {
+                connection,
+                limits,
+                read_buffer,
+            } = self;
+            connection.on_ready(ready, limits, read_buffer, 0)
+        }
+
+        fn shutdown(&mut self) -> Step {
+            let Harness {
+                connection,
+                limits,
+                read_buffer,
+            } = self;
+            connection.begin_shutdown(limits, read_buffer, 0)
+        }
+
+        fn written(&mut self) -> Vec<u8> {
+            self.script().written.clone()
+        }
+    }
+
+    #[track_caller]
+    fn assert_close(step: Step, expected: &str) {
+        match step {
+            Step::Close(reason) => assert_eq!(reason.to_string(), expected),
+            other => panic!("expected a close ({expected}), got {other:?}"),
+        }
+    }
+
+    #[track_caller]
+    fn assert_wait(step: Step) {
+        assert!(matches!(step, Step::Wait), "expected Wait, got {step:?}");
+    }
+
+    #[test]
+    fn open_echoes_and_a_short_read_saves_the_read_that_would_block() {
+        let mut h = Harness::crlf();
+        h.room(ROOMY).arrive([bytes(b"ping\r\n")]);
+        assert_wait(h.ready(READABLE));
+        assert_eq!(h.written(), b"ping\r\n");
+        // One read: 6 bytes of 16 KiB asked proves the socket drained.
+        assert_eq!(h.script().read_calls, 1);
+        // Echoed in full from the server's buffer: nothing kept.
+        assert_eq!(h.connection.buffer_capacity(), 0);
+        assert_eq!(h.connection.interest(), Some(Interest::READABLE));
+    }
+
+    #[test]
+    fn interrupted_reads_are_retried() {
+        let mut h = Harness::crlf();
+        h.room(ROOMY)
+            .arrive([Chunk::Interrupted, bytes(b"a\r\n"), Chunk::Interrupted]);
+        assert_wait(h.ready(READABLE_FIN));
+        assert_eq!(h.written(), b"a\r\n");
+    }
+
+    #[test]
+    fn open_peer_eof_drops_the_unfinished_line_then_closes() {
+        let mut h = Harness::crlf();
+        h.room(ROOMY).arrive([bytes(b"a\r\nhal"), Chunk::Eof]);
+        // Without the FIN's edge, the short read ends the burst...
+        assert_wait(h.ready(READABLE));
+        assert_eq!(h.connection.buffer_capacity(), 3, "'hal' is kept");
+        // ...and the next event reads the EOF.
+        assert_close(h.ready(READABLE), "peer finished");
+        assert_eq!(h.written(), b"a\r\n");
+    }
+
+    #[test]
+    fn the_fins_edge_makes_reading_go_on_past_a_short_read() {
+        let mut h = Harness::crlf();
+        h.room(ROOMY).arrive([bytes(b"a\r\n"), Chunk::Eof]);
+        assert_close(h.ready(READABLE_FIN), "peer finished");
+        assert_eq!(h.script().read_calls, 2);
+    }
+
+    #[test]
+    fn open_line_too_long_echoes_the_lines_before_it_then_lingers() {
+        let mut h = Harness::new(Framing::Crlf, 8, 64);
+        h.room(ROOMY).arrive([bytes(b"ok\r\n0123456789")]);
+        assert_wait(h.ready(READABLE));
+        assert_eq!(h.written(), b"ok\r\n");
+        assert_eq!(h.connection.state(), State::Lingering(Finish::LineTooLong));
+        assert!(h.script().fin_sent.get());
+        assert_eq!(h.connection.buffer_capacity(), 0);
+        // Lingering: input is read and dropped; the peer's close ends it,
+        // with the reason that made us finish.
+        h.arrive([bytes(b"more"), Chunk::Eof]);
+        assert_close(h.ready(READABLE_FIN), "line too long");
+        assert_eq!(h.written(), b"ok\r\n");
+    }
+
+    #[test]
+    fn open_output_full_pauses() {
+        let mut h = Harness::new(Framing::Crlf, 64, 4);
+        h.room(0).arrive([bytes(b"abcd\r\n"), bytes(b"more\r\n")]);
+        assert_wait(h.ready(READABLE));
+        assert_eq!(h.connection.state(), State::Paused);
+        assert_eq!(h.connection.pending_bytes(), 6);
+        assert_eq!(h.connection.interest(), Some(Interest::WRITABLE));
+        // Paused means not reading: "more" is still in the socket.
+        assert_eq!(h.script().read_calls, 1);
+        // A readable event (spurious, or an error's) reads nothing either.
+        assert_wait(h.ready(READABLE));
+        assert_eq!(h.script().read_calls, 1);
+    }
+
+    #[test]
+    fn paused_output_low_resumes_and_reads_until_would_block() {
+        let mut h = Harness::new(Framing::Crlf, 64, 4);
+        h.room(0).arrive([bytes(b"abcd\r\n")]);
+        assert_wait(h.ready(READABLE));
+        assert_eq!(h.connection.state(), State::Paused);
+        // Input that arrived while paused raised no event we listened for.
+        h.arrive([bytes(b"x\r\n"), bytes(b"y\r\n")]);
+        h.room(ROOMY);
+        assert_wait(h.ready(Readiness::WRITE));
+        assert_eq!(h.connection.state(), State::Open);
+        // Both chunks read although the first read was short, then the
+        // read that said `WouldBlock`.
+        assert_eq!(h.written(), b"abcd\r\nx\r\ny\r\n");
+        assert_eq!(h.script().read_calls, 4);
+        assert_eq!(h.connection.buffer_capacity(), 0);
+    }
+
+    #[test]
+    fn paused_stays_paused_above_the_resume_mark() {
+        let mut h = Harness::new(Framing::Raw, 64, 8);
+        h.room(0).arrive([bytes(b"0123456789")]);
+        assert_wait(h.ready(READABLE));
+        assert_eq!(h.connection.state(), State::Paused);
+        // 10 owed, 5 taken: 5 left is above the mark of 4.
+        h.room(5);
+        assert_wait(h.ready(Readiness::WRITE));
+        assert_eq!(h.connection.state(), State::Paused);
+        h.room(1);
+        assert_wait(h.ready(Readiness::WRITE));
+        assert_eq!(h.connection.state(), State::Open);
+    }
+
+    #[test]
+    fn shutdown_drops_the_unfinished_line_and_lingers_once_nothing_is_owed() {
+        let mut h = Harness::crlf();
+        h.room(ROOMY).arrive([bytes(b"half")]);
+        assert_wait(h.ready(READABLE));
+        assert_wait(h.shutdown());
+        assert_eq!(
+            h.connection.state(),
+            State::Lingering(Finish::ServerShutdown)
+        );
+        assert!(h.script().fin_sent.get());
+        assert_eq!(h.connection.buffer_capacity(), 0);
+        assert_eq!(h.written(), b"");
+    }
+
+    #[test]
+    fn shutdown_of_a_paused_connection_delivers_what_it_owes_first() {
+        let mut h = Harness::new(Framing::Crlf, 64, 4);
+        h.room(0).arrive([bytes(b"abcd\r\n")]);
+        assert_wait(h.ready(READABLE));
+        assert_wait(h.shutdown());
+        assert_eq!(
+            h.connection.state(),
+            State::Draining(Finish::ServerShutdown)
+        );
+        assert!(!h.script().fin_sent.get());
+        h.room(ROOMY).arrive([Chunk::Eof]);
+        assert_close(h.ready(Readiness::WRITE), "server shutdown");
+        assert_eq!(h.written(), b"abcd\r\n");
+    }
+
+    #[test]
+    fn draining_after_the_peer_finished_closes_once_everything_is_delivered() {
+        let mut h = Harness::crlf();
+        h.room(0).arrive([bytes(b"a\r\n"), Chunk::Eof]);
+        assert_wait(h.ready(READABLE_FIN));
+        assert_eq!(h.connection.state(), State::Draining(Finish::PeerFinished));
+        assert_eq!(h.connection.interest(), Some(Interest::WRITABLE));
+        h.room(ROOMY);
+        assert_close(h.ready(Readiness::WRITE), "peer finished");
+        assert_eq!(h.written(), b"a\r\n");
+        assert!(!h.script().fin_sent.get(), "the peer closed first");
+    }
+
+    #[test]
+    fn shutdown_while_finishing_changes_nothing() {
+        let mut h = Harness::new(Framing::Crlf, 4, 64);
+        h.room(ROOMY).arrive([bytes(b"toolong")]);
+        assert_wait(h.ready(READABLE));
+        let state = h.connection.state();
+        assert_eq!(state, State::Lingering(Finish::LineTooLong));
+        assert_wait(h.shutdown());
+        assert_eq!(h.connection.state(), state);
+    }
+
+    #[test]
+    fn a_spent_read_budget_asks_to_be_served_again() {
+        let mut h = Harness::new(Framing::Raw, 64, 1 << 20);
+        let chunks = (0..5).map(|_| Chunk::Bytes(vec![b'x'; READ_CHUNK_BYTES]));
+        h.room(ROOMY).arrive(chunks);
+        assert!(matches!(h.ready(READABLE), Step::Again));
+        assert_eq!(h.script().read_calls, 4);
+        assert_wait(h.ready(Readiness::SERVE_AGAIN));
+        assert_eq!(h.written().len(), 5 * READ_CHUNK_BYTES);
+    }
+
+    #[test]
+    fn leftovers_are_kept_and_later_bytes_read_behind_them() {
+        let mut h = Harness::crlf();
+        // The socket takes 2 bytes of "ab\r\n": 2 owed, plus "c" unfinished.
+        h.room(2).arrive([bytes(b"ab\r\nc")]);
+        assert_wait(h.ready(READABLE));
+        assert_eq!(h.connection.pending_bytes(), 2);
+        assert_eq!(h.connection.buffer_capacity(), 3);
+        h.room(ROOMY).arrive([bytes(b"d\r\n")]);
+        assert_wait(h.ready(Readiness {
+            writable: true,
+            ..READABLE
+        }));
+        assert_eq!(h.written(), b"ab\r\ncd\r\n");
+        assert_eq!(h.connection.buffer_capacity(), 0);
+        assert_eq!(h.connection.lines(), 2);
+    }
+
+    #[test]
+    fn a_socket_error_closes_the_connection() {
+        let mut h = Harness::crlf();
+        h.arrive([Chunk::Reset]);
+        assert_close(h.ready(READABLE), "connection reset");
+    }
+
+    #[test]
+    fn expiry_idle_for_the_open_linger_for_the_finished() {
+        let mut h = Harness::crlf();
+        assert!(h.connection.expired(999, 1000).is_none());
+        assert_eq!(
+            h.connection.expired(1000, 1000).map(|r| r.to_string()),
+            Some("idle timeout".into())
+        );
+        assert!(h.connection.expired(u64::MAX, 0).is_none(), "0: never");
+        assert_wait(h.shutdown());
+        assert!(h.connection.expired(LINGER_MS - 1, 0).is_none());
+        assert_eq!(
+            h.connection.expired(LINGER_MS, 0).map(|r| r.to_string()),
+            Some("server shutdown".into())
+        );
     }
 }

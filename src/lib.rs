@@ -59,6 +59,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod allocator;
 pub mod buffer;
 pub mod config;
 pub mod connection;

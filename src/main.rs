@@ -26,7 +26,7 @@ fn complain(message: std::fmt::Arguments) {
 
 fn main() -> ExitCode {
     // First, while this is the only thread: see the function's docs.
-    echod::buffer::return_large_buffers_to_the_system();
+    echod::allocator::return_large_buffers_to_the_system();
     let config = match config::parse_args(std::env::args_os()) {
         Ok(Command::Run(config)) => config,
         // Written with `write!` rather than `print!`, which panics if standard

@@ -24,9 +24,11 @@ use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::buffer::Pool;
+use crate::buffer::ReadBuffer;
 use crate::config::{Config, RESERVED_DESCRIPTORS};
-use crate::connection::{CloseReason, Connection, Finish, Limits, Readiness, State, Step};
+use crate::connection::{
+    CloseReason, Connection, FIRST_INTEREST, Finish, Limits, Readiness, State, Step,
+};
 use crate::listener::{self, BindError};
 use crate::socket::Socket;
 use crate::summary::{Closes, Interval, Summary, Throttled};
@@ -58,10 +60,6 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// After `accept` fails for want of descriptors, wait this long before trying
 /// again (unless a connection closes first and frees one).
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
-
-/// How long a connection that we closed on our side (its line was too long,
-/// or the server is stopping) waits for the peer to close in turn.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// A server that could not start.
 #[derive(Debug)]
@@ -108,8 +106,8 @@ pub struct Server {
     max_connections: usize,
     idle_timeout: Option<Duration>,
     shutdown_timeout: Duration,
-    /// Spare buffers lent to connections while they have data in flight.
-    pool: Pool,
+    /// Where every read by a connection with nothing left over lands.
+    read_buffer: ReadBuffer,
     waker: Arc<Waker>,
     signals: Option<Signals>,
     /// Origin of the millisecond clock connections use.
@@ -254,7 +252,7 @@ impl Server {
             max_connections,
             idle_timeout: config.idle_timeout,
             shutdown_timeout: config.shutdown_timeout,
-            pool: Pool::default(),
+            read_buffer: ReadBuffer::default(),
             waker,
             signals,
             started: now,
@@ -339,14 +337,7 @@ impl Server {
                 }
             }
             for key in serve_again.drain(..) {
-                // Read until `WouldBlock`: whether the peer closed meanwhile
-                // is no longer known, so a short read proves nothing.
-                let ready = Readiness {
-                    readable: true,
-                    writable: false,
-                    read_closed: true,
-                };
-                self.drive(key, ready);
+                self.drive(key, Readiness::SERVE_AGAIN);
             }
             if self
                 .accept_paused_until
@@ -442,14 +433,10 @@ impl Server {
             }
             let entry = self.connections.vacant_entry();
             let key = entry.key();
-            // Registered for reading only: an echo is written as soon as its
-            // line is read, and WRITABLE is asked for only when a write
-            // leaves output behind. If input is already queued, epoll reports
-            // it on registration.
-            if let Err(err) =
-                self.poll
-                    .registry()
-                    .register(&mut stream, Token(key), Interest::READABLE)
+            if let Err(err) = self
+                .poll
+                .registry()
+                .register(&mut stream, Token(key), FIRST_INTEREST)
             {
                 warn!("conn from {peer}: cannot register: {err}");
                 continue;
@@ -481,7 +468,7 @@ impl Server {
             return;
         };
         let before = (connection.interest(), connection.state());
-        let step = connection.on_ready(ready, &self.limits, &mut self.pool, self.now_ms);
+        let step = connection.on_ready(ready, &self.limits, &mut self.read_buffer, self.now_ms);
         // The usual outcome, a line echoed in full: the connection waits in
         // the same state for the same readiness, so there is nothing to apply.
         if matches!(step, Step::Wait)
@@ -535,8 +522,7 @@ impl Server {
 
     /// Closes connection `key` and logs why.
     fn close(&mut self, key: usize, reason: CloseReason) {
-        let mut connection = self.connections.remove(key);
-        connection.release_buffer(&mut self.pool);
+        let connection = self.connections.remove(key);
         self.totals.lines += connection.lines();
         self.totals.bytes += connection.bytes_echoed();
         let received_nothing = !connection.received_any();
@@ -594,14 +580,11 @@ impl Server {
         let idle_ms = self
             .idle_timeout
             .map_or(0, |timeout| timeout.as_millis() as u64);
-        let linger_ms = LINGER.as_millis() as u64;
         // A sweep of every connection: a few nanoseconds each, once a second.
         let expired: Vec<(usize, CloseReason)> = self
             .connections
             .iter()
-            .filter_map(|(key, connection)| {
-                Some((key, connection.expired(now_ms, idle_ms, linger_ms)?))
-            })
+            .filter_map(|(key, connection)| Some((key, connection.expired(now_ms, idle_ms)?)))
             .collect();
         for (key, reason) in expired {
             self.close(key, reason);
@@ -664,7 +647,7 @@ impl Server {
         for key in keys {
             let connection = &mut self.connections[key];
             let before = (connection.interest(), connection.state());
-            let step = connection.begin_shutdown(&self.limits, &mut self.pool, now_ms);
+            let step = connection.begin_shutdown(&self.limits, &mut self.read_buffer, now_ms);
             self.apply(key, before, step);
         }
         false
@@ -750,15 +733,15 @@ fn status(totals: &Summary, open_connections: usize) -> String {
     )
 }
 
-/// What one poll event tells a connection. An error or hang-up is reported
-/// as both readable and writable, so that whichever operation the connection
-/// tries next meets the error and closes it.
+/// What one poll event tells a connection.
 fn readiness(event: &Event) -> Readiness {
-    Readiness {
-        readable: event.is_readable() || event.is_read_closed() || event.is_error(),
-        writable: event.is_writable() || event.is_write_closed() || event.is_error(),
-        read_closed: event.is_read_closed(),
-    }
+    Readiness::of_event(
+        event.is_readable(),
+        event.is_writable(),
+        event.is_read_closed(),
+        event.is_write_closed(),
+        event.is_error(),
+    )
 }
 
 /// EMFILE, ENFILE and friends: the process or the system is out of

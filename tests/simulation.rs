@@ -141,12 +141,7 @@ fn lines_of_carriage_returns_with_a_one_byte_mark_are_echoed() {
     }
     input.pop();
     let scenario = Scenario {
-        limits: Limits {
-            framing: Framing::Lf,
-            max_line_bytes: 11,
-            max_pending_bytes: 1,
-            resume_pending_bytes: 0,
-        },
+        limits: Limits::new(Framing::Lf, 11, 1),
         input: input.clone(),
         peer_fin: true,
         idle_ms: 0,

@@ -58,9 +58,10 @@ use std::io::{self, Read, Write};
 use std::rc::Rc;
 
 use echod::Framing;
-use echod::buffer::{Pool, READ_CHUNK_BYTES};
+use echod::buffer::{READ_CHUNK_BYTES, ReadBuffer};
 use echod::connection::{
-    CloseReason, Connection, Finish, Limits, Readiness, State, Step, Stream, TURN_READ_BUDGET_BYTES,
+    CloseReason, Connection, Finish, LINGER_MS, Limits, Readiness, State, Step, Stream,
+    TURN_READ_BUDGET_BYTES,
 };
 use mio::Interest;
 
@@ -70,9 +71,17 @@ mod reference;
 pub use decide::{Bytes, Decide, SplitMix64, chance};
 pub use reference::{check_framing, reference};
 
-/// How long a lingering connection waits for the peer's FIN, as the server's
-/// `LINGER`; the simulation passes it to `Connection::expired` itself.
-pub const LINGER_MS: u64 = 2000;
+/// The edges the simulated kernel has raised for one socket: what a poll
+/// event's flags would carry.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Edges {
+    /// Input (or the FIN, or an error) arrived while READABLE was registered.
+    pub readable: bool,
+    /// Send space opened while WRITABLE was registered.
+    pub writable: bool,
+    /// The FIN is there (EPOLLRDHUP), or the connection was reset.
+    pub read_closed: bool,
+}
 
 /// Stream operations one call may make before the simulation calls it a
 /// spin. Far above what an honest call can need: a read budget read one
@@ -157,12 +166,7 @@ impl Scenario {
                 decide.pick(600) as usize,
             )
         };
-        let limits = Limits {
-            framing,
-            max_line_bytes,
-            max_pending_bytes,
-            resume_pending_bytes: max_pending_bytes / 2,
-        };
+        let limits = Limits::new(framing, max_line_bytes, max_pending_bytes);
         let input = if decide.pick(2) == 0 {
             bytes_near_terminators(decide, input_len)
         } else {
@@ -359,7 +363,7 @@ struct Socket<D> {
     /// The interest registered with the simulated poll.
     registered: Option<Interest>,
     /// Edges raised since the loop last polled.
-    edges: Readiness,
+    edges: Edges,
     /// The clock, in milliseconds.
     now_ms: u64,
     /// When bytes last moved in a way the idle timer counts (before our FIN:
@@ -429,11 +433,11 @@ impl<D: Decide> Socket<D> {
 
     /// The readiness there is now, for what is registered (what
     /// `EPOLL_CTL_MOD` would report at once).
-    fn ready_now(&self) -> Readiness {
+    fn ready_now(&self) -> Edges {
         let readable = self.registered.is_some_and(Interest::is_readable)
             && (self.arrived > self.read_pos || self.fin_arrived);
         let writable = self.registered.is_some_and(Interest::is_writable) && self.send_space > 0;
-        Readiness {
+        Edges {
             readable: readable || self.reset,
             writable: writable || self.reset,
             read_closed: (readable && self.fin_arrived) || self.reset,
@@ -609,7 +613,7 @@ pub struct World<D> {
     steps: usize,
     socket: Rc<RefCell<Socket<D>>>,
     connection: Connection<SimStream<D>>,
-    pool: Pool,
+    read_buffer: ReadBuffer,
     /// Entries on the serve-again list (the server can list a connection
     /// twice in one turn, and so may this).
     again: usize,
@@ -683,7 +687,7 @@ impl<D: Decide> World<D> {
             written: Vec::new(),
             fin_sent: false,
             registered: None,
-            edges: Readiness::default(),
+            edges: Edges::default(),
             now_ms: 0,
             last_activity_ms: 0,
             arrive_max: scenario.arrive_max,
@@ -708,7 +712,7 @@ impl<D: Decide> World<D> {
             steps: scenario.steps,
             socket,
             connection,
-            pool: Pool::default(),
+            read_buffer: ReadBuffer::default(),
             again: 0,
             next_housekeeping_ms: 1000,
             shutdown: None,
@@ -756,7 +760,7 @@ impl<D: Decide> World<D> {
         self.note(|| "reset".into());
         let mut s = self.socket.borrow_mut();
         s.reset = true;
-        s.edges = Readiness {
+        s.edges = Edges {
             readable: true,
             writable: true,
             read_closed: true,
@@ -789,7 +793,7 @@ impl<D: Decide> World<D> {
     /// # Errors
     ///
     /// A broken property.
-    pub fn poll(&mut self, spurious: Readiness) -> Result<(), String> {
+    pub fn poll(&mut self, spurious: Edges) -> Result<(), String> {
         if self.is_closed() {
             return Ok(());
         }
@@ -804,20 +808,20 @@ impl<D: Decide> World<D> {
         event.readable |= spurious.readable;
         event.writable |= spurious.writable;
         event.read_closed |= spurious.read_closed;
-        // As `server.rs`'s `readiness`: a hang-up is also readable.
-        event.readable |= event.read_closed;
-        if event.readable || event.writable {
-            self.drive(event)?;
+        if event.readable || event.writable || event.read_closed {
+            self.drive(Readiness::of_event(
+                event.readable,
+                event.writable,
+                event.read_closed,
+                false,
+                false,
+            ))?;
         }
         for _ in 0..serve_again {
             if self.is_closed() {
                 break;
             }
-            self.drive(Readiness {
-                readable: true,
-                writable: false,
-                read_closed: true,
-            })?;
+            self.drive(Readiness::SERVE_AGAIN)?;
         }
         Ok(())
     }
@@ -845,7 +849,7 @@ impl<D: Decide> World<D> {
         let now_ms = self.socket.borrow().now_ms;
         let step = self
             .connection
-            .begin_shutdown(&self.limits, &mut self.pool, now_ms);
+            .begin_shutdown(&self.limits, &mut self.read_buffer, now_ms);
         self.after_call(before, step)
     }
 
@@ -926,7 +930,7 @@ impl<D: Decide> World<D> {
                 edges.readable || edges.writable || self.again > 0
             };
             if event_due {
-                self.poll(Readiness::default())?;
+                self.poll(Edges::default())?;
                 continue;
             }
             // Quiet. The only thing left to wait for is a lingering
@@ -953,14 +957,14 @@ impl<D: Decide> World<D> {
         coverage
     }
 
-    fn spurious(&mut self, rate: u64) -> Readiness {
+    fn spurious(&mut self, rate: u64) -> Edges {
         let mut s = self.socket.borrow_mut();
         if !s.chance(rate) {
-            return Readiness::default();
+            return Edges::default();
         }
         let flags = s.decide.pick(8);
         s.coverage.spurious_events += 1;
-        Readiness {
+        Edges {
             readable: flags & 1 != 0,
             writable: flags & 2 != 0,
             read_closed: flags & 4 != 0,
@@ -983,7 +987,7 @@ impl<D: Decide> World<D> {
         };
         let step = self
             .connection
-            .on_ready(ready, &self.limits, &mut self.pool, now_ms);
+            .on_ready(ready, &self.limits, &mut self.read_buffer, now_ms);
         self.after_call(before, step)
     }
 
@@ -1088,7 +1092,7 @@ impl<D: Decide> World<D> {
             }
             _ => (self.idle_ms > 0 && quiet_ms >= self.idle_ms).then_some("idle timeout"),
         };
-        let got = self.connection.expired(now_ms, self.idle_ms, LINGER_MS);
+        let got = self.connection.expired(now_ms, self.idle_ms);
         if got.as_ref().map(reason_name) != expected {
             return Err(format!(
                 "expiry in state {} after {quiet_ms} ms quiet: got {:?}, expected {expected:?}",
@@ -1108,7 +1112,6 @@ impl<D: Decide> World<D> {
         let name = reason_name(&reason);
         self.note(|| format!("closed: {reason}"));
         self.closed = Some(name);
-        self.connection.release_buffer(&mut self.pool);
         let s = self.socket.borrow();
         let stop = self.shutdown.map_or(s.read_pos, |mark| mark.read_pos);
         let owed = reference(
