@@ -63,6 +63,7 @@ pub mod allocator;
 pub mod buffer;
 pub mod config;
 pub mod connection;
+pub mod connections;
 pub mod framing;
 pub mod listener;
 pub mod logging;

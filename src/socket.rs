@@ -1,5 +1,6 @@
 //! A client's socket as the event loop uses it: mio's stream for readiness,
-//! with reads and writes made as direct system calls.
+//! with reads and writes made as direct system calls; and mio's registry
+//! and listener as `Connections` sees them.
 //!
 //! Reads and writes are the only system calls made per echoed line, so their
 //! cost in user space matters. `std`'s `read` on a socket goes through libc's
@@ -9,14 +10,15 @@
 //! same `recvfrom` and `sendto` calls directly; the kernel sees no difference.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 
 use mio::event::Source;
-use mio::net::TcpStream;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use rustix::net::{RecvFlags, SendFlags};
 
 use crate::connection::Stream;
+use crate::connections::{Listener, Registrar};
 
 /// An accepted, non-blocking TCP connection.
 #[derive(Debug)]
@@ -75,5 +77,25 @@ impl Source for Socket {
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         self.0.deregister(registry)
+    }
+}
+
+/// The poll instance's registry, as `Connections` uses it: a connection's
+/// token is its slab key.
+impl<S: Source> Registrar<S> for Registry {
+    fn register(&self, stream: &mut S, key: usize, interest: Interest) -> io::Result<()> {
+        Registry::register(self, stream, Token(key), interest)
+    }
+
+    fn reregister(&self, stream: &mut S, key: usize, interest: Interest) -> io::Result<()> {
+        Registry::reregister(self, stream, Token(key), interest)
+    }
+}
+
+/// mio's listener hands out `Socket`s (already non-blocking).
+impl Listener<Socket> for TcpListener {
+    fn accept(&self) -> io::Result<(Socket, SocketAddr)> {
+        let (stream, peer) = TcpListener::accept(self)?;
+        Ok((Socket::new(stream), peer))
     }
 }

@@ -1,0 +1,359 @@
+//! Every open connection, and the rules for driving them from readiness:
+//! the slab, the serve-again list, the shared read buffer, and how a
+//! connection's `Step` becomes a registration change or a close.
+//!
+//! Read this after `server.rs`, whose loop calls it, and before
+//! `connection.rs`, which it calls. It is generic over the stream and over
+//! a `Registrar`, the only part of the poll instance it needs, so that the
+//! simulation in `tests/sim` runs this very code on a simulated kernel.
+//!
+//! It logs nothing on a close: a `Closed` goes back to the caller, which
+//! keeps the totals and writes the close line.
+
+use std::io;
+use std::net::SocketAddr;
+
+use log::warn;
+use mio::Interest;
+use slab::Slab;
+
+use crate::buffer::ReadBuffer;
+use crate::connection::{
+    CloseReason, Connection, FIRST_INTEREST, Finish, Limits, Readiness, State, Step, Stream,
+};
+
+/// Connections accepted from one listener per turn, so that a connect flood
+/// cannot starve the clients already connected.
+pub const ACCEPT_BUDGET: usize = 128;
+
+/// What the connections need of the poll instance: to register a stream
+/// under its key, and to change what it is registered for. `server.rs`
+/// implements it over mio's `Registry`; the simulation over its own kernel.
+/// A stream is deregistered by dropping it (closing a socket removes it
+/// from the epoll set), so there is no `deregister`.
+pub trait Registrar<S> {
+    /// Registers `stream` under token `key` for `interest`.
+    ///
+    /// # Errors
+    ///
+    /// The system refused (out of memory, or the descriptor is bad).
+    fn register(&self, stream: &mut S, key: usize, interest: Interest) -> io::Result<()>;
+
+    /// Changes what `stream`, registered under `key`, waits for. Like
+    /// `EPOLL_CTL_MOD`, it reports at once any readiness already there.
+    ///
+    /// # Errors
+    ///
+    /// As `register`.
+    fn reregister(&self, stream: &mut S, key: usize, interest: Interest) -> io::Result<()>;
+}
+
+/// A listening socket, as the accept loop sees it.
+pub trait Listener<S> {
+    /// Accepts one queued connection.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when none is queued; anything else as `accept(2)`.
+    fn accept(&self) -> io::Result<(S, SocketAddr)>;
+}
+
+/// A connection that has been closed: removed from the slab, its socket
+/// still open until the value is dropped.
+#[derive(Debug)]
+pub struct Closed<S> {
+    /// Its key (and token) while it was open; the slab may reuse it at once.
+    pub key: usize,
+    /// The connection, with its counters.
+    pub connection: Connection<S>,
+    /// Why it was closed.
+    pub reason: CloseReason,
+}
+
+/// What one connection attempt came to in `accept_pending`.
+#[derive(Debug)]
+pub enum Accept {
+    /// Accepted and registered under `key`.
+    Accepted {
+        /// The new connection's key.
+        key: usize,
+        /// Its peer.
+        peer: SocketAddr,
+    },
+    /// Accepted and closed at once: `max_connections` are open.
+    Rejected {
+        /// Its peer.
+        peer: SocketAddr,
+    },
+    /// Accepted, but it could not be registered, so it was closed.
+    Unregistered {
+        /// Its peer.
+        peer: SocketAddr,
+        /// Why.
+        err: io::Error,
+    },
+}
+
+/// Why `accept_pending` stopped.
+#[derive(Debug)]
+pub enum AcceptEnd {
+    /// The backlog is empty (`WouldBlock`).
+    Empty,
+    /// `ACCEPT_BUDGET` connections were taken; more may be queued, and no new
+    /// edge will say so: accept again next turn.
+    BudgetSpent,
+    /// The process or system is out of descriptors (or socket memory). The
+    /// connection stays queued in the kernel; retrying at once would fail
+    /// the same way.
+    OutOfDescriptors(io::Error),
+}
+
+/// Every open connection of one event loop.
+#[derive(Debug)]
+pub struct Connections<S> {
+    /// The open connections; a connection's key is its token.
+    slab: Slab<Connection<S>>,
+    /// Connections that spent their read budget this turn, in the order they
+    /// did: served next turn, without an event, because the kernel reports
+    /// no new edge for input already there. A key may be listed twice.
+    again: Vec<usize>,
+    /// The list `serve_again` works through this turn: what `again` held
+    /// when the turn began. Empty between turns.
+    again_now: Vec<usize>,
+    /// Where every read by a connection with nothing left over lands.
+    read_buffer: ReadBuffer,
+    /// The limits every connection is driven with.
+    limits: Limits,
+}
+
+impl<S: Stream> Connections<S> {
+    /// No connections yet.
+    pub fn new(limits: Limits) -> Connections<S> {
+        Connections {
+            slab: Slab::new(),
+            again: Vec::new(),
+            again_now: Vec::new(),
+            read_buffer: ReadBuffer::default(),
+            limits,
+        }
+    }
+
+    /// The limits connections are driven with.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// True when no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// The open connections, with their keys.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Connection<S>)> {
+        self.slab.iter()
+    }
+
+    /// Connection `key`, if it is open.
+    pub fn get(&self, key: usize) -> Option<&Connection<S>> {
+        self.slab.get(key)
+    }
+
+    /// True if a connection spent its read budget and waits to be served
+    /// again: the next poll must not wait.
+    pub fn want_another_turn(&self) -> bool {
+        !self.again.is_empty()
+    }
+
+    /// Accepts from `listener` until its backlog is empty or `ACCEPT_BUDGET`
+    /// is spent. The listener is edge-triggered: one event may stand for
+    /// many queued connections, and none of them will be announced again.
+    /// Each attempt is reported to `tell`, in order.
+    pub fn accept_pending(
+        &mut self,
+        listener: &impl Listener<S>,
+        registrar: &impl Registrar<S>,
+        max_connections: usize,
+        now_ms: u64,
+        mut tell: impl FnMut(Accept),
+    ) -> AcceptEnd {
+        for _ in 0..ACCEPT_BUDGET {
+            let (mut stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return AcceptEnd::Empty,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) if out_of_descriptors(&err) => return AcceptEnd::OutOfDescriptors(err),
+                Err(err) => {
+                    // ECONNABORTED and the like: that one connection failed
+                    // before we took it, the listener is fine.
+                    log::debug!("accept failed: {err}");
+                    continue;
+                }
+            };
+            if self.slab.len() >= max_connections {
+                // Accepting and closing at once tells the client plainly; a
+                // connection left in the backlog would just hang.
+                tell(Accept::Rejected { peer });
+                continue;
+            }
+            let entry = self.slab.vacant_entry();
+            let key = entry.key();
+            if let Err(err) = registrar.register(&mut stream, key, FIRST_INTEREST) {
+                tell(Accept::Unregistered { peer, err });
+                continue;
+            }
+            entry.insert(Connection::new(stream, peer, now_ms));
+            tell(Accept::Accepted { key, peer });
+        }
+        AcceptEnd::BudgetSpent
+    }
+
+    /// Starts a turn: the connections listed to be served again so far are
+    /// the ones `serve_again` serves in this turn, and any that spends its
+    /// budget during the turn waits for the next one, so that a busy client
+    /// gets one budget per turn, not two.
+    pub fn begin_turn(&mut self) {
+        debug_assert!(self.again_now.is_empty());
+        std::mem::swap(&mut self.again, &mut self.again_now);
+    }
+
+    /// Serves the connections that spent their read budget last turn, in the
+    /// order they spent it.
+    pub fn serve_again(&mut self, registrar: &impl Registrar<S>, now_ms: u64) -> Vec<Closed<S>> {
+        let mut closed = Vec::new();
+        let mut again_now = std::mem::take(&mut self.again_now);
+        for key in again_now.drain(..) {
+            closed.extend(self.drive(registrar, key, Readiness::SERVE_AGAIN, now_ms));
+        }
+        // Handed back empty, so its allocation serves the next turn.
+        self.again_now = again_now;
+        closed
+    }
+
+    /// Hands readiness to connection `key` and applies what it asks for next.
+    pub fn drive(
+        &mut self,
+        registrar: &impl Registrar<S>,
+        key: usize,
+        ready: Readiness,
+        now_ms: u64,
+    ) -> Option<Closed<S>> {
+        // No connection: the event outlived it (the socket was closed while
+        // the event was queued), or it was listed twice to be served again
+        // and closed the first time. Harmless, like any spurious event.
+        let connection = self.slab.get_mut(key)?;
+        let before = (connection.interest(), connection.state());
+        let step = connection.on_ready(ready, &self.limits, &mut self.read_buffer, now_ms);
+        // The usual outcome, a line echoed in full: the connection waits in
+        // the same state for the same readiness, so there is nothing to apply.
+        if matches!(step, Step::Wait)
+            && connection.state() == before.1
+            && connection.interest() == before.0
+        {
+            return None;
+        }
+        self.apply(registrar, key, before, step)
+    }
+
+    /// Begins a graceful shutdown of every connection: each stops reading
+    /// and delivers what it owes (see `Connection::begin_shutdown`).
+    pub fn begin_shutdown(&mut self, registrar: &impl Registrar<S>, now_ms: u64) -> Vec<Closed<S>> {
+        let keys: Vec<usize> = self.slab.iter().map(|(key, _)| key).collect();
+        let mut closed = Vec::new();
+        for key in keys {
+            let connection = &mut self.slab[key];
+            let before = (connection.interest(), connection.state());
+            let step = connection.begin_shutdown(&self.limits, &mut self.read_buffer, now_ms);
+            closed.extend(self.apply(registrar, key, before, step));
+        }
+        closed
+    }
+
+    /// Closes every connection that has waited too long: `idle_ms` with no
+    /// bytes moving (0: never), or `LINGER_MS` after our FIN.
+    pub fn expire(&mut self, now_ms: u64, idle_ms: u64) -> Vec<Closed<S>> {
+        // A sweep of every connection: a few nanoseconds each.
+        let expired: Vec<(usize, CloseReason)> = self
+            .slab
+            .iter()
+            .filter_map(|(key, connection)| Some((key, connection.expired(now_ms, idle_ms)?)))
+            .collect();
+        expired
+            .into_iter()
+            .map(|(key, reason)| self.close(key, reason))
+            .collect()
+    }
+
+    /// Closes every connection, whatever it was waiting for.
+    pub fn close_all(&mut self, reason: impl Fn() -> CloseReason) -> Vec<Closed<S>> {
+        let keys: Vec<usize> = self.slab.iter().map(|(key, _)| key).collect();
+        keys.into_iter()
+            .map(|key| self.close(key, reason()))
+            .collect()
+    }
+
+    /// Applies a connection's `Step`, re-registering only if the interest it
+    /// derives from its state changed (most events change nothing, so most
+    /// cost no `epoll_ctl`).
+    fn apply(
+        &mut self,
+        registrar: &impl Registrar<S>,
+        key: usize,
+        before: (Option<Interest>, State),
+        step: Step,
+    ) -> Option<Closed<S>> {
+        let (interest_before, state_before) = before;
+        // The line limit may have been hit in this call whatever the step:
+        // the connection may be draining, lingering or already finished.
+        let connection = &self.slab[key];
+        let too_long = matches!(step, Step::Close(CloseReason::LineTooLong))
+            || connection.state().finish() == Some(Finish::LineTooLong);
+        if too_long && state_before.finish() != Some(Finish::LineTooLong) {
+            warn!(
+                "conn {key}: line longer than max-line-bytes ({}) from {}; closing after the lines before it",
+                self.limits.max_line_bytes,
+                connection.peer()
+            );
+        }
+        match step {
+            Step::Close(reason) => return Some(self.close(key, reason)),
+            Step::Again => self.again.push(key),
+            Step::Wait => {}
+        }
+        let connection = &mut self.slab[key];
+        let interest = connection.interest();
+        if interest == interest_before {
+            return None;
+        }
+        // `None` means "finished", which always comes back as `Step::Close`.
+        let interest = interest?;
+        match registrar.reregister(connection.stream_mut(), key, interest) {
+            Ok(()) => None,
+            Err(err) => Some(self.close(key, CloseReason::Io(err))),
+        }
+    }
+
+    /// Removes connection `key`; its socket closes when the `Closed` is
+    /// dropped, which also removes it from the epoll set (an explicit
+    /// deregister would cost an `epoll_ctl`).
+    fn close(&mut self, key: usize, reason: CloseReason) -> Closed<S> {
+        Closed {
+            key,
+            connection: self.slab.remove(key),
+            reason,
+        }
+    }
+}
+
+/// EMFILE, ENFILE and friends: the process or the system is out of
+/// descriptors or socket memory. Nothing is wrong with the listener.
+fn out_of_descriptors(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
