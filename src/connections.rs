@@ -26,6 +26,10 @@ use crate::connection::{
 /// cannot starve the clients already connected.
 pub const ACCEPT_BUDGET: usize = 128;
 
+/// How often `expire` must be called for `idle-timeout` and `LINGER_MS` to
+/// be kept to within this much: the loop's housekeeping interval.
+pub const EXPIRY_SWEEP_MS: u64 = 1_000;
+
 /// What the connections need of the poll instance: to register a stream
 /// under its key, and to change what it is registered for. `server.rs`
 /// implements it over mio's `Registry`; the simulation over its own kernel.
