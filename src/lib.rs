@@ -50,7 +50,9 @@
 //! what clients do.
 //!
 //! Reading order: this page, `server`, `connection`, `buffer`, `framing`;
-//! then `config`, `listener` and `logging` for the daemon around them;
+//! then `config` (the settings), `cli` (the command line, with `args` for
+//! reading option values), `listener` and `logging` for the daemon around
+//! them;
 //! `workers` runs one loop, or one per `--workers` thread; `systemd` speaks
 //! socket activation and `sd_notify`; `probe` is the `echod probe` health
 //! check, a client of the daemon.
@@ -60,7 +62,9 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod allocator;
+pub mod args;
 pub mod buffer;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod connections;
@@ -74,7 +78,8 @@ pub mod summary;
 pub mod systemd;
 pub mod workers;
 
-pub use config::{Command, Config, Listen};
+pub use cli::Command;
+pub use config::{Config, Listen};
 pub use framing::Framing;
 pub use server::{Server, ShutdownHandle, StartError};
 pub use summary::Summary;

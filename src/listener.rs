@@ -31,6 +31,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Listen;
 
+/// Most listening sockets echod serves, bound or inherited. The event loop
+/// keeps a range of this many tokens for them, and the command line accepts
+/// no more `--listen` addresses. 64 is far more addresses than a host has
+/// reason to listen on.
+pub const MAX_LISTENERS: usize = 64;
+
 /// Connections the kernel may queue, fully established, before echod accepts
 /// them. Large enough to absorb a burst of connects while one turn of the
 /// loop is busy.

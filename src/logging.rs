@@ -1,32 +1,44 @@
-//! Logging for the binary: `simple_logger` formats the lines, a relay thread
-//! writes them, and the event loop never waits for either.
+//! Logging for the binary: the logger the `log` macros call hands each line
+//! to a relay thread, which formats it and writes it to standard output; the
+//! event loop never waits for either.
 //!
 //! Standard output can fail a daemon in two ways, and neither may stop it:
 //!
-//! - its reader goes away (`echod | head -1`): writes fail with `EPIPE`, and
-//!   `println!`, which `simple_logger` writes with, panics when a write fails;
+//! - its reader goes away (`echod | head -1`): writes fail with `EPIPE`
+//!   (std ignores `SIGPIPE` before `main`, so no signal kills echod first),
+//!   and `println!` would panic on that;
 //! - its reader stalls: writes block, and a blocked write in the event loop
 //!   would stall every client with it.
 //!
-//! So the logger the `log` macros call (`Handoff`) formats a record and
-//! passes it to a relay thread over a bounded queue without waiting; if the
-//! queue is full the line is dropped and counted, and the count is logged
-//! when the relay catches up. The relay thread runs `simple_logger`, whose
-//! `println!` writes into a private pipe that descriptor 1 now names, and
-//! copies the pipe to the real standard output with plain writes whose errors
-//! it can handle: once the reader is gone it discards instead of copying.
+//! So the logger the macros call (`Handoff`) filters a record, renders its
+//! message, and passes it to the relay over a bounded queue without waiting;
+//! if the queue is full the line is dropped and counted, and the count is
+//! logged when the relay catches up. The relay (`Relay`) formats each line
+//! and writes it with plain `write` calls on its own handle to standard
+//! output, whose errors it sees and handles: once a write fails (the reader
+//! is gone) it stops writing, and echod goes on serving. A stalled reader
+//! blocks only the relay.
+//!
+//! A line reads `2024-05-01T12:34:56.789Z INFO  [echod::server] message`:
+//! the time in UTC with milliseconds, the level padded to five characters,
+//! the target in brackets, the message: the format `simple_logger` prints
+//! with UTC timestamps. `simple_logger` still decides which records pass
+//! (`--log-level`, `RUST_LOG`, mio's module level); it cannot write them
+//! itself, because its `println!` panics when standard output fails.
+//! UTC only: a local offset cannot be read safely once threads exist.
 //!
 //! The library itself only calls `log` macros; this module is used by
 //! `main`, which is the only place a logger is installed.
 
+use std::fmt::{self, Write as _};
 use std::fs::File;
-use std::io::{self, PipeReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::{self, Write as _};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use simple_logger::SimpleLogger;
@@ -35,8 +47,8 @@ use simple_logger::SimpleLogger;
 /// connection logs fits; a stalled reader cannot make echod hold more.
 const QUEUE_LINES: usize = 16 * 1024;
 
-/// Longest message passed on; a longer one is cut, so that one line always
-/// fits in the relay's pipe (64 KiB on Linux) and cannot block it.
+/// Longest message passed on; a longer one is cut, so that the queue holds
+/// at most `QUEUE_LINES` times this many bytes of messages.
 const MAX_MESSAGE_BYTES: usize = 4096;
 
 /// How long `log::logger().flush()` waits for the relay to write what is
@@ -45,39 +57,45 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Installs the logger: `level` if given, else `RUST_LOG`, else `info`.
 ///
+/// `simple_logger` decides which records pass (the level, `RUST_LOG`, and
+/// mio's module level); this module formats and writes them.
+///
 /// # Errors
 ///
-/// If the relay's pipe or thread cannot be created, or a logger is already
+/// If the relay's thread cannot be started, or a logger is already
 /// installed.
 pub fn init(level: Option<LevelFilter>) -> io::Result<()> {
-    let mut formatter = SimpleLogger::new()
+    let mut filter = SimpleLogger::new()
         .with_level(LevelFilter::Info)
-        .with_utc_timestamps()
         // mio logs through `log` too; its detail is not an operator's concern.
         .with_module_level("mio", LevelFilter::Warn)
         .env();
     if let Some(level) = level {
-        formatter = formatter.with_level(level);
+        filter = filter.with_level(level);
     }
-    let max_level = formatter.max_level();
-    let formatter = Arc::new(formatter);
+    let max_level = filter.max_level();
+    // A duplicate of descriptor 1, owned by the relay. Failing (out of
+    // descriptors) leaves nowhere to write: lines are then discarded.
+    let output = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(File::from);
 
-    let stdout = take_over_stdout()?;
     let (sender, receiver) = mpsc::sync_channel(QUEUE_LINES);
     let dropped = Arc::new(AtomicU64::new(0));
     let relay = Relay {
-        formatter: Arc::clone(&formatter),
         receiver,
-        pipe: stdout.pipe,
-        output: stdout.real.map(File::from),
+        output,
         dropped: Arc::clone(&dropped),
+        line: String::new(),
     };
     thread::Builder::new()
         .name("echod-log".into())
         .spawn(move || relay.run())?;
 
     let handoff = Handoff {
-        formatter,
+        filter,
         sender,
         dropped,
     };
@@ -88,25 +106,33 @@ pub fn init(level: Option<LevelFilter>) -> io::Result<()> {
 
 /// The logger the macros call, on whatever thread they run.
 struct Handoff {
-    /// Used here only for its level filter; it formats on the relay thread.
-    formatter: Arc<SimpleLogger>,
+    /// Which records pass; used only for its level filter.
+    filter: SimpleLogger,
+    /// The relay's queue, `QUEUE_LINES` long; never waited on.
     sender: SyncSender<Message>,
-    /// Lines dropped because the queue was full.
+    /// Lines dropped because the queue was full, since the relay last
+    /// reported a count.
     dropped: Arc<AtomicU64>,
 }
 
+/// What the relay is asked to do.
 enum Message {
+    /// Write one line.
     Line {
+        /// When the record was logged, not when the relay got to it.
+        time: SystemTime,
         level: Level,
         target: String,
+        /// The rendered message, at most `MAX_MESSAGE_BYTES`.
         text: String,
     },
+    /// Reply once every line queued before this one is written.
     Flush(SyncSender<()>),
 }
 
 impl Log for Handoff {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        self.formatter.enabled(metadata)
+        self.filter.enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -122,6 +148,7 @@ impl Log for Handoff {
             text.truncate(end);
         }
         let line = Message::Line {
+            time: SystemTime::now(),
             level: record.level(),
             target: record.target().to_owned(),
             text,
@@ -159,43 +186,38 @@ impl Log for Handoff {
 
 /// The relay thread's side.
 struct Relay {
-    formatter: Arc<SimpleLogger>,
     receiver: Receiver<Message>,
-    /// Where `simple_logger`'s `println!` lands (descriptor 1's pipe).
-    pipe: PipeReader,
-    /// The real standard output; `None` once its reader has gone away.
+    /// Standard output (a duplicate of descriptor 1); `None` once a write to
+    /// it has failed, from then on lines are discarded.
     output: Option<File>,
+    /// Shared with `Handoff`: lines it dropped, not yet reported.
     dropped: Arc<AtomicU64>,
+    /// The line being written, kept to reuse its allocation.
+    line: String,
 }
 
 impl Relay {
     fn run(mut self) {
-        let mut chunk = vec![0; 64 * 1024];
         while let Ok(message) = self.receiver.recv() {
             match message {
                 Message::Line {
+                    time,
                     level,
                     target,
                     text,
                 } => {
                     let dropped = self.dropped.swap(0, Ordering::Relaxed);
                     if dropped > 0 {
-                        self.formatter.log(
-                            &Record::builder()
-                                .level(Level::Warn)
-                                .target("echod::logging")
-                                .args(format_args!("{dropped} log lines dropped: standard output was not keeping up"))
-                                .build(),
+                        self.write_line(
+                            SystemTime::now(),
+                            Level::Warn,
+                            module_path!(),
+                            format_args!(
+                                "{dropped} log lines dropped: standard output was not keeping up"
+                            ),
                         );
                     }
-                    self.formatter.log(
-                        &Record::builder()
-                            .level(level)
-                            .target(&target)
-                            .args(format_args!("{text}"))
-                            .build(),
-                    );
-                    self.copy_out(&mut chunk);
+                    self.write_line(time, level, &target, format_args!("{text}"));
                 }
                 Message::Flush(ack) => {
                     let _ = ack.send(());
@@ -204,76 +226,155 @@ impl Relay {
         }
     }
 
-    /// Moves what the formatter wrote from the pipe to standard output.
-    fn copy_out(&mut self, chunk: &mut [u8]) {
-        loop {
-            let n = match self.pipe.read(chunk) {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                // `WouldBlock`: the pipe is empty, all copied.
-                Err(_) => return,
-            };
-            if let Some(output) = self.output.as_mut() {
-                if output.write_all(&chunk[..n]).is_err() {
-                    // The reader is gone (EPIPE) or the descriptor is broken.
-                    // echod goes on serving; its log goes nowhere.
-                    self.output = None;
-                }
-            }
+    /// Formats one line and writes it to standard output, if that still
+    /// works.
+    fn write_line(
+        &mut self,
+        time: SystemTime,
+        level: Level,
+        target: &str,
+        message: fmt::Arguments<'_>,
+    ) {
+        let Some(output) = self.output.as_mut() else {
+            return;
+        };
+        self.line.clear();
+        // Writing into a `String` cannot fail.
+        let _ = writeln!(self.line, "{} {level:<5} [{target}] {message}", Utc(time));
+        // One `write` per line, retried after a partial write or EINTR.
+        if output.write_all(self.line.as_bytes()).is_err() {
+            // The reader is gone (EPIPE) or the descriptor is broken: no
+            // one can be told. echod goes on serving; its log goes nowhere.
+            self.output = None;
         }
     }
 }
 
-/// Descriptor 1, taken over for the relay.
-struct Stdout {
-    /// Reading end of the pipe descriptor 1 now writes into.
-    pipe: PipeReader,
-    /// A duplicate of the original standard output, if there was one.
-    real: Option<OwnedFd>,
-}
+/// A time as `YYYY-MM-DDTHH:MM:SS.mmmZ`, in UTC, milliseconds truncated.
+struct Utc(SystemTime);
 
-/// Points descriptor 1 at a new pipe and returns its reading end with the
-/// original standard output.
-fn take_over_stdout() -> io::Result<Stdout> {
-    // Fails with EBADF if descriptor 1 was closed; then logs are discarded.
-    let real = io::stdout().as_fd().try_clone_to_owned().ok();
-    let (reader, writer) = io::pipe()?;
-    // With descriptor 1 closed, `pipe` may have handed out 1 itself, which
-    // the `dup2` below would then clobber. Duplicates are numbered 3 or more.
-    let (reader, writer) = (reader.try_clone()?, writer.try_clone()?);
-    set_nonblocking(&reader)?;
-    replace_stdout(&writer)?;
-    Ok(Stdout { pipe: reader, real })
-}
-
-#[allow(unsafe_code)]
-fn replace_stdout(writer: &impl AsRawFd) -> io::Result<()> {
-    // SAFETY: dup2 takes two integer descriptors and touches no memory;
-    // `writer` is open for the duration of the call. Afterwards descriptor 1
-    // is a second handle on the pipe, independent of `writer`.
-    let rc = unsafe { libc::dup2(writer.as_raw_fd(), libc::STDOUT_FILENO) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
+impl fmt::Display for Utc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A clock set before 1970 is wrong; the epoch says so plainly.
+        let since_epoch = self
+            .0
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = since_epoch.as_secs();
+        let (year, month, day) = civil_from_days(secs / 86_400);
+        let second_of_day = secs % 86_400;
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            second_of_day / 3600,
+            second_of_day / 60 % 60,
+            second_of_day % 60,
+            since_epoch.subsec_millis()
+        )
     }
-    Ok(())
 }
 
-#[allow(unsafe_code)]
-fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
-    let fd = fd.as_raw_fd();
-    // SAFETY: fcntl with F_GETFL/F_SETFL reads and sets integer flags of an
-    // open descriptor and touches no memory.
-    let rc = unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            flags
-        } else {
-            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK)
-        }
+/// The date (year, month 1 to 12, day 1 to 31) `days` after 1970-01-01, in
+/// the proleptic Gregorian calendar.
+///
+/// Howard Hinnant's `civil_from_days` ("chrono-Compatible Low-Level Date
+/// Algorithms"): count from 0000-03-01, so that the leap day is the last
+/// day of a year, in 400-year eras of 146,097 days.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Days from 0000-03-01 to 1970-01-01.
+    let days = days + 719_468;
+    let era = days / 146_097;
+    let day_of_era = days % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months from March: 0 is March, 11 is February.
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
     };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64, millis: u64) -> String {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_millis(secs * 1000 + millis);
+        Utc(time).to_string()
     }
-    Ok(())
+
+    #[test]
+    fn timestamps_are_utc_with_milliseconds() {
+        // Expected values from `date -u -d @SECS +%Y-%m-%dT%H:%M:%S.%3NZ`.
+        let cases = [
+            (0, 0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400, 500, "2000-02-29T00:00:00.500Z"),
+            (1_700_000_000, 123, "2023-11-14T22:13:20.123Z"),
+            (1_735_689_599, 999, "2024-12-31T23:59:59.999Z"),
+            (4_102_444_800, 0, "2100-01-01T00:00:00.000Z"),
+        ];
+        for (secs, millis, expected) in cases {
+            assert_eq!(at(secs, millis), expected, "{secs}.{millis:03}");
+        }
+        // Truncated, not rounded.
+        let time = SystemTime::UNIX_EPOCH + Duration::from_nanos(999_999_999);
+        assert_eq!(Utc(time).to_string(), "1970-01-01T00:00:00.999Z");
+    }
+
+    #[test]
+    fn every_day_follows_the_one_before() {
+        // From 1970 to 2400: each day is the next date, months have their
+        // lengths and February 29 exists exactly in leap years.
+        let mut previous = civil_from_days(0);
+        assert_eq!(previous, (1970, 1, 1));
+        for days in 1..157_000 {
+            let (year, month, day) = civil_from_days(days);
+            let (py, pm, pd) = previous;
+            let leap = py % 4 == 0 && (py % 100 != 0 || py % 400 == 0);
+            let month_length = match pm {
+                2 if leap => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            let expected = if pd < month_length {
+                (py, pm, pd + 1)
+            } else if pm < 12 {
+                (py, pm + 1, 1)
+            } else {
+                (py + 1, 1, 1)
+            };
+            assert_eq!((year, month, day), expected, "day {days}");
+            previous = (year, month, day);
+        }
+    }
+
+    #[test]
+    fn mio_shows_warnings_at_most() {
+        let (sender, _receiver) = mpsc::sync_channel(1);
+        let handoff = |level| Handoff {
+            filter: SimpleLogger::new()
+                .with_level(level)
+                .with_module_level("mio", LevelFilter::Warn),
+            sender: sender.clone(),
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        let enabled = |logger: &Handoff, level, target| {
+            logger.enabled(&Metadata::builder().level(level).target(target).build())
+        };
+        let trace = handoff(LevelFilter::Trace);
+        assert!(enabled(&trace, Level::Trace, "echod::server"));
+        assert!(enabled(&trace, Level::Warn, "mio::poll"));
+        assert!(!enabled(&trace, Level::Info, "mio::poll"));
+        assert!(!enabled(&trace, Level::Debug, "mio"));
+        let error = handoff(LevelFilter::Error);
+        assert!(!enabled(&error, Level::Warn, "echod::server"));
+        assert!(enabled(&error, Level::Error, "mio::poll"));
+    }
 }

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use echod::config::{self, Command, USAGE};
+use echod::cli::{self, Command};
 use echod::workers::{self, RunError};
 use echod::{logging, probe, systemd};
 
@@ -27,13 +27,16 @@ fn complain(message: std::fmt::Arguments) {
 fn main() -> ExitCode {
     // First, while this is the only thread: see the function's docs.
     echod::allocator::return_large_buffers_to_the_system();
-    let config = match config::parse_args(std::env::args_os()) {
-        Ok(Command::Run(config)) => config,
+    let (config, listen_given) = match cli::parse_args(std::env::args_os()) {
+        Ok(Command::Run {
+            config,
+            listen_given,
+        }) => (config, listen_given),
         // Written with `write!` rather than `print!`, which panics if standard
         // output is closed (`echod --help | true`): there is nothing to do
         // about a reader that left.
-        Ok(Command::Help) => {
-            let _ = write!(io::stdout(), "{USAGE}");
+        Ok(Command::Help(text)) => {
+            let _ = write!(io::stdout(), "{text}");
             return ExitCode::SUCCESS;
         }
         Ok(Command::Probe(args)) => {
@@ -70,7 +73,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CANNOT_START);
         }
     };
-    if inherited.is_some() && config.listen_given {
+    if inherited.is_some() && listen_given {
         complain(format_args!(
             "echod: --listen and --port cannot be combined with socket activation: \
              echod serves the sockets systemd passed (LISTEN_FDS)"

@@ -10,22 +10,83 @@
 //! check byte-exact: an echo cached, replayed or crossed with another
 //! client's cannot pass.
 //!
+//! Its command line is here too: `cli` hands whatever follows `echod probe`
+//! to `parse_args`, which gives `ProbeArgs` or asks for this module's own
+//! `USAGE`.
+//!
 //! This module does blocking I/O with timeouts on one socket; it is not
 //! part of the daemon, and it neither logs nor prints: `main` prints the
 //! `Success` or the `ProbeError`.
 
 use std::collections::hash_map::RandomState;
+use std::ffi::OsString;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::ProbeArgs;
+use crate::args::{UsageError, number, string};
+
+/// Where `echod probe` connects when no address is given: the first of the
+/// default listening addresses.
+pub const DEFAULT_PROBE_ADDRESS: &str = "127.0.0.1:12321";
+
+/// How long `echod probe` may take in all (resolving, connecting, sending,
+/// and reading the echo) before it reports a timeout. One second is the
+/// default probe timeout of Kubernetes, and more than a thousand times a
+/// loopback round trip: a daemon that takes longer is not healthy.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest `--timeout` `echod probe` accepts, in milliseconds (one hour).
+pub const MAX_PROBE_TIMEOUT_MS: u64 = 3_600_000;
 
 /// Bytes of an echo shown in a mismatch report; enough to see what came
 /// back instead, short enough for one line.
 const SHOWN_BYTES: usize = 48;
+
+/// What `echod probe` checks, and how long it may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeArgs {
+    /// `HOST:PORT`, `IP:PORT` or `[IPv6]:PORT`; a host name is resolved when
+    /// the probe runs.
+    pub address: String,
+    /// Deadline for the whole probe: 1 ms to `MAX_PROBE_TIMEOUT_MS`.
+    pub timeout: Duration,
+}
+
+/// What the arguments after `echod probe` ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeCommand {
+    /// Run the probe.
+    Run(ProbeArgs),
+    /// Print `USAGE` and exit.
+    Help,
+}
+
+/// The `echod probe --help` text.
+pub const USAGE: &str = "\
+echod probe: check that an echo daemon answers. It connects to ADDR, sends a
+line with a random nonce and checks that the same bytes come back, all within
+one deadline; a container HEALTHCHECK or a readiness check needs nothing else.
+
+Usage: echod probe [ADDR] [--timeout MS]
+
+Arguments:
+  ADDR                         HOST:PORT, IP:PORT or [IPv6]:PORT
+                               [default: 127.0.0.1:12321]
+
+Options:
+      --timeout MS             Deadline in milliseconds for the whole probe
+                               (resolving, connecting, sending, reading the
+                               echo), 1 to 3600000 [default: 1000]
+  -h, --help                   Print this help and exit
+
+It prints the round-trip time to standard output and exits 0, or prints why
+it failed (refused, timeout, closed, mismatch) to standard error and exits 1.
+
+Exit status: 0 if the echo came back, 1 if not, 64 for a bad command line.
+";
 
 /// A probe that passed.
 #[derive(Debug, Clone)]
@@ -91,6 +152,50 @@ pub enum ProbeError {
         /// What failed.
         source: io::Error,
     },
+}
+
+/// Parses the arguments that follow `echod probe`.
+///
+/// # Errors
+///
+/// A `UsageError` naming the first option or value that is wrong.
+pub fn parse_args(args: &[OsString]) -> Result<ProbeCommand, UsageError> {
+    use lexopt::prelude::*;
+
+    let mut probe = ProbeArgs {
+        address: DEFAULT_PROBE_ADDRESS.to_owned(),
+        timeout: DEFAULT_PROBE_TIMEOUT,
+    };
+    let mut address = None;
+    let mut parser = lexopt::Parser::from_args(args.iter().cloned());
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("timeout") => {
+                let ms = number::<u64>(parser.value()?, "--timeout")?;
+                if !(1..=MAX_PROBE_TIMEOUT_MS).contains(&ms) {
+                    return Err(UsageError(format!(
+                        "invalid --timeout '{ms}': must be between 1 and {MAX_PROBE_TIMEOUT_MS} milliseconds"
+                    )));
+                }
+                probe.timeout = Duration::from_millis(ms);
+            }
+            Short('h') | Long("help") => return Ok(ProbeCommand::Help),
+            Value(value) if address.is_none() => {
+                let value = string(value, "probe address")?;
+                if !is_host_and_port(&value) {
+                    return Err(UsageError(format!(
+                        "invalid probe address '{value}': expected HOST:PORT, IP:PORT or [IPv6]:PORT"
+                    )));
+                }
+                address = Some(value);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    if let Some(address) = address {
+        probe.address = address;
+    }
+    Ok(ProbeCommand::Run(probe))
 }
 
 /// Runs the probe `args` describes.
@@ -211,6 +316,24 @@ pub fn probe(args: &ProbeArgs) -> Result<Success, ProbeError> {
     // the daemon logs an ordinary close ("peer finished").
 }
 
+/// Whether `value` is an IP socket address, or a non-empty host name, a
+/// colon and a port number. Whether the host resolves is seen when the
+/// probe runs.
+fn is_host_and_port(value: &str) -> bool {
+    if value.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match value.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(':')
+                && !host.starts_with('[')
+                && port.parse::<u16>().is_ok()
+        }
+        None => false,
+    }
+}
+
 /// The probe line: a fixed prefix, 16 hex digits of nonce, CR LF.
 ///
 /// The nonce needs to be unpredictable to a stale or crossed echo, not to
@@ -327,6 +450,76 @@ impl std::error::Error for ProbeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_probe(args: &[&str]) -> Result<ProbeArgs, String> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        match parse_args(&args) {
+            Ok(ProbeCommand::Run(probe)) => Ok(probe),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(err) => Err(err.0),
+        }
+    }
+
+    #[test]
+    fn probe_arguments() {
+        let default = parse_probe(&[]).expect("no arguments is valid");
+        assert_eq!(default.address, "127.0.0.1:12321");
+        assert_eq!(default.timeout, Duration::from_secs(1));
+        for address in [
+            "127.0.0.1:7",
+            "[::1]:12321",
+            "localhost:80",
+            "echo.example:1",
+        ] {
+            let probe = parse_probe(&[address, "--timeout", "250"]).expect(address);
+            assert_eq!(probe.address, address);
+            assert_eq!(probe.timeout, Duration::from_millis(250));
+        }
+        let probe = parse_probe(&["--timeout=5", "[::1]:9"]).expect("options first");
+        assert_eq!(
+            (probe.address.as_str(), probe.timeout),
+            ("[::1]:9", Duration::from_millis(5))
+        );
+
+        let cases: &[(&[&str], &str)] = &[
+            (&["localhost"], "invalid probe address 'localhost'"),
+            (&["::1:80"], "invalid probe address '::1:80'"),
+            (&[":80"], "invalid probe address ':80'"),
+            (&["host:http"], "invalid probe address 'host:http'"),
+            (&["--timeout", "0"], "must be between 1 and"),
+            (&["--timeout", "1.5"], "invalid --timeout '1.5'"),
+            (&["a:1", "b:2"], "unexpected argument \"b:2\""),
+            (&["--port", "1"], "invalid option '--port'"),
+        ];
+        for (args, expected) in cases {
+            let err = parse_probe(args).expect_err(&format!("{args:?} should fail"));
+            assert!(
+                err.contains(expected),
+                "{args:?}: got '{err}', want '{expected}'"
+            );
+        }
+    }
+
+    #[test]
+    fn help_is_the_probes_own_and_states_its_defaults() {
+        for flag in ["--help", "-h"] {
+            let args = [OsString::from("[::1]:9"), OsString::from(flag)];
+            assert_eq!(parse_args(&args), Ok(ProbeCommand::Help), "{flag}");
+        }
+        assert!(USAGE.contains("Usage: echod probe [ADDR] [--timeout MS]"));
+        assert!(
+            !USAGE.contains("--listen"),
+            "the daemon's options are not the probe's"
+        );
+        let timeout_ms = DEFAULT_PROBE_TIMEOUT.as_millis();
+        for stated in [
+            format!("[default: {DEFAULT_PROBE_ADDRESS}]"),
+            format!("[default: {timeout_ms}]"),
+            format!("1 to {MAX_PROBE_TIMEOUT_MS}"),
+        ] {
+            assert!(USAGE.contains(&stated), "USAGE does not say {stated}");
+        }
+    }
 
     #[test]
     fn nonce_lines_are_one_crlf_line_and_differ() {

@@ -29,7 +29,7 @@ use crate::config::{Config, RESERVED_DESCRIPTORS};
 use crate::connection::{
     CloseReason, Connection, FIRST_INTEREST, Finish, Limits, Readiness, State, Step,
 };
-use crate::listener::{self, BindError};
+use crate::listener::{self, BindError, MAX_LISTENERS};
 use crate::socket::Socket;
 use crate::summary::{Closes, Interval, Summary, Throttled};
 use crate::systemd::Notifier;
@@ -41,9 +41,6 @@ const SIGNALS: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `LISTENERS.start + i`. Slab keys count up from 0
 /// and never get near these.
 const LISTENERS: Range<usize> = usize::MAX - 2 - MAX_LISTENERS..usize::MAX - 2;
-
-/// Most listening addresses echod accepts on its command line.
-pub const MAX_LISTENERS: usize = 64;
 
 /// Events taken from the kernel per `poll` call. More events per call mean
 /// fewer calls under load; the rest wait for the next call, not lost.

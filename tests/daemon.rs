@@ -14,7 +14,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echod::config::USAGE;
+use echod::cli::USAGE;
+use echod::probe;
 
 use process::{
     DEADLINE, Daemon, Exhausted, StdoutReader, assert_echoes, assert_receives, connect,
@@ -55,6 +56,21 @@ fn help_prints_usage_and_exits_0() {
         }
         assert_eq!(stdout, USAGE.trim_end(), "{flag} prints USAGE");
         assert_eq!(daemon.stderr(), "", "{flag} writes nothing to stderr");
+    }
+}
+
+#[test]
+fn probe_help_prints_the_probes_own_usage_and_exits_0() {
+    for flag in ["--help", "-h"] {
+        let mut daemon = Daemon::spawn(&["probe", flag]);
+        assert_eq!(daemon.wait_exit().code(), Some(0), "probe {flag}");
+        let stdout = daemon.full_log().join("\n");
+        assert_eq!(
+            stdout,
+            probe::USAGE.trim_end(),
+            "probe {flag} prints probe::USAGE"
+        );
+        assert_eq!(daemon.stderr(), "", "probe {flag} writes nothing to stderr");
     }
 }
 

@@ -1,0 +1,416 @@
+//! The command line: which command it asks for, the daemon's options, and
+//! the `--help` text.
+//!
+//! `parse_args` turns arguments into a `Command` or a `UsageError` naming
+//! the problem. It reads the daemon's options into a `Config` (whose
+//! defaults and bounds live in `config`) and hands what follows `echod probe`
+//! to the probe's own parser (`probe::parse_args`). Nothing here touches a
+//! socket or the environment.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+
+use log::LevelFilter;
+
+use crate::args::{UsageError, number, seconds, size, string};
+use crate::config::{
+    Config, DEFAULT_PORT, Listen, MAX_LIMIT_BYTES, MAX_WORKERS, MIN_STATS_INTERVAL,
+};
+use crate::framing::Framing;
+use crate::listener::MAX_LISTENERS;
+use crate::probe::{self, ProbeArgs, ProbeCommand};
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        /// The settings the options gave, defaults for the rest.
+        config: Config,
+        /// Whether `--listen` or `--port` was given, which socket activation
+        /// forbids (the inherited sockets decide where echod listens). Not a
+        /// setting: `main` checks it against the environment.
+        listen_given: bool,
+    },
+    /// Check that an echo daemon answers (`echod probe`), then exit.
+    Probe(ProbeArgs),
+    /// Print this help text (`USAGE`, or `probe::USAGE` after `echod
+    /// probe`) and exit.
+    Help(&'static str),
+    /// Print the version and exit.
+    Version,
+}
+
+/// The `--help` text.
+pub const USAGE: &str = "\
+echod: a TCP line echo daemon. Every complete line a client sends comes back
+to it byte for byte; one thread serves thousands of clients, and --workers
+runs one such thread per core.
+
+Usage: echod [OPTIONS]
+       echod probe [ADDR] [--timeout MS]
+
+Options:
+  -l, --listen ADDR            Listen on ADDR (IP:PORT, e.g. 0.0.0.0:12321 or
+                               [::]:7). Repeatable; replaces the default
+                               addresses [default: 127.0.0.1:12321, [::1]:12321]
+  -p, --port PORT              Port for the default addresses; 0 lets the OS
+                               choose [default: 12321]
+      --framing MODE           crlf: lines end at CR LF; lf: at LF;
+                               raw: no lines, every byte echoed [default: crlf]
+      --max-line-bytes SIZE    Longest line, terminator included; a longer line
+                               closes the connection [default: 64KiB]
+      --max-pending-bytes SIZE Echoes owed to one client at which echod stops
+                               reading from it until it catches up [default: 1MiB]
+      --max-connections N      Clients served at once; more are accepted and
+                               closed [default: open-file limit - 32]
+      --idle-timeout SECS      Close connections with no traffic for SECS;
+                               0 disables [default: 0]
+      --shutdown-timeout SECS  After SIGINT/SIGTERM, time allowed to deliver
+                               owed echoes [default: 5]
+      --workers N              Event loops, one thread each, sharing the
+                               listening addresses (SO_REUSEPORT); the kernel
+                               spreads connections among them [default: 1]
+      --stats-interval SECS    Log a one-line summary (connections, rates,
+                               closes by reason) every SECS; 0 disables
+                               [default: 0]
+      --log-level LEVEL        off, error, warn, info, debug or trace
+                               [default: $RUST_LOG, else info]
+  -q, --quiet                  Log warnings and errors only (--log-level warn)
+  -h, --help                   Print this help and exit
+  -V, --version                Print the version and exit
+
+Probe: echod probe checks that an echo daemon answers at ADDR
+[default: 127.0.0.1:12321] and exits 0 if the echo comes back, 1 if not;
+'echod probe --help' tells more.
+
+SIZE is a number of bytes, optionally with K, KiB, M or MiB (powers of 1024).
+SECS may have a fraction (0.5). Logs go to standard output.
+
+systemd: with socket activation (LISTEN_PID and LISTEN_FDS set), echod
+serves the sockets it inherits and binds nothing; --listen and --port are
+then refused. With NOTIFY_SOCKET set, it sends READY=1, STATUS= and
+STOPPING=1 (Type=notify).
+
+Signals: SIGINT or SIGTERM stops accepting, delivers owed echoes and exits;
+a second one exits at once. SIGUSR1 logs a summary.
+
+Exit status: 0 after a shutdown, 64 for a bad command line, 71 if echod
+cannot start (a listening socket, the event loop or logging cannot be set
+up), 70 if the event loop fails while running. echod probe: 0 if the echo
+came back, 1 if not, 64 for a bad command line.
+";
+
+/// Parses the arguments, program name first (as `std::env::args_os` gives
+/// them).
+///
+/// # Errors
+///
+/// A `UsageError` naming the first option or value that is wrong.
+pub fn parse_args<I>(args: I) -> Result<Command, UsageError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+
+    let mut args = args.into_iter().map(Into::into);
+    let _program = args.next();
+    let args: Vec<OsString> = args.collect();
+    if args.first().is_some_and(|first| first == "probe") {
+        return match probe::parse_args(&args[1..])? {
+            ProbeCommand::Run(probe) => Ok(Command::Probe(probe)),
+            ProbeCommand::Help => Ok(Command::Help(probe::USAGE)),
+        };
+    }
+    // The binary is a whole process: it owns the signals and speaks to the
+    // service manager, which a server embedded elsewhere must not.
+    let mut config = Config {
+        handle_signals: true,
+        notify_service_manager: true,
+        ..Config::default()
+    };
+    let mut addresses = Vec::new();
+    let mut port = None;
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('l') | Long("listen") => {
+                let value = string(parser.value()?, "--listen")?;
+                let address = value.parse::<SocketAddr>().map_err(|_| {
+                    UsageError(format!(
+                        "invalid --listen address '{value}': expected IP:PORT such as 127.0.0.1:12321 or [::1]:12321"
+                    ))
+                })?;
+                addresses.push(address);
+            }
+            Short('p') | Long("port") => port = Some(number::<u16>(parser.value()?, "--port")?),
+            Long("framing") => {
+                config.framing = match string(parser.value()?, "--framing")?.as_str() {
+                    "crlf" => Framing::Crlf,
+                    "lf" => Framing::Lf,
+                    "raw" => Framing::Raw,
+                    other => {
+                        return Err(UsageError(format!(
+                            "invalid --framing '{other}': expected crlf, lf or raw"
+                        )));
+                    }
+                }
+            }
+            Long("max-line-bytes") => {
+                config.max_line_bytes =
+                    size(parser.value()?, "--max-line-bytes", 2, MAX_LIMIT_BYTES)?;
+            }
+            Long("max-pending-bytes") => {
+                config.max_pending_bytes =
+                    size(parser.value()?, "--max-pending-bytes", 1, MAX_LIMIT_BYTES)?;
+            }
+            Long("max-connections") => {
+                let n = number::<usize>(parser.value()?, "--max-connections")?;
+                if n == 0 {
+                    return Err(UsageError(
+                        "invalid --max-connections '0': must be at least 1".into(),
+                    ));
+                }
+                config.max_connections = Some(n);
+            }
+            Long("idle-timeout") => {
+                let timeout = seconds(parser.value()?, "--idle-timeout")?;
+                config.idle_timeout = (!timeout.is_zero()).then_some(timeout);
+            }
+            Long("shutdown-timeout") => {
+                config.shutdown_timeout = seconds(parser.value()?, "--shutdown-timeout")?
+            }
+            Long("workers") => {
+                let n = number::<usize>(parser.value()?, "--workers")?;
+                if !(1..=MAX_WORKERS).contains(&n) {
+                    return Err(UsageError(format!(
+                        "invalid --workers '{n}': must be between 1 and {MAX_WORKERS}"
+                    )));
+                }
+                config.workers = n;
+            }
+            Long("stats-interval") => {
+                let interval = seconds(parser.value()?, "--stats-interval")?;
+                if !interval.is_zero() && interval < MIN_STATS_INTERVAL {
+                    return Err(UsageError(format!(
+                        "invalid --stats-interval '{}': must be 0 or at least {}",
+                        interval.as_secs_f64(),
+                        MIN_STATS_INTERVAL.as_secs_f64()
+                    )));
+                }
+                config.stats_interval = (!interval.is_zero()).then_some(interval);
+            }
+            Long("log-level") => {
+                let value = string(parser.value()?, "--log-level")?;
+                let level = value.parse::<LevelFilter>().map_err(|_| {
+                    UsageError(format!(
+                        "invalid --log-level '{value}': expected off, error, warn, info, debug or trace"
+                    ))
+                })?;
+                config.log_level = Some(level);
+            }
+            Short('q') | Long("quiet") => config.log_level = Some(LevelFilter::Warn),
+            Short('h') | Long("help") => return Ok(Command::Help(USAGE)),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let listen_given = !addresses.is_empty() || port.is_some();
+    config.listen = match (addresses.is_empty(), port) {
+        (true, port) => Listen::Default {
+            port: port.unwrap_or(DEFAULT_PORT),
+        },
+        (false, None) if addresses.len() > MAX_LISTENERS => {
+            return Err(UsageError(format!(
+                "too many --listen addresses: at most {MAX_LISTENERS}"
+            )));
+        }
+        (false, None) => Listen::Addresses(addresses),
+        (false, Some(_)) => {
+            return Err(UsageError(
+                "--port sets the port of the default addresses; with --listen, give the port in ADDR".into(),
+            ));
+        }
+    };
+    Ok(Command::Run {
+        config,
+        listen_given,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let args = std::iter::once("echod").chain(args.iter().copied());
+        match parse_args(args) {
+            Ok(Command::Run { config, .. }) => Ok(config),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(err) => Err(err.0),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse(&[]).expect("no arguments is valid");
+        assert_eq!(config.listen, Listen::Default { port: 12321 });
+        assert_eq!(config.framing, Framing::Crlf);
+        assert_eq!(config.max_line_bytes, 65536);
+        assert_eq!(config.max_pending_bytes, 1 << 20);
+        assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(config.stats_interval, None);
+        assert_eq!(config.workers, 1);
+        assert!(config.handle_signals);
+    }
+
+    #[test]
+    fn options() {
+        let config = parse(&[
+            "-l",
+            "127.0.0.1:0",
+            "--listen=[::1]:7",
+            "--framing",
+            "lf",
+            "--max-line-bytes",
+            "4KiB",
+            "--max-pending-bytes=2M",
+            "--max-connections",
+            "10",
+            "--idle-timeout",
+            "1.5",
+            "--shutdown-timeout",
+            "0",
+            "--stats-interval",
+            "2.5",
+            "--workers",
+            "3",
+            "-q",
+        ])
+        .expect("valid options");
+        assert_eq!(
+            config.listen,
+            Listen::Addresses(vec![
+                "127.0.0.1:0".parse().unwrap(),
+                "[::1]:7".parse().unwrap()
+            ])
+        );
+        assert_eq!(config.framing, Framing::Lf);
+        assert_eq!(
+            (config.max_line_bytes, config.max_pending_bytes),
+            (4096, 2 << 20)
+        );
+        assert_eq!(config.max_connections, Some(10));
+        assert_eq!(config.idle_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(config.shutdown_timeout, Duration::ZERO);
+        assert_eq!(config.stats_interval, Some(Duration::from_millis(2500)));
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.log_level, Some(LevelFilter::Warn));
+        assert_eq!(
+            parse(&["-p", "0"]).unwrap().listen,
+            Listen::Default { port: 0 }
+        );
+        assert_eq!(parse(&["--idle-timeout", "0"]).unwrap().idle_timeout, None);
+        assert_eq!(
+            parse(&["--stats-interval", "0"]).unwrap().stats_interval,
+            None
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--bogus"], "invalid option '--bogus'"),
+            (&["--port", "70000"], "invalid --port '70000'"),
+            (
+                &["--listen", "localhost"],
+                "invalid --listen address 'localhost'",
+            ),
+            (&["--framing", "cr"], "invalid --framing 'cr'"),
+            (&["--max-line-bytes", "1"], "must be between 2 and"),
+            (
+                &["--max-line-bytes", "12Q"],
+                "invalid --max-line-bytes '12Q'",
+            ),
+            (&["--max-pending-bytes", "2G"], "must be between 1 and"),
+            (&["--max-connections", "0"], "must be at least 1"),
+            (&["--idle-timeout", "-1"], "invalid --idle-timeout '-1'"),
+            (&["--log-level", "loud"], "invalid --log-level 'loud'"),
+            (&["--stats-interval", "0.01"], "must be 0 or at least 0.1"),
+            (
+                &["--workers", "0"],
+                "invalid --workers '0': must be between 1 and",
+            ),
+            (&["--port"], "missing argument for option '--port'"),
+            (
+                &["-l", "127.0.0.1:1", "-p", "2"],
+                "--port sets the port of the default addresses",
+            ),
+            (&["stray"], "unexpected argument \"stray\""),
+        ];
+        for (args, expected) in cases {
+            let err = parse(args).expect_err(&format!("{args:?} should fail"));
+            assert!(
+                err.contains(expected),
+                "{args:?}: got '{err}', want '{expected}'"
+            );
+        }
+    }
+
+    #[test]
+    fn listen_given_says_whether_listen_or_port_was_given() {
+        let given = |args: &[&str]| {
+            let command_line = std::iter::once("echod").chain(args.iter().copied());
+            match parse_args(command_line) {
+                Ok(Command::Run { listen_given, .. }) => listen_given,
+                other => panic!("{args:?}: {other:?}"),
+            }
+        };
+        assert!(!given(&[]));
+        assert!(!given(&["--workers", "2", "-q"]));
+        assert!(given(&["-p", "0"]));
+        assert!(given(&["--listen", "127.0.0.1:0"]));
+    }
+
+    #[test]
+    fn probe_arguments_go_to_the_probe() {
+        match parse_args(["echod", "probe", "[::1]:9", "--timeout=5"]) {
+            Ok(Command::Probe(probe)) => assert_eq!(
+                (probe.address.as_str(), probe.timeout),
+                ("[::1]:9", Duration::from_millis(5))
+            ),
+            other => panic!("echod probe [::1]:9 --timeout=5: {other:?}"),
+        }
+        let err = parse_args(["echod", "probe", "--port", "1"]).expect_err("not a probe option");
+        assert!(err.0.contains("invalid option '--port'"), "{err}");
+        // Only the first argument names the subcommand.
+        assert!(parse(&["-q", "probe"]).is_err());
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert!(matches!(
+            parse_args(["echod", "--help"]),
+            Ok(Command::Help(USAGE))
+        ));
+        assert!(matches!(parse_args(["echod", "-V"]), Ok(Command::Version)));
+    }
+
+    #[test]
+    fn probe_help_is_the_probes_own() {
+        for flag in ["--help", "-h"] {
+            match parse_args(["echod", "probe", flag]) {
+                Ok(Command::Help(text)) => assert_eq!(text, probe::USAGE, "probe {flag}"),
+                other => panic!("echod probe {flag}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            parse_args(["echod", "probe", "127.0.0.1:7", "--timeout", "5", "-h"]),
+            Ok(Command::Help(probe::USAGE))
+        ));
+    }
+}
