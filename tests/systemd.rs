@@ -30,15 +30,16 @@ const EXIT_USAGE: i32 = 64;
 #[track_caller]
 fn tool(tool: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    let found = std::env::split_paths(&path)
         .map(|dir| dir.join(tool))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{tool}` is not on PATH (Debian package `systemd`; .ci/run installs it); \
-                 if it was installed since the last build, `touch build.rs`"
-            )
-        })
+        .find(|candidate| candidate.is_file());
+    match found {
+        Some(path) => path,
+        None => panic!(
+            "`{tool}` is not on PATH (Debian package `systemd`; .ci/run installs it); \
+             if it was installed since the last build, `touch build.rs`"
+        ),
+    }
 }
 
 /// A loopback address with a port that was free a moment ago. The tools

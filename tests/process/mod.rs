@@ -546,6 +546,9 @@ impl Exhausted {
                 Some(client)
             })
             .collect();
+        // Which clients were accepted is in the debug log only: the counters
+        // say how many, not which, and the client cannot tell (the kernel
+        // completed its handshake either way).
         daemon.wait_for_log("accept failed");
         // Every accept before the failure is logged before it, and none
         // succeeds after it until a client closes: the list is complete.
