@@ -6,6 +6,7 @@
 //! loopback port; `process` has the harness. Every wait is bounded, and a
 //! child left running by a failed test is killed.
 
+mod common;
 mod process;
 
 use std::net::TcpListener;
@@ -17,10 +18,8 @@ use std::time::{Duration, Instant};
 use echod::cli::USAGE;
 use echod::probe;
 
-use process::{
-    DEADLINE, Daemon, Exhausted, StdoutReader, assert_echoes, assert_receives, connect,
-    read_to_eof, send_until_paused,
-};
+use common::{DEADLINE, assert_echoes, assert_receives, connect, read_to_eof};
+use process::{Daemon, Exhausted, StdoutReader, push_until_paused};
 
 /// Exit status for a bad command line (see `--help`).
 const EXIT_USAGE: i32 = 64;
@@ -176,7 +175,7 @@ fn sigterm_delivers_owed_echoes_and_exits_0() {
 
     // Echoes are now owed: at least `max-pending-bytes` (1 MiB) of them,
     // with more input queued in the kernel that echod will never echo.
-    sent.extend(send_until_paused(&mut daemon, &client));
+    sent.extend(push_until_paused(&mut daemon, &mut client, b"owed at the SIGTERM\r\n").sent);
     daemon.signal(libc::SIGTERM);
     daemon.wait_for_log("SIGTERM received");
     received.extend(read_to_eof(&mut client));
@@ -226,8 +225,8 @@ fn sigint_works_like_sigterm() {
 fn second_signal_exits_at_once() {
     let (mut daemon, addr) = Daemon::start(&["--log-level", "trace", "--shutdown-timeout", "30"]);
     // Never reads: its echoes stay owed and would hold echod for 30 s.
-    let client = connect(addr);
-    send_until_paused(&mut daemon, &client);
+    let mut client = connect(addr);
+    push_until_paused(&mut daemon, &mut client, b"never read back\r\n");
 
     let signalled = Instant::now();
     daemon.signal(libc::SIGTERM);
@@ -245,8 +244,8 @@ fn second_signal_exits_at_once() {
 #[test]
 fn shutdown_timeout_bounds_the_wait() {
     let (mut daemon, addr) = Daemon::start(&["--log-level", "trace", "--shutdown-timeout", "0.5"]);
-    let client = connect(addr);
-    send_until_paused(&mut daemon, &client);
+    let mut client = connect(addr);
+    push_until_paused(&mut daemon, &mut client, b"never read back\r\n");
 
     let signalled = Instant::now();
     daemon.signal(libc::SIGTERM);
@@ -257,6 +256,8 @@ fn shutdown_timeout_bounds_the_wait() {
         (Duration::from_millis(500)..Duration::from_secs(5)).contains(&elapsed),
         "took {elapsed:?}"
     );
+    // The `stopped:` summary does not count closes by reason, and no stats
+    // line comes after the cut: the close line is its only record.
     daemon.wait_for_log("closed (shutdown timeout)");
     daemon.wait_for_log("stopped:");
     drop(client);

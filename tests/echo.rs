@@ -7,7 +7,7 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use common::{
-    TestServer, assert_nothing_arrives, numbered_lines, read_n, read_to_eof, round_trip,
+    TestServer, assert_echoes, assert_nothing_arrives, numbered_lines, read_n, read_to_eof_at_most,
     write_in_background,
 };
 use echod::{Config, Framing};
@@ -16,24 +16,24 @@ use echod::{Config, Framing};
 fn echoes_a_line_byte_for_byte() {
     let server = TestServer::start_default();
     let mut client = server.connect();
-    round_trip(&mut client, b"hello, echod\r\n");
+    assert_echoes(&mut client, b"hello, echod\r\n");
     // Any byte is data, UTF-8 or not, including a bare CR, a bare LF and NUL.
-    round_trip(&mut client, b"\x00\xff\xfe bare \n and \r inside\r\n");
+    assert_echoes(&mut client, b"\x00\xff\xfe bare \n and \r inside\r\n");
 }
 
 #[test]
 fn echoes_empty_lines() {
     let server = TestServer::start_default();
     let mut client = server.connect();
-    round_trip(&mut client, b"\r\n");
-    round_trip(&mut client, b"\r\n\r\n\r\n");
+    assert_echoes(&mut client, b"\r\n");
+    assert_echoes(&mut client, b"\r\n\r\n\r\n");
 }
 
 #[test]
 fn echoes_several_lines_in_one_write() {
     let server = TestServer::start_default();
     let mut client = server.connect();
-    round_trip(&mut client, b"one\r\ntwo\r\nthree\r\n");
+    assert_echoes(&mut client, b"one\r\ntwo\r\nthree\r\n");
 }
 
 #[test]
@@ -74,8 +74,8 @@ fn lf_framing_ends_lines_at_lf() {
         ..Config::default()
     });
     let mut client = server.connect();
-    round_trip(&mut client, b"plain nc line\n");
-    round_trip(&mut client, b"crlf still fine\r\n\n");
+    assert_echoes(&mut client, b"plain nc line\n");
+    assert_echoes(&mut client, b"crlf still fine\r\n\n");
     client.write_all(b"half").expect("write");
     assert_nothing_arrives(&mut client, Duration::from_millis(200));
 }
@@ -87,8 +87,8 @@ fn raw_framing_echoes_every_byte_at_once() {
         ..Config::default()
     });
     let mut client = server.connect();
-    round_trip(&mut client, b"no terminator");
-    round_trip(&mut client, b"x");
+    assert_echoes(&mut client, b"no terminator");
+    assert_echoes(&mut client, b"x");
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn client_holding_half_a_line_does_not_stall_others() {
     holder.write_all(b"this line never ends").expect("write");
     for i in 0..20 {
         let mut other = server.connect();
-        round_trip(&mut other, format!("other client {i}\r\n").as_bytes());
+        assert_echoes(&mut other, format!("other client {i}\r\n").as_bytes());
     }
     assert_nothing_arrives(&mut holder, Duration::from_millis(100));
 }
@@ -123,7 +123,7 @@ fn half_close_delivers_every_echo_owed_then_closes() {
     let lines = numbered_lines(60_000, "half-close");
     assert!(lines.len() > 3 << 20);
     let writer = write_in_background(&client, lines.clone(), true);
-    let echoed = read_to_eof(&mut client, lines.len());
+    let echoed = read_to_eof_at_most(&mut client, lines.len());
     writer.join().expect("writer thread");
     assert!(
         echoed == lines,
@@ -137,7 +137,7 @@ fn unfinished_line_at_eof_is_not_echoed() {
     let mut client = server.connect();
     client.write_all(b"whole\r\nunfinished").expect("write");
     client.shutdown(Shutdown::Write).expect("shutdown");
-    assert_eq!(read_to_eof(&mut client, 1024), b"whole\r\n");
+    assert_eq!(read_to_eof_at_most(&mut client, 1024), b"whole\r\n");
 }
 
 #[test]

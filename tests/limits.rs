@@ -8,8 +8,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{
-    CLIENT_TIMEOUT, TestServer, assert_closed_after, numbered_lines, read_n, round_trip,
-    write_in_background,
+    DEADLINE, TestServer, assert_closed_after, assert_echoes, connect_small_buffers,
+    numbered_lines, read_n, write_in_background,
 };
 use echod::Config;
 
@@ -24,7 +24,7 @@ fn with_max_line(max_line_bytes: usize) -> Config {
 fn line_exactly_at_the_limit_is_echoed() {
     let server = TestServer::start(with_max_line(16));
     let mut client = server.connect();
-    round_trip(&mut client, b"fourteen bytes\r\n");
+    assert_echoes(&mut client, b"fourteen bytes\r\n");
 }
 
 #[test]
@@ -65,37 +65,61 @@ fn over_long_line_closes_with_eof_even_with_input_unread() {
 
 #[test]
 fn stalled_reader_is_paused_not_disconnected_and_others_are_unaffected() {
-    let server = TestServer::start(Config {
+    // The server publishes its counters, so the test can see the pause
+    // itself: a client's blocked writes alone would not show it (echod
+    // might just not have read yet), nor would a complete echo.
+    let server = TestServer::start_reporting(Config {
         max_pending_bytes: 64 * 1024,
         ..Config::default()
     });
-    let mut stalled = server.connect();
+    // Small fixed buffers, so that the kernel holds a few hundred kilobytes
+    // of echoes at most and echod must hold the rest: megabytes are sent.
+    let mut stalled = connect_small_buffers(server.addr);
     let lines = numbered_lines(50_000, "stalled");
     let sent = lines.len();
-    // The writer blocks once the kernel buffers on both sides are full:
-    // echod has paused reading from this client.
+    assert!(
+        sent > 2 << 20,
+        "{sent} bytes are too few to fill the buffers"
+    );
     let writer = write_in_background(&stalled, lines.clone(), false);
+    server.wait_for_report("the stalled reader paused", |summary| {
+        summary.paused_connections == 1
+    });
 
+    // Reading stays paused while this client does not read, and meanwhile
+    // another client is served.
     let mut other = server.connect();
     for i in 0..50 {
-        round_trip(&mut other, format!("unaffected {i}\r\n").as_bytes());
+        assert_echoes(&mut other, format!("unaffected {i}\r\n").as_bytes());
     }
+    server.wait_for_report(
+        "the other client counted, the reader still paused",
+        |summary| {
+            summary.accepted == 2
+                && summary.open_connections == 2
+                && summary.paused_connections == 1
+        },
+    );
 
-    // Now the stalled client reads: everything comes back, nothing lost.
+    // Now the stalled client reads: everything comes back, nothing lost,
+    // and the pause ends.
     let echoed = read_n(&mut stalled, sent);
     writer.join().expect("writer thread");
     assert!(
         echoed == lines,
         "echo after the stall differs from what was sent"
     );
-    round_trip(&mut stalled, b"still open\r\n");
+    assert_echoes(&mut stalled, b"still open\r\n");
+    server.wait_for_report("the pause over", |summary| {
+        summary.paused_connections == 0 && summary.open_connections == 2
+    });
 }
 
 #[test]
 fn reset_mid_stream_closes_only_that_client() {
     let server = TestServer::start_default();
     let mut other = server.connect();
-    round_trip(&mut other, b"before\r\n");
+    assert_echoes(&mut other, b"before\r\n");
     for _ in 0..20 {
         let resetter = server.connect();
         let socket = socket2::SockRef::from(&resetter);
@@ -106,7 +130,7 @@ fn reset_mid_stream_closes_only_that_client() {
             .expect("write");
         drop(resetter);
     }
-    round_trip(&mut other, b"after\r\n");
+    assert_echoes(&mut other, b"after\r\n");
     drop(other);
     let summary = server.stop();
     assert_eq!(summary.accepted, 21);
@@ -120,8 +144,8 @@ fn connections_over_max_connections_are_closed_at_once() {
     });
     let mut first = server.connect();
     let mut second = server.connect();
-    round_trip(&mut first, b"one\r\n");
-    round_trip(&mut second, b"two\r\n");
+    assert_echoes(&mut first, b"one\r\n");
+    assert_echoes(&mut second, b"two\r\n");
 
     let mut third = server.connect();
     let _ = third.write_all(b"three\r\n");
@@ -129,14 +153,14 @@ fn connections_over_max_connections_are_closed_at_once() {
 
     // A slot frees up: a new client is served again.
     drop(first);
-    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let deadline = Instant::now() + DEADLINE;
     loop {
         assert!(
             Instant::now() < deadline,
             "no client served after a slot freed up"
         );
         let mut retry = server.connect();
-        if try_round_trip(&mut retry, b"four\r\n").is_ok() {
+        if try_assert_echoes(&mut retry, b"four\r\n").is_ok() {
             break;
         }
     }
@@ -152,7 +176,7 @@ fn idle_timeout_closes_quiet_connections_only() {
         ..Config::default()
     });
     let mut quiet = server.connect();
-    round_trip(&mut quiet, b"then silence\r\n");
+    assert_echoes(&mut quiet, b"then silence\r\n");
     let started = Instant::now();
     assert_closed_after(&mut quiet, b"");
     // Housekeeping runs once a second, so the close comes between the
@@ -165,7 +189,7 @@ fn idle_timeout_closes_quiet_connections_only() {
 }
 
 /// A round trip that reports failure instead of panicking.
-fn try_round_trip(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+fn try_assert_echoes(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
     stream.write_all(bytes)?;
     let mut echoed = vec![0; bytes.len()];
     stream.read_exact(&mut echoed)?;

@@ -1,47 +1,51 @@
 //! Memory stays bounded by configuration, whatever clients do: measured as the
 //! resident set of a real echod process.
 
+mod common;
 mod process;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::thread;
 
-use process::{Daemon, connect_with_receive_buffer, push_until_blocked};
-
-/// Receive buffer of the stalled clients: large enough that a client's
-/// receive buffer never drops what echod sends it.
-const RECEIVE_BUFFER_BYTES: usize = 8 << 20;
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    connect_with_receive_buffer(addr, RECEIVE_BUFFER_BYTES)
-}
+use common::{MAX_BULK_BYTES, connect, connect_small_buffers};
+use process::{Daemon, Pushed, push_until_paused};
 
 /// Pausing keeps a stalled reader's buffer under `max-pending-bytes`; the
 /// buffer's hard cap (`Limits::max_buffer_bytes`) would bound it even if the
-/// pause failed. This test checks the bound, whichever holds it, and that
-/// nothing is lost (the pause itself is shown by `tests/limits.rs` and the
-/// property test).
+/// pause failed. This test measures the resident set once every reader is
+/// paused, that is once each one's buffer holds the most the pause lets it
+/// (echod at trace logs each pause, which is how a client knows), and checks
+/// that nothing is lost. That reading stops at all is shown by the pause
+/// itself; `tests/limits.rs` also shows it by echod's own count.
 #[test]
 fn stalled_readers_cost_at_most_their_configured_bound_and_lose_nothing() {
     // Per connection: 64 KiB owed + 4 KiB line + one 16 KiB read.
     let per_connection_bound = 64 * 1024 + 4 * 1024 + 16 * 1024;
-    let (daemon, addr) = Daemon::start(&["--max-pending-bytes", "64K", "--max-line-bytes", "4K"]);
+    let (mut daemon, addr) = Daemon::start(&[
+        "--max-pending-bytes",
+        "64K",
+        "--max-line-bytes",
+        "4K",
+        "--log-level",
+        "trace",
+    ]);
     let baseline = daemon.rss_bytes();
 
     let line: &'static [u8] = b"a stalled reader's line, echoed only when it reads again\r\n";
-    let cap = 64 << 20;
-    let mut stalled: Vec<(TcpStream, Vec<u8>)> = (0..20)
+    // Small fixed buffers: a reader is paused after a few hundred
+    // kilobytes, and its receive buffer never drops what echod sends it.
+    let mut stalled: Vec<(TcpStream, Pushed)> = (0..20)
         .map(|_| {
-            let mut client = connect(addr);
-            let sent = push_until_blocked(&mut client, line, cap);
-            (client, sent)
+            let mut client = connect_small_buffers(addr);
+            let pushed = push_until_paused(&mut daemon, &mut client, line);
+            (client, pushed)
         })
         .collect();
-    for (_, sent) in &stalled {
+    for (_, pushed) in &stalled {
         assert!(
-            sent.len() < cap,
-            "a client pushed {cap} bytes: echod never stopped reading"
+            pushed.sent.len() < MAX_BULK_BYTES,
+            "a client pushed {MAX_BULK_BYTES} bytes: echod never stopped reading"
         );
     }
 
@@ -63,10 +67,9 @@ fn stalled_readers_cost_at_most_their_configured_bound_and_lose_nothing() {
     );
 
     // The readers wake up: each gets back exactly the complete lines it sent.
-    for (client, sent) in &mut stalled {
-        let rest_of_line = &line[sent.len() % line.len()..];
+    for (client, Pushed { sent, unfinished }) in &mut stalled {
         let mut writer = client.try_clone().expect("clone");
-        let rest = rest_of_line.to_vec();
+        let rest = unfinished.clone();
         let finisher = thread::spawn(move || {
             writer.write_all(&rest).expect("finish the last line");
             writer.shutdown(Shutdown::Write).expect("shutdown");
@@ -76,11 +79,11 @@ fn stalled_readers_cost_at_most_their_configured_bound_and_lose_nothing() {
             panic!(
                 "read echoes to EOF: {err} after {} of {} bytes",
                 echoed.len(),
-                sent.len() + rest_of_line.len()
+                sent.len() + unfinished.len()
             );
         }
         finisher.join().expect("finisher");
-        sent.extend_from_slice(rest_of_line);
+        sent.extend_from_slice(unfinished);
         assert!(
             echoed == *sent,
             "echo of {} bytes differs after the stall",

@@ -17,6 +17,7 @@
 //! meets many times over, so that they catch a defect (a spin, a leak), not
 //! a slow machine.
 
+mod common;
 mod process;
 
 use std::io::{ErrorKind, Read, Write};
@@ -29,10 +30,11 @@ use std::time::{Duration, Instant};
 
 use echod::Config;
 
-use process::{
-    DEADLINE, Daemon, Exhausted, StdoutReader, assert_echoes, connect, connect_small_buffers,
-    connect_with_receive_buffer, push_until_blocked, push_until_paused, read_to_eof,
+use common::{
+    DEADLINE, assert_echoes, connect, connect_small_buffers, connect_with_receive_buffer,
+    push_until_blocked, read_to_eof,
 };
+use process::{Daemon, Exhausted, Pushed, StdoutReader, push_until_paused};
 
 /// Memory echod may use beyond what its connections' buffers account for:
 /// the buffer pool's spare buffers (1 MiB at most), the slab and event list,
@@ -75,11 +77,11 @@ fn a_thousand_stalled_readers_stay_within_the_memory_bound_and_lose_nothing() {
 
     let line: &[u8] = b"a line a stalled reader gets back only once it reads again, padded to about 100 bytes\r\n";
     let started = Instant::now();
-    let mut stalled: Vec<(TcpStream, Vec<u8>)> = (0..STALLED)
+    let mut stalled: Vec<(TcpStream, Pushed)> = (0..STALLED)
         .map(|_| {
             let mut client = connect_small_buffers(addr);
-            let sent = push_until_paused(&mut daemon, &mut client, line);
-            (client, sent)
+            let pushed = push_until_paused(&mut daemon, &mut client, line);
+            (client, pushed)
         })
         .collect();
     let stalling = started.elapsed();
@@ -90,7 +92,7 @@ fn a_thousand_stalled_readers_stay_within_the_memory_bound_and_lose_nothing() {
 
     let grown = daemon.rss_bytes().saturating_sub(baseline);
     let bound = max_connections * per_connection + CONSTANT_OVERHEAD_BYTES;
-    let pushed: usize = stalled.iter().map(|(_, sent)| sent.len()).sum();
+    let pushed: usize = stalled.iter().map(|(_, pushed)| pushed.sent.len()).sum();
     eprintln!(
         "{STALLED} stalled readers ({} MiB pushed in {stalling:.1?}): RSS grew by {:.1} MiB \
          ({} bytes per reader); bound {:.1} MiB ({max_connections} x {per_connection} + {} MiB)",
@@ -106,17 +108,16 @@ fn a_thousand_stalled_readers_stay_within_the_memory_bound_and_lose_nothing() {
     );
 
     // The readers wake up: each gets back exactly the complete lines it sent.
-    for (client, sent) in &mut stalled {
-        let rest_of_line = line[sent.len() % line.len()..].to_vec();
+    for (client, Pushed { sent, unfinished }) in &mut stalled {
         let mut writer = client.try_clone().expect("clone the client socket");
-        let rest = rest_of_line.clone();
+        let rest = unfinished.clone();
         let finisher = thread::spawn(move || {
             writer.write_all(&rest).expect("finish the last line");
             writer.shutdown(Shutdown::Write).expect("half-close");
         });
         let echoed = read_to_eof(client);
         finisher.join().expect("the finisher does not panic");
-        sent.extend_from_slice(&rest_of_line);
+        sent.extend_from_slice(unfinished);
         assert!(
             echoed == *sent,
             "{} bytes came back of {} sent: the echo differs after the stall",
@@ -288,8 +289,8 @@ fn sigterm_under_load_delivers_every_owed_echo_and_exits_0() {
     let stalled: Vec<(TcpStream, Vec<u8>)> = (0..STALLED)
         .map(|_| {
             let mut client = connect_small_buffers(addr);
-            let sent = push_until_paused(&mut daemon, &mut client, line);
-            (client, sent)
+            let pushed = push_until_paused(&mut daemon, &mut client, line);
+            (client, pushed.sent)
         })
         .collect();
 
@@ -342,6 +343,8 @@ fn sigterm_under_load_delivers_every_owed_echo_and_exits_0() {
         )),
         "the clients received {received_lines} lines, {received_bytes} bytes; echod says: {stopped}"
     );
+    // The `stopped:` summary does not count closes by reason, so the
+    // per-connection close lines are the only record of a cut at exit.
     let log = daemon.full_log();
     assert!(
         !log.iter().any(|line| line.contains("shutdown timeout")),

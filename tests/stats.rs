@@ -6,30 +6,14 @@
 //! interval and waits, with a deadline, for a stats line that shows what the
 //! test did.
 
+mod common;
 mod process;
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
-use std::time::Instant;
 
-use process::{DEADLINE, Daemon, assert_echoes, connect, read_to_eof, send_until_paused};
-
-/// Waits for a stats line that contains every one of `needles`, and returns
-/// it. Lines that do not (yet) are skipped.
-#[track_caller]
-fn wait_for_stats(daemon: &mut Daemon, needles: &[&str]) -> String {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let line = daemon.wait_for_log("stats: ");
-        if needles.iter().all(|needle| line.contains(needle)) {
-            return line;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no stats line with {needles:?} within {DEADLINE:?}; last: {line}"
-        );
-    }
-}
+use common::{assert_echoes, connect, read_to_eof};
+use process::{Daemon, push_until_paused};
 
 /// Connects and closes without sending anything, as a TCP health check does.
 fn connect_and_close(addr: std::net::SocketAddr) -> std::net::SocketAddr {
@@ -66,20 +50,17 @@ fn stats_line_counts_connections_closes_and_probes() {
     // One health check.
     let probe = connect_and_close(addr);
     // One that stops reading its echoes, and stays paused.
-    let paused = connect(addr);
-    send_until_paused(&mut daemon, &paused);
+    let mut paused = connect(addr);
+    push_until_paused(&mut daemon, &mut paused, b"never read back\r\n");
 
-    let line = wait_for_stats(
-        &mut daemon,
-        &[
-            "1 open",
-            "4 accepted",
-            "0 rejected",
-            "1 paused",
-            "closed: 1 peer finished, 1 line too long,",
-            "0 error; 1 probes",
-        ],
-    );
+    let line = daemon.wait_for_stats(&[
+        "1 open",
+        "4 accepted",
+        "0 rejected",
+        "1 paused",
+        "closed: 1 peer finished, 1 line too long,",
+        "0 error; 1 probes",
+    ]);
     assert!(line.contains(" INFO "), "stats are logged at info: {line}");
     // Logged before the stats line that counted it.
     let needle = format!("peer {probe}");
@@ -95,7 +76,6 @@ fn stats_line_counts_connections_closes_and_probes() {
     );
 
     daemon.signal(libc::SIGTERM);
-    let mut paused = paused;
     read_to_eof(&mut paused);
     drop(paused);
     assert_eq!(daemon.wait_exit().code(), Some(0));
@@ -116,10 +96,7 @@ fn probes_stay_out_of_the_info_log() {
     daemon.wait_for_log(&format!(
         "closed (peer finished); 1 lines, 15 bytes echoed; peer {client_addr}"
     ));
-    wait_for_stats(
-        &mut daemon,
-        &[&format!("; {PROBES} probes"), "1 peer finished"],
-    );
+    daemon.wait_for_stats(&[&format!("; {PROBES} probes"), "1 peer finished"]);
 
     let log = daemon.log_so_far().to_vec();
     for probe in probes {

@@ -5,9 +5,12 @@
 //! are checked with `systemd-analyze verify`.
 //!
 //! The systemd tools come with Debian's `systemd` package, which `.ci/run`
-//! installs. A test whose tool is missing says so loudly and passes, so that
-//! `cargo test` still runs on a machine without them.
+//! installs. Where a tool is missing, the tests that need it are ignored,
+//! with the reason, as `cargo test` lists them (the root `build.rs` looks
+//! for the tools and sets `no_systemd_socket_activate` or
+//! `no_systemd_analyze`); under `CI=true` they run anyway, and fail.
 
+mod common;
 mod process;
 
 use std::net::{SocketAddr, TcpListener};
@@ -16,24 +19,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use process::{DEADLINE, Daemon, StdoutReader, assert_echoes, connect, read_to_eof};
+use common::{DEADLINE, assert_echoes, connect, read_to_eof};
+use process::{Daemon, StdoutReader};
 
 /// Exit status for a bad command line.
 const EXIT_USAGE: i32 = 64;
 
-/// The path of `tool` on `PATH`, or `None` after a loud notice that the
-/// calling test is skipped.
-fn tool(tool: &str, test: &str) -> Option<PathBuf> {
+/// The path of `tool` on `PATH`. A test calls it only where `build.rs`
+/// found the tool (or under `CI=true`), so its absence fails the test.
+#[track_caller]
+fn tool(tool: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = std::env::split_paths(&path)
         .map(|dir| dir.join(tool))
         .find(|candidate| candidate.is_file());
-    if found.is_none() {
-        eprintln!(
-            "\n*** SKIPPED {test}: `{tool}` is not installed (Debian package `systemd`; .ci/run installs it) ***\n"
-        );
+    match found {
+        Some(path) => path,
+        None => panic!(
+            "`{tool}` is not on PATH (Debian package `systemd`; .ci/run installs it); \
+             if it was installed since the last build, `touch build.rs`"
+        ),
     }
-    found
 }
 
 /// A loopback address with a port that was free a moment ago. The tools
@@ -76,13 +82,12 @@ fn socket_activate(tool: &Path, addresses: &[SocketAddr], args: &[&str]) -> Daem
 }
 
 #[test]
+#[cfg_attr(
+    no_systemd_socket_activate,
+    ignore = "systemd-socket-activate is not on PATH (Debian package systemd)"
+)]
 fn socket_activation_serves_the_inherited_sockets() {
-    let Some(tool) = tool(
-        "systemd-socket-activate",
-        "socket_activation_serves_the_inherited_sockets",
-    ) else {
-        return;
-    };
+    let tool = tool("systemd-socket-activate");
     let addresses = [free_loopback_address(), free_loopback_address()];
     let mut daemon = socket_activate(&tool, &addresses, &["--log-level", "debug"]);
 
@@ -107,13 +112,12 @@ fn socket_activation_serves_the_inherited_sockets() {
 }
 
 #[test]
+#[cfg_attr(
+    no_systemd_socket_activate,
+    ignore = "systemd-socket-activate is not on PATH (Debian package systemd)"
+)]
 fn socket_activation_with_workers_serves_from_every_duplicate() {
-    let Some(tool) = tool(
-        "systemd-socket-activate",
-        "socket_activation_with_workers_serves_from_every_duplicate",
-    ) else {
-        return;
-    };
+    let tool = tool("systemd-socket-activate");
     const CLIENTS: usize = 50;
     let address = free_loopback_address();
     let mut daemon = socket_activate(&tool, &[address], &["--workers", "2"]);
@@ -136,13 +140,12 @@ fn socket_activation_with_workers_serves_from_every_duplicate() {
 }
 
 #[test]
+#[cfg_attr(
+    no_systemd_socket_activate,
+    ignore = "systemd-socket-activate is not on PATH (Debian package systemd)"
+)]
 fn socket_activation_refuses_listen_options() {
-    let Some(tool) = tool(
-        "systemd-socket-activate",
-        "socket_activation_refuses_listen_options",
-    ) else {
-        return;
-    };
+    let tool = tool("systemd-socket-activate");
     let address = free_loopback_address();
     let mut daemon = socket_activate(&tool, &[address], &["--port", "0"]);
     // Only a connection makes the tool exec echod, which then refuses to
@@ -189,13 +192,12 @@ fn notifies_ready_status_and_stopping() {
 }
 
 #[test]
+#[cfg_attr(
+    no_systemd_analyze,
+    ignore = "systemd-analyze is not on PATH (Debian package systemd)"
+)]
 fn shipped_units_pass_systemd_analyze_verify() {
-    let Some(tool) = tool(
-        "systemd-analyze",
-        "shipped_units_pass_systemd_analyze_verify",
-    ) else {
-        return;
-    };
+    let tool = tool("systemd-analyze");
     // `verify` checks that ExecStart= names an executable, so the copies
     // point at the binary under test.
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");

@@ -4,13 +4,14 @@
 //!
 //! The real binary runs on an ephemeral loopback port; every wait is bounded.
 
+mod common;
 mod process;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::time::Instant;
 
-use process::{DEADLINE, Daemon, connect, read_to_eof};
+use common::{connect, read_to_eof};
+use process::Daemon;
 
 /// Connections in the test: enough that the kernel's hash of their source
 /// ports puts some on each of two workers (all on one has probability
@@ -47,18 +48,8 @@ fn two_workers_serve_every_connection_and_stop_on_sigterm() {
     }
     // The coordinator's stats line adds up what the workers publish once a
     // second.
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let stats = daemon.wait_for_log("stats: ");
-        if stats.contains(&format!("{CLIENTS} open")) {
-            assert!(stats.contains(&format!("{CLIENTS} accepted")), "{stats}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no stats line with {CLIENTS} open"
-        );
-    }
+    let stats = daemon.wait_for_stats(&[&format!("{CLIENTS} open")]);
+    assert!(stats.contains(&format!("{CLIENTS} accepted")), "{stats}");
 
     // Half finish on their own; the other half are open at the SIGTERM.
     let (finishing, staying) = clients.split_at_mut(CLIENTS / 2);

@@ -1,7 +1,8 @@
 //! Runs the real `echod` binary as a child process, for the tests in
-//! `daemon.rs`, `memory.rs` and `reliability.rs`: start it on an ephemeral
-//! loopback port, follow its log, signal it, read its resource use from
-//! `/proc`, and wait for it to exit, every wait bounded by `DEADLINE`.
+//! `daemon.rs`, `memory.rs`, `probe.rs`, `reliability.rs`, `stats.rs`,
+//! `systemd.rs` and `workers.rs`: start it on an ephemeral loopback port,
+//! follow its log, signal it, read its resource use from `/proc`, and wait
+//! for it to exit, every wait bounded by `DEADLINE`.
 //!
 //! The child's standard output is read on a helper thread that forwards each
 //! line through a channel, so the test thread waits with `recv_timeout`, never
@@ -11,29 +12,24 @@
 //! still running when its `Daemon` is dropped (a failed test) is killed, and
 //! its log so far is printed to help with the diagnosis.
 //!
-//! Clients are plain blocking `TcpStream`s with read and write timeouts.
+//! The clients are `tests/common`'s: a test binary that uses this module
+//! declares `mod common;` beside it. Only what needs the child lives here.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Longest any single wait in these tests may take before it fails.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+use crate::common::{DEADLINE, MAX_BULK_BYTES, connect};
 
-/// How long a bulk write may make no progress before the writer takes the
-/// socket to be full. Ends a write phase; never used to wait for the daemon.
+/// How long a bulk write may make no progress before the writer looks for
+/// a sign that echod paused the connection. Ends a write phase; never used
+/// to wait for the daemon.
 const WRITE_STALL: Duration = Duration::from_millis(200);
-
-/// Most bytes one bulk writer sends, so the data volume is bounded whatever
-/// the kernel's buffers hold.
-const MAX_BULK_BYTES: usize = 64 << 20;
 
 /// How often `/proc` is read while waiting for a count to come down.
 const PROC_POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -278,6 +274,24 @@ impl Daemon {
         }
     }
 
+    /// Waits for a `--stats-interval` line that contains every one of
+    /// `needles`, and returns it; earlier stats lines are skipped. The
+    /// stats line is echod's counters, as an operator reads them.
+    #[track_caller]
+    pub fn wait_for_stats(&mut self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let line = self.wait_for_log("stats: ");
+            if needles.iter().all(|needle| line.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no stats line with {needles:?} within {DEADLINE:?}; last: {line}"
+            );
+        }
+    }
+
     /// Like `wait_for_log`, but gives up after `timeout` and returns `None`.
     #[track_caller]
     pub fn poll_log(&mut self, needle: &str, timeout: Duration) -> Option<String> {
@@ -390,106 +404,69 @@ impl Drop for Daemon {
     }
 }
 
-/// Connects a client whose reads and writes fail after `DEADLINE` instead of
-/// hanging the test.
-#[track_caller]
-pub fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
-    stream
-        .set_read_timeout(Some(DEADLINE))
-        .expect("set read timeout");
-    stream
-        .set_write_timeout(Some(DEADLINE))
-        .expect("set write timeout");
-    stream.set_nodelay(true).expect("set TCP_NODELAY");
-    stream
+/// What a client sent before echod paused it: whole lines, then perhaps
+/// the start of one more.
+#[derive(Debug)]
+pub struct Pushed {
+    /// Every byte the kernel accepted, in order.
+    pub sent: Vec<u8>,
+    /// The rest of the line `sent` stops inside, to be sent once the client
+    /// reads again; empty if `sent` ends with a whole line.
+    pub unfinished: Vec<u8>,
 }
 
-/// A client with a fixed receive buffer of about `receive_buffer_bytes`
-/// (the kernel doubles the figure it is given), for tests in which a client
-/// stops reading.
-///
-/// A stalled client left with a small *autotuned* receive buffer drops
-/// loopback's 64 KiB segments, and the sender's retransmission timer then
-/// backs off for many seconds: a TCP stall that has nothing to do with echod.
-/// Setting `SO_RCVBUF` before connecting turns autotuning off, and the window
-/// the client advertises then never promises more than it can hold.
-#[track_caller]
-pub fn connect_with_receive_buffer(addr: SocketAddr, receive_buffer_bytes: usize) -> TcpStream {
-    connect_configured(addr, |socket| {
-        socket
-            .set_recv_buffer_size(receive_buffer_bytes)
-            .expect("SO_RCVBUF");
-    })
-}
-
-/// A client with small fixed socket buffers (8 KiB each way, as the kernel
-/// counts them) and an Ethernet-sized MSS, for tests with many stalled
-/// readers. With loopback's 64 KiB MSS, echod's send buffer autotunes to
-/// megabytes for each client; with 1460 bytes it stays near 100 KiB, as it
-/// would on a real network, so that stalling a thousand clients moves
-/// megabytes, not gigabytes.
-#[track_caller]
-pub fn connect_small_buffers(addr: SocketAddr) -> TcpStream {
-    connect_configured(addr, |socket| {
-        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-        socket.set_send_buffer_size(4096).expect("SO_SNDBUF");
-        socket.set_tcp_mss(1460).expect("TCP_MAXSEG");
-    })
-}
-
-/// A blocking client whose socket options are set by `configure` before the
-/// handshake (where the window scale and the MSS are chosen), with the same
-/// timeouts as `connect`.
-#[track_caller]
-fn connect_configured(addr: SocketAddr, configure: impl FnOnce(&socket2::Socket)) -> TcpStream {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )
-    .expect("socket");
-    configure(&socket);
-    socket
-        .connect(&addr.into())
-        .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
-    let stream = TcpStream::from(socket);
-    stream
-        .set_read_timeout(Some(DEADLINE))
-        .expect("set read timeout");
-    stream
-        .set_write_timeout(Some(DEADLINE))
-        .expect("set write timeout");
-    stream
-}
-
-/// Writes copies of `line` on `stream` without reading until echod logs
-/// that it paused the connection (it must run at `--log-level trace`), so
-/// that at least `max-pending-bytes` of echoes are owed. Returns the bytes
-/// the kernel took.
+/// Writes lines on `stream` without reading until echod logs that it paused
+/// the connection (it must run at `--log-level trace`), so that at least
+/// `max-pending-bytes` of echoes are owed. Each line is a number, a space,
+/// then `line` (which ends with CRLF and holds no other LF): distinct, so
+/// that a lost or repeated echo shows.
 ///
 /// A write that would block is not proof of a pause: echod may simply not
 /// have read yet. So after each one the log is checked, briefly, and
 /// writing resumes if the pause has not been logged.
+///
+/// The trace line is the only immediate, per-connection sign of a pause.
+/// The stats line counts paused connections, but at most ten times a
+/// second and without saying which; tests that stall a thousand clients one
+/// after another cannot wait a tenth of a second for each.
 #[track_caller]
-pub fn push_until_paused(daemon: &mut Daemon, stream: &mut TcpStream, line: &[u8]) -> Vec<u8> {
+pub fn push_until_paused(daemon: &mut Daemon, stream: &mut TcpStream, line: &[u8]) -> Pushed {
+    assert!(
+        line.ends_with(b"\r\n") && !line[..line.len() - 1].contains(&b'\n'),
+        "one CRLF line, please"
+    );
+    // Set on the way from open to paused; see `Connection::set_state`.
     let needle = format!(
         "{}: open -> paused",
         stream.local_addr().expect("client address")
     );
     let deadline = Instant::now() + DEADLINE;
     stream.set_nonblocking(true).expect("non-blocking");
-    let block = line.repeat(64);
     let mut sent = Vec::new();
+    let mut number = 0u64;
+    // 64 lines per write call; `block[..offset]` has been sent.
+    let mut block = Vec::new();
+    let mut offset = 0;
     loop {
         assert!(
             sent.len() < MAX_BULK_BYTES && Instant::now() < deadline,
             "{} bytes sent and no pause logged: echod never stopped reading",
             sent.len()
         );
-        let offset = sent.len() % block.len();
+        if offset == block.len() {
+            block.clear();
+            offset = 0;
+            for _ in 0..64 {
+                number += 1;
+                block.extend_from_slice(format!("{number:08} ").as_bytes());
+                block.extend_from_slice(line);
+            }
+        }
         match stream.write(&block[offset..]) {
-            Ok(n) => sent.extend_from_slice(&block[offset..offset + n]),
+            Ok(n) => {
+                sent.extend_from_slice(&block[offset..offset + n]);
+                offset += n;
+            }
             Err(err) if err.kind() == ErrorKind::WouldBlock => {
                 if daemon.poll_log(&needle, WRITE_STALL / 10).is_some() {
                     break;
@@ -500,151 +477,16 @@ pub fn push_until_paused(daemon: &mut Daemon, stream: &mut TcpStream, line: &[u8
         }
     }
     stream.set_nonblocking(false).expect("blocking");
-    sent
-}
-
-/// Writes copies of `line` without reading until the kernel will take no
-/// more for now, up to `cap` bytes, and returns the bytes it took. A write
-/// that would block shows the buffers are full at that instant, not that
-/// echod has paused; `push_until_paused` waits for that.
-#[track_caller]
-pub fn push_until_blocked(stream: &mut TcpStream, line: &[u8], cap: usize) -> Vec<u8> {
-    stream.set_nonblocking(true).expect("non-blocking");
-    let block = line.repeat(1024);
-    let mut sent = Vec::new();
-    while sent.len() < cap {
-        let offset = sent.len() % block.len();
-        match stream.write(&block[offset..]) {
-            Ok(n) => sent.extend_from_slice(&block[offset..offset + n]),
-            Err(err) if err.kind() == ErrorKind::WouldBlock => break,
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) => panic!("write failed after {} bytes: {err}", sent.len()),
-        }
-    }
-    stream.set_nonblocking(false).expect("blocking");
-    sent
-}
-
-/// Sends `line` and checks that exactly it comes back.
-#[track_caller]
-pub fn assert_echoes(stream: &mut TcpStream, line: &[u8]) {
-    stream.write_all(line).expect("send a line");
-    let mut echo = vec![0; line.len()];
-    stream
-        .read_exact(&mut echo)
-        .unwrap_or_else(|err| panic!("no echo of {:?}: {err}", String::from_utf8_lossy(line)));
-    assert_eq!(
-        String::from_utf8_lossy(&echo),
-        String::from_utf8_lossy(line),
-        "the echo differs from the line sent"
-    );
-}
-
-/// Reads exactly `expected.len()` bytes, by `deadline`, and checks that
-/// they are `expected`.
-#[track_caller]
-pub fn assert_receives(stream: &mut TcpStream, expected: &[u8], deadline: Instant) {
-    let left = deadline.saturating_duration_since(Instant::now());
-    stream
-        .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-        .expect("set read timeout");
-    let mut received = vec![0; expected.len()];
-    let outcome = stream.read_exact(&mut received);
-    stream
-        .set_read_timeout(Some(DEADLINE))
-        .expect("restore the read timeout");
-    if let Err(err) = outcome {
-        panic!(
-            "{:?} did not arrive by the deadline: {err}",
-            String::from_utf8_lossy(expected)
-        );
-    }
-    assert_eq!(
-        String::from_utf8_lossy(&received),
-        String::from_utf8_lossy(expected)
-    );
-}
-
-/// Reads until end of stream, and returns everything read. Fails on a reset,
-/// on a read that times out, or if the stream stays open past `DEADLINE`.
-#[track_caller]
-pub fn read_to_eof(stream: &mut TcpStream) -> Vec<u8> {
-    let deadline = Instant::now() + DEADLINE;
-    let mut received = Vec::new();
-    let mut chunk = vec![0; 64 * 1024];
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "no end of stream within {DEADLINE:?} ({} bytes read)",
-            received.len()
-        );
-        match stream.read(&mut chunk) {
-            Ok(0) => return received,
-            Ok(n) => received.extend_from_slice(&chunk[..n]),
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) => panic!(
-                "reading to end of stream failed after {} bytes: {err}",
-                received.len()
-            ),
-        }
-    }
-}
-
-/// Sends lines on `stream` (without reading any echo) until echod logs that
-/// it paused the connection, so that echoes are owed to it; needs echod at
-/// `--log-level trace`. Returns every byte the kernel accepted.
-#[track_caller]
-pub fn send_until_paused(daemon: &mut Daemon, stream: &TcpStream) -> Vec<u8> {
-    let peer = stream.local_addr().expect("client address");
-    let mut writer = stream.try_clone().expect("clone the client socket");
-    writer
-        .set_write_timeout(Some(WRITE_STALL))
-        .expect("set write timeout");
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_writing = Arc::clone(&stop);
-    let bulk = thread::spawn(move || -> io::Result<Vec<u8>> {
-        let mut sent = Vec::new();
-        let mut line = 0u64;
-        let mut chunk = Vec::new();
-        while !stop_writing.load(Ordering::Relaxed) && sent.len() < MAX_BULK_BYTES {
-            chunk.clear();
-            for _ in 0..256 {
-                line += 1;
-                // Distinct lines, so that a lost or repeated one shows.
-                writeln!(
-                    chunk,
-                    "bulk line {line:08} {}\r",
-                    "x".repeat(line as usize % 50)
-                )?;
-            }
-            let mut written = 0;
-            while written < chunk.len() && !stop_writing.load(Ordering::Relaxed) {
-                match writer.write(&chunk[written..]) {
-                    Ok(n) => {
-                        sent.extend_from_slice(&chunk[written..written + n]);
-                        written += n;
-                    }
-                    // Full for `WRITE_STALL`: echod has stopped reading.
-                    Err(err)
-                        if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                    Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                    Err(err) => return Err(err),
-                }
-            }
-        }
-        Ok(sent)
-    });
-    // Set on the way from open to paused; see `Connection::set_state`.
-    daemon.wait_for_log(&format!("{peer}: open -> paused"));
-    stop.store(true, Ordering::Relaxed);
-    let sent = bulk
-        .join()
-        .expect("the bulk writer does not panic")
-        .expect("bulk writes succeed");
-    stream
-        .set_write_timeout(Some(DEADLINE))
-        .expect("restore the write timeout");
-    sent
+    let unfinished = if offset == 0 || block[offset - 1] == b'\n' {
+        Vec::new()
+    } else {
+        let end = block[offset..]
+            .iter()
+            .position(|&byte| byte == b'\n')
+            .expect("every line in the block ends with LF");
+        block[offset..=offset + end].to_vec()
+    };
+    Pushed { sent, unfinished }
 }
 
 /// Blocks until process `pid` has exited, leaving it unreaped.
@@ -704,6 +546,9 @@ impl Exhausted {
                 Some(client)
             })
             .collect();
+        // Which clients were accepted is in the debug log only: the counters
+        // say how many, not which, and the client cannot tell (the kernel
+        // completed its handshake either way).
         daemon.wait_for_log("accept failed");
         // Every accept before the failure is logged before it, and none
         // succeeds after it until a client closes: the list is complete.
