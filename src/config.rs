@@ -106,12 +106,6 @@ pub struct Config {
     pub workers: usize,
     /// Log level; `None` defers to `RUST_LOG`, then to `info`.
     pub log_level: Option<LevelFilter>,
-    /// Whether `Server::run` handles SIGINT, SIGTERM and SIGUSR1. The binary
-    /// sets it; a server embedded in another program (or a test) does not.
-    pub handle_signals: bool,
-    /// Whether the server sends `sd_notify` messages (READY, STATUS,
-    /// STOPPING) when `NOTIFY_SOCKET` is set. The binary sets it.
-    pub notify_service_manager: bool,
     /// Whether `--listen` or `--port` was given, which socket activation
     /// forbids (the inherited sockets decide where echod listens).
     pub listen_given: bool,
@@ -130,8 +124,6 @@ impl Default for Config {
             stats_interval: None,
             workers: 1,
             log_level: None,
-            handle_signals: false,
-            notify_service_manager: false,
             listen_given: false,
         }
     }
@@ -272,11 +264,7 @@ where
     if args.first().is_some_and(|first| first == "probe") {
         return parse_probe_args(&args[1..]);
     }
-    let mut config = Config {
-        handle_signals: true,
-        notify_service_manager: true,
-        ..Config::default()
-    };
+    let mut config = Config::default();
     let mut addresses = Vec::new();
     let mut port = None;
     let mut parser = lexopt::Parser::from_args(args);
@@ -538,7 +526,6 @@ mod tests {
         assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(config.stats_interval, None);
         assert_eq!(config.workers, 1);
-        assert!(config.handle_signals);
     }
 
     #[test]

@@ -3,8 +3,14 @@
 //!
 //! Read first: `run`, top to bottom; it is one turn of the loop. Then
 //! `accept_pending`, `drive` and `close`. The per-connection logic is in
-//! `connection.rs`; this file owns everything that touches the `Poll` or its
-//! `Registry`, and nothing else does.
+//! `connection.rs`; this file owns the `Poll` and makes every call on its
+//! `Registry` but one: `Control::attach` registers the signal pipe at the
+//! token this file gives it.
+//!
+//! What the loop hears from outside its sockets (signals, shutdown handles)
+//! and says besides echoes (the stats line, systemd, a worker's totals,
+//! rate-limited warnings) is `control.rs`'s; this file decides only what a
+//! `Request` means for the connections.
 //!
 //! A connection's token is its slab key, so dispatch is a lookup with no map
 //! and no offset. The few reserved tokens sit at the top of the range, which
@@ -13,24 +19,21 @@
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::buffer::Pool;
 use crate::config::{Config, RESERVED_DESCRIPTORS};
 use crate::connection::{CloseReason, Connection, Finish, Limits, Readiness, State, Step};
+use crate::control::{Control, Flow, Request, ShutdownHandle, ShutdownRequests, Wiring};
 use crate::listener::{self, BindError};
 use crate::socket::Socket;
-use crate::summary::{Closes, Interval, Summary, Throttled};
-use crate::systemd::Notifier;
+use crate::summary::{Closes, Summary};
 
 /// Fired by `ShutdownHandle::trigger`, from any thread.
 const WAKER: Token = Token(usize::MAX);
@@ -72,46 +75,39 @@ pub enum StartError {
     Setup(io::Error),
 }
 
-/// What makes a server one of several `--workers`: its number, for the log,
-/// and where it publishes its totals for the thread that adds them up.
-#[derive(Debug, Clone)]
-pub struct Worker {
-    /// 1 to N, as the log shows it.
-    pub number: usize,
-    /// Overwritten with this worker's `Summary` from every housekeeping run
-    /// (once a second) and at exit.
-    pub report: Arc<Mutex<Summary>>,
-}
-
-/// Stops a running server from another thread, as SIGTERM would.
-#[derive(Debug, Clone)]
-pub struct ShutdownHandle(Arc<Waker>);
-
-impl ShutdownHandle {
-    /// Asks the server to stop: the first call is a graceful shutdown, a
-    /// second one stops it at once.
-    pub fn trigger(&self) {
-        // The waker is an eventfd owned by the server; writing to it fails
-        // only if the server's poll instance is already gone, which is the
-        // outcome the caller wanted.
-        let _ = self.0.wake();
-    }
-}
-
 /// The echo server. `bind` it, then `run` it.
 pub struct Server {
+    /// The one poll instance: every socket below is registered with it.
     poll: Poll,
+    /// Listener `i` is registered at token `LISTENERS.start + i`. Emptied,
+    /// which closes every listening socket, when a shutdown begins; never
+    /// refilled.
     listeners: Vec<TcpListener>,
+    /// The address listener `i` was bound to; kept after a shutdown.
     local_addrs: Vec<SocketAddr>,
+    /// Every open connection, at the key its token names. A connection is
+    /// here exactly while its socket is open and registered.
     connections: Slab<Connection<Socket>>,
+    /// Per-connection limits from the configuration; fixed for the run.
     limits: Limits,
+    /// `connections.len()` never exceeds it: a connection beyond it is
+    /// accepted and closed at once.
     max_connections: usize,
+    /// A connection with no bytes moving for this long is closed; `None`:
+    /// never.
     idle_timeout: Option<Duration>,
+    /// How long a graceful shutdown may take before the connections left
+    /// are cut off.
     shutdown_timeout: Duration,
     /// Spare buffers lent to connections while they have data in flight.
     pool: Pool,
-    waker: Arc<Waker>,
-    signals: Option<Signals>,
+    /// The loop's end of its `ShutdownHandle`s; the waker is registered at
+    /// `WAKER`.
+    shutdowns: ShutdownRequests,
+    /// Signals, systemd, the stats line, a worker's published totals and
+    /// rate-limited warnings; its signal pipe, if any, is registered at
+    /// `SIGNALS`.
+    control: Control,
     /// Origin of the millisecond clock connections use.
     started: Instant,
     /// The time at the start of this turn; one clock read per turn.
@@ -119,33 +115,29 @@ pub struct Server {
     /// `now` as milliseconds since `started`: the clock connections use,
     /// converted once per turn rather than once per event.
     now_ms: u64,
-    /// Connections that spent their read budget: served next turn without an
-    /// event, because the kernel reports no edge for input already there.
+    /// Keys of connections that spent their read budget this turn: served
+    /// next turn without an event, because the kernel reports no edge for
+    /// input already there. A key whose connection has closed since is
+    /// skipped; one reused since costs the new connection a read that finds
+    /// `WouldBlock`.
     again: Vec<usize>,
-    /// Likewise for a listener that spent its accept budget.
+    /// Set when a listener spent its accept budget this turn: every
+    /// listener is served next turn, and `poll` does not wait. Never set
+    /// once a shutdown has begun.
     accept_again: bool,
-    /// Set while `accept` is failing for want of descriptors.
+    /// Set while `accept` is failing for want of descriptors: no listener
+    /// is served until then, or until a close frees a descriptor (which
+    /// clears it).
     accept_paused_until: Option<Instant>,
+    /// When housekeeping runs next: `HOUSEKEEPING_INTERVAL` after it last
+    /// ran.
     next_housekeeping: Instant,
-    /// Set once a shutdown has been requested.
+    /// Set once a shutdown has been requested, and never unset: the run
+    /// ends when the last connection closes, or at this instant.
     shutdown_deadline: Option<Instant>,
-    /// `--stats-interval`, and when the next line is due.
-    stats_interval: Option<Duration>,
-    next_stats: Option<Instant>,
-    /// The summary the previous stats line reported, and when it was taken:
-    /// rates are measured from there.
-    stats_before: (Summary, Instant),
-    /// Totals; lines and bytes of connections still open are added on demand.
+    /// Accepts and rejections, and the lines, bytes and close reasons of
+    /// the connections closed so far; `summary` adds the open connections.
     totals: Summary,
-    rejections: Throttled,
-    accept_failures: Throttled,
-    /// Tells systemd (`Type=notify`) when echod is ready, how many
-    /// connections it has, and when it stops; `None` unless configured.
-    notifier: Option<Notifier>,
-    /// Set when this server is one of several workers.
-    worker: Option<Worker>,
-    /// Prefix of the lifecycle log lines: empty, or "worker N: ".
-    label: String,
 }
 
 impl Server {
@@ -162,46 +154,33 @@ impl Server {
     }
 
     /// Sets up the poll instance around listening sockets made elsewhere
-    /// (inherited through socket activation, or bound for a worker);
-    /// `config.listen` is not used.
+    /// (inherited through socket activation, say); `config.listen` is not
+    /// used. Like `bind`, the server takes no signal and notifies nobody.
     ///
     /// # Errors
     ///
-    /// `StartError::Setup` if the system refuses a poll instance, waker or
-    /// signal handler, or a listener cannot be registered.
+    /// `StartError::Setup` if the system refuses a poll instance or waker,
+    /// or a listener cannot be registered.
     pub fn with_listeners(
         config: Config,
         listeners: Vec<TcpListener>,
     ) -> Result<Server, StartError> {
-        Server::new(config, listeners, None)
+        let control =
+            Control::new(Wiring::EMBEDDED, config.stats_interval).map_err(StartError::Setup)?;
+        Server::with_control(config, listeners, control)
     }
 
-    /// Like `with_listeners`, for one of several workers: the lifecycle log
-    /// lines name the worker, and the totals are published to
-    /// `worker.report`. Signals, stats and systemd notification are the
-    /// coordinating thread's business, whatever `config` says.
+    /// Like `with_listeners`, with the control plane made by the caller:
+    /// the daemon's, with signals and systemd, or a worker's. The control
+    /// plane, not `config`, decides whether a stats line is logged.
     ///
     /// # Errors
     ///
-    /// As `with_listeners`.
-    pub fn for_worker(
-        config: Config,
-        listeners: Vec<TcpListener>,
-        worker: Worker,
-    ) -> Result<Server, StartError> {
-        let config = Config {
-            handle_signals: false,
-            notify_service_manager: false,
-            stats_interval: None,
-            ..config
-        };
-        Server::new(config, listeners, Some(worker))
-    }
-
-    fn new(
+    /// As `with_listeners`, and if the signal pipe cannot be registered.
+    pub fn with_control(
         config: Config,
         mut listeners: Vec<TcpListener>,
-        worker: Option<Worker>,
+        mut control: Control,
     ) -> Result<Server, StartError> {
         if listeners.len() > MAX_LISTENERS {
             return Err(StartError::Setup(io::Error::other(format!(
@@ -209,11 +188,9 @@ impl Server {
                 listeners.len()
             ))));
         }
-        let label = worker
-            .as_ref()
-            .map_or_else(String::new, |worker| format!("worker {}: ", worker.number));
+        let label = control.label();
         let poll = Poll::new().map_err(StartError::Setup)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Setup)?);
+        let waker = Waker::new(poll.registry(), WAKER).map_err(StartError::Setup)?;
         let mut local_addrs = Vec::new();
         for (i, listener) in listeners.iter_mut().take(MAX_LISTENERS).enumerate() {
             poll.registry()
@@ -223,16 +200,6 @@ impl Server {
             info!("{label}listening on {address}");
             local_addrs.push(address);
         }
-        let signals = if config.handle_signals {
-            let mut signals =
-                Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(StartError::Setup)?;
-            poll.registry()
-                .register(&mut signals, SIGNALS, Interest::READABLE)
-                .map_err(StartError::Setup)?;
-            Some(signals)
-        } else {
-            None
-        };
         let max_connections = config
             .max_connections
             .unwrap_or_else(|| derived_max_connections(listeners.len()));
@@ -244,6 +211,9 @@ impl Server {
             config.max_pending_bytes,
             max_connections
         );
+        control
+            .attach(poll.registry(), SIGNALS, module_path!())
+            .map_err(StartError::Setup)?;
         let now = Instant::now();
         Ok(Server {
             poll,
@@ -255,8 +225,8 @@ impl Server {
             idle_timeout: config.idle_timeout,
             shutdown_timeout: config.shutdown_timeout,
             pool: Pool::default(),
-            waker,
-            signals,
+            shutdowns: ShutdownRequests::new(waker),
+            control,
             started: now,
             now,
             now_ms: 0,
@@ -265,15 +235,7 @@ impl Server {
             accept_paused_until: None,
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
             shutdown_deadline: None,
-            stats_interval: config.stats_interval,
-            next_stats: config.stats_interval.map(|interval| now + interval),
-            stats_before: (Summary::default(), now),
             totals: Summary::default(),
-            rejections: Throttled::default(),
-            accept_failures: Throttled::default(),
-            notifier: config.notify_service_manager.then(Notifier::default),
-            worker,
-            label,
         })
     }
 
@@ -284,7 +246,7 @@ impl Server {
 
     /// A handle that stops `run` from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(Arc::clone(&self.waker))
+        self.shutdowns.handle()
     }
 
     /// Runs the event loop until a shutdown completes, and returns the totals.
@@ -303,9 +265,7 @@ impl Server {
         let mut serve_again = Vec::new();
         // The listeners were listening since `bind`: connections made since
         // then wait in their backlogs for the first turn.
-        if let Some(notifier) = self.notifier.as_mut() {
-            notifier.ready(&status(&self.totals, self.connections.len()));
-        }
+        self.control.ready(&self.summary());
         loop {
             if let Err(err) = self.poll.poll(&mut events, self.poll_timeout()) {
                 // A signal interrupted the wait; no socket changed state.
@@ -322,19 +282,25 @@ impl Server {
             let accept_again = std::mem::take(&mut self.accept_again);
 
             for event in events.iter() {
-                let stop_now = match event.token() {
-                    WAKER => self.begin_shutdown("shutdown requested"),
-                    SIGNALS => self.handle_signals(),
+                let flow = match event.token() {
+                    WAKER => {
+                        let requests = self.shutdowns.take();
+                        self.handle_requests(requests)
+                    }
+                    SIGNALS => {
+                        let requests = self.control.signals();
+                        self.handle_requests(requests)
+                    }
                     Token(t) if LISTENERS.contains(&t) => {
                         self.accept_pending(t - LISTENERS.start);
-                        false
+                        Flow::Continue
                     }
                     Token(key) => {
                         self.drive(key, readiness(event));
-                        false
+                        Flow::Continue
                     }
                 };
-                if stop_now {
+                if flow == Flow::Stop {
                     return Ok(self.finish_run());
                 }
             }
@@ -360,8 +326,9 @@ impl Server {
             if self.now >= self.next_housekeeping {
                 self.housekeeping();
             }
-            if self.next_stats.is_some_and(|due| self.now >= due) {
-                self.log_stats();
+            if self.control.stats_due(self.now) {
+                let summary = self.summary();
+                self.control.log_stats(self.now, summary);
             }
             if let Some(deadline) = self.shutdown_deadline {
                 if self.connections.is_empty() {
@@ -384,7 +351,7 @@ impl Server {
         let deadline = [
             self.accept_paused_until,
             self.shutdown_deadline,
-            self.next_stats,
+            self.control.next_stats(),
         ]
         .into_iter()
         .flatten()
@@ -412,12 +379,7 @@ impl Server {
                     // The connection stays queued in the kernel. Retrying at
                     // once would fail the same way and spin, so pause.
                     self.accept_paused_until = Some(self.now + ACCEPT_RETRY_DELAY);
-                    if let Some(suppressed) = self.accept_failures.hit(self.now) {
-                        warn!(
-                            "accept failed: {err}; pausing new connections until descriptors free up \
-                             ({suppressed} more failures since the last warning)"
-                        );
-                    }
+                    self.control.accept_failed(self.now, &err);
                     return;
                 }
                 Err(err) => {
@@ -431,13 +393,7 @@ impl Server {
                 // Accepting and closing at once tells the client plainly; a
                 // connection left in the backlog would just hang.
                 self.totals.rejected += 1;
-                if let Some(suppressed) = self.rejections.hit(self.now) {
-                    warn!(
-                        "max-connections ({}) reached: closed a new connection from {peer} \
-                         ({suppressed} more rejected since the last warning)",
-                        self.max_connections
-                    );
-                }
+                self.control.rejected(self.now, peer, self.max_connections);
                 continue;
             }
             let entry = self.connections.vacant_entry();
@@ -577,19 +533,13 @@ impl Server {
     /// too long, and report warnings that rate limiting held back.
     fn housekeeping(&mut self) {
         self.next_housekeeping = self.now + HOUSEKEEPING_INTERVAL;
-        if let Some(suppressed) = self.rejections.overdue(self.now) {
-            warn!(
-                "max-connections ({}): {suppressed} more connections rejected",
-                self.max_connections
-            );
-        }
-        if let Some(suppressed) = self.accept_failures.overdue(self.now) {
-            warn!("accept: {suppressed} more failures for want of descriptors");
-        }
-        if let Some(notifier) = self.notifier.as_mut() {
-            notifier.status(&status(&self.totals, self.connections.len()));
-        }
-        self.report();
+        self.control
+            .overdue_warnings(self.now, self.max_connections);
+        self.control.status(&Summary {
+            open_connections: self.connections.len(),
+            ..self.totals
+        });
+        self.control.publish(|| self.summary());
         let now_ms = self.now_ms;
         let idle_ms = self
             .idle_timeout
@@ -608,55 +558,44 @@ impl Server {
         }
     }
 
-    /// Reads the signals that arrived. Returns true if the server must stop
-    /// at once.
-    fn handle_signals(&mut self) -> bool {
-        let Some(signals) = self.signals.as_mut() else {
-            return false;
-        };
-        let arrived: Vec<i32> = signals.pending().collect();
-        for signal in arrived {
-            let stop_now = match signal {
-                SIGINT => self.begin_shutdown("SIGINT received"),
-                SIGTERM => self.begin_shutdown("SIGTERM received"),
-                SIGUSR1 => {
+    /// Acts on requests from outside the loop, in order, and stops at the
+    /// first that means "stop now".
+    fn handle_requests(&mut self, requests: impl IntoIterator<Item = Request>) -> Flow {
+        for request in requests {
+            let flow = match request {
+                Request::Shutdown { why } => self.begin_shutdown(why),
+                Request::Summary => {
                     info!("summary: {}", self.summary());
-                    false
+                    Flow::Continue
                 }
-                _ => false,
             };
-            if stop_now {
-                return true;
+            if flow == Flow::Stop {
+                return Flow::Stop;
             }
         }
-        false
+        Flow::Continue
     }
 
     /// Starts a graceful shutdown: listeners close, every connection stops
-    /// reading and delivers what it owes. Returns true if a shutdown was
-    /// already under way, in which case the server stops at once.
-    fn begin_shutdown(&mut self, why: &str) -> bool {
+    /// reading and delivers what it owes. If a shutdown was already under
+    /// way, the server stops at once instead.
+    fn begin_shutdown(&mut self, why: &str) -> Flow {
         if self.shutdown_deadline.is_some() {
             warn!(
                 "{}{why} again: exiting now, {} connections still open",
-                self.label,
+                self.control.label(),
                 self.connections.len()
             );
-            return true;
+            return Flow::Stop;
         }
         info!(
             "{}{why}: no longer accepting; delivering owed echoes to {} connections (up to {:?})",
-            self.label,
+            self.control.label(),
             self.connections.len(),
             self.shutdown_timeout
         );
         self.shutdown_deadline = Some(self.now + self.shutdown_timeout);
-        if let Some(notifier) = self.notifier.as_mut() {
-            notifier.stopping(&format!(
-                "stopping: delivering owed echoes to {} connections",
-                self.connections.len()
-            ));
-        }
+        self.control.stopping(self.connections.len());
         self.listeners.clear();
         self.accept_again = false;
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
@@ -667,32 +606,7 @@ impl Server {
             let step = connection.begin_shutdown(&self.limits, &mut self.pool, now_ms);
             self.apply(key, before, step);
         }
-        false
-    }
-
-    /// Logs the `--stats-interval` line: the counters now, and the rates
-    /// since the previous line.
-    fn log_stats(&mut self) {
-        let Some(interval) = self.stats_interval else {
-            return;
-        };
-        // From the time due, not from now, so that a late turn does not make
-        // the lines drift; after a stall longer than the interval, from now.
-        let due = self.next_stats.unwrap_or(self.now) + interval;
-        self.next_stats = Some(if due > self.now {
-            due
-        } else {
-            self.now + interval
-        });
-        let now = self.summary();
-        let (before, taken) = &self.stats_before;
-        let line = Interval {
-            before,
-            now: &now,
-            elapsed: self.now.saturating_duration_since(*taken),
-        };
-        info!("stats: {line}");
-        self.stats_before = (now, self.now);
+        Flow::Continue
     }
 
     /// Totals so far, open connections included.
@@ -709,23 +623,11 @@ impl Server {
         summary
     }
 
-    /// Publishes the totals for the coordinating thread, if this server is
-    /// a worker. Once a second, so the lock is never contended for long.
-    fn report(&self) {
-        if let Some(worker) = &self.worker {
-            let summary = self.summary();
-            // A poisoned lock means the coordinating thread panicked; the
-            // totals then have no reader, and serving goes on.
-            if let Ok(mut report) = worker.report.lock() {
-                *report = summary;
-            }
-        }
-    }
-
+    /// The run is over: publishes and logs the totals, and returns them.
     fn finish_run(self) -> Summary {
-        self.report();
         let summary = self.summary();
-        info!("{}stopped: {summary}", self.label);
+        self.control.publish(|| summary);
+        info!("{}stopped: {summary}", self.control.label());
         summary
     }
 }
@@ -740,14 +642,6 @@ impl std::fmt::Debug for Server {
             .field("shutting_down", &self.shutdown_deadline.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// The STATUS line systemd shows for the service (`systemctl status`).
-fn status(totals: &Summary, open_connections: usize) -> String {
-    format!(
-        "{open_connections} connections open, {} served, {} rejected",
-        totals.accepted, totals.rejected
-    )
 }
 
 /// What one poll event tells a connection. An error or hang-up is reported
