@@ -24,16 +24,24 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::buffer::Pool;
-use crate::config::{Config, RESERVED_DESCRIPTORS};
 use crate::connection::{CloseReason, Connection, Finish, Limits, Readiness, State, Step};
-use crate::control::{Control, Flow, Request, ShutdownHandle, ShutdownRequests, Wiring};
-use crate::listener::{self, BindError};
+use crate::control::{Control, Flow, Request, ShutdownHandle, ShutdownRequests};
 use crate::socket::Socket;
 use crate::summary::{Closes, Summary};
+
+mod setup;
+
+pub use setup::StartError;
+pub(crate) use setup::derived_max_connections;
+
+/// The log target of every line the loop writes, `echod::server`, also
+/// for the lines written in `setup` or by its `Control`: operators filter on
+/// it.
+const LOG_TARGET: &str = module_path!();
 
 /// Fired by `ShutdownHandle::trigger`, from any thread.
 const WAKER: Token = Token(usize::MAX);
@@ -65,15 +73,6 @@ const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// How long a connection that we closed on our side (its line was too long,
 /// or the server is stopping) waits for the peer to close in turn.
 const LINGER: Duration = Duration::from_secs(2);
-
-/// A server that could not start.
-#[derive(Debug)]
-pub enum StartError {
-    /// A listening socket could not be set up.
-    Listen(BindError),
-    /// The poll instance, its waker or the signal handlers could not be set up.
-    Setup(io::Error),
-}
 
 /// The echo server. `bind` it, then `run` it.
 pub struct Server {
@@ -141,104 +140,6 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listeners and sets up the poll instance.
-    ///
-    /// # Errors
-    ///
-    /// `StartError::Listen` if an address cannot be bound (in use, not
-    /// permitted); `StartError::Setup` if the system refuses a poll instance,
-    /// waker or signal handler.
-    pub fn bind(config: Config) -> Result<Server, StartError> {
-        let listeners = listener::bind_all(&config.listen, false).map_err(StartError::Listen)?;
-        Server::with_listeners(config, listeners)
-    }
-
-    /// Sets up the poll instance around listening sockets made elsewhere
-    /// (inherited through socket activation, say); `config.listen` is not
-    /// used. Like `bind`, the server takes no signal and notifies nobody.
-    ///
-    /// # Errors
-    ///
-    /// `StartError::Setup` if the system refuses a poll instance or waker,
-    /// or a listener cannot be registered.
-    pub fn with_listeners(
-        config: Config,
-        listeners: Vec<TcpListener>,
-    ) -> Result<Server, StartError> {
-        let control =
-            Control::new(Wiring::EMBEDDED, config.stats_interval).map_err(StartError::Setup)?;
-        Server::with_control(config, listeners, control)
-    }
-
-    /// Like `with_listeners`, with the control plane made by the caller:
-    /// the daemon's, with signals and systemd, or a worker's. The control
-    /// plane, not `config`, decides whether a stats line is logged.
-    ///
-    /// # Errors
-    ///
-    /// As `with_listeners`, and if the signal pipe cannot be registered.
-    pub fn with_control(
-        config: Config,
-        mut listeners: Vec<TcpListener>,
-        mut control: Control,
-    ) -> Result<Server, StartError> {
-        if listeners.len() > MAX_LISTENERS {
-            return Err(StartError::Setup(io::Error::other(format!(
-                "{} listening sockets: at most {MAX_LISTENERS} are served",
-                listeners.len()
-            ))));
-        }
-        let label = control.label();
-        let poll = Poll::new().map_err(StartError::Setup)?;
-        let waker = Waker::new(poll.registry(), WAKER).map_err(StartError::Setup)?;
-        let mut local_addrs = Vec::new();
-        for (i, listener) in listeners.iter_mut().take(MAX_LISTENERS).enumerate() {
-            poll.registry()
-                .register(listener, Token(LISTENERS.start + i), Interest::READABLE)
-                .map_err(StartError::Setup)?;
-            let address = listener.local_addr().map_err(StartError::Setup)?;
-            info!("{label}listening on {address}");
-            local_addrs.push(address);
-        }
-        let max_connections = config
-            .max_connections
-            .unwrap_or_else(|| derived_max_connections(listeners.len()));
-        info!(
-            "{label}echod {}: framing {}, max-line-bytes {}, max-pending-bytes {}, max-connections {}",
-            env!("CARGO_PKG_VERSION"),
-            config.framing,
-            config.max_line_bytes,
-            config.max_pending_bytes,
-            max_connections
-        );
-        control
-            .attach(poll.registry(), SIGNALS, module_path!())
-            .map_err(StartError::Setup)?;
-        let now = Instant::now();
-        Ok(Server {
-            poll,
-            listeners,
-            local_addrs,
-            connections: Slab::new(),
-            limits: config.limits(),
-            max_connections,
-            idle_timeout: config.idle_timeout,
-            shutdown_timeout: config.shutdown_timeout,
-            pool: Pool::default(),
-            shutdowns: ShutdownRequests::new(waker),
-            control,
-            started: now,
-            now,
-            now_ms: 0,
-            again: Vec::new(),
-            accept_again: false,
-            accept_paused_until: None,
-            next_housekeeping: now + HOUSEKEEPING_INTERVAL,
-            shutdown_deadline: None,
-            totals: Summary::default(),
-        })
-    }
-
     /// The addresses the listeners are bound to, with the ports the OS chose.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
@@ -664,32 +565,6 @@ fn out_of_descriptors(err: &io::Error) -> bool {
     )
 }
 
-/// The default for `max-connections`: the open-file limit, less the
-/// descriptors echod needs for itself.
-pub(crate) fn derived_max_connections(n_listeners: usize) -> usize {
-    let soft = rlimit::Resource::NOFILE.get_soft().unwrap_or(1024);
-    soft.saturating_sub(RESERVED_DESCRIPTORS + n_listeners as u64)
-        .clamp(1, usize::MAX as u64) as usize
-}
-
 fn millis_since(start: Instant, now: Instant) -> u64 {
     now.saturating_duration_since(start).as_millis() as u64
-}
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartError::Listen(err) => write!(f, "{err}"),
-            StartError::Setup(err) => write!(f, "cannot set up the event loop: {err}"),
-        }
-    }
-}
-
-impl std::error::Error for StartError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StartError::Listen(err) => Some(err),
-            StartError::Setup(err) => Some(err),
-        }
-    }
 }
