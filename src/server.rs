@@ -2,10 +2,11 @@
 //! `Slab`, on one thread.
 //!
 //! Read first: `run`, top to bottom; it is one turn of the loop. Then
-//! `accept_pending`, `drive` and `close`. The per-connection logic is in
-//! `connection.rs`; this file owns the `Poll` and makes every call on its
-//! `Registry` but one: `Control::attach` registers the signal pipe at the
-//! token this file gives it.
+//! `accept_pending`, `drive` and `close`. How a `Server` is built (its
+//! poll, its listeners' tokens, `StartError`) is in `server/setup.rs`. The
+//! per-connection logic is in `connection.rs`; this module owns the `Poll`
+//! and makes every call on its `Registry` but one: `Control::attach`
+//! registers the signal pipe at the token given to it here.
 //!
 //! What the loop hears from outside its sockets (signals, shutdown handles)
 //! and says besides echoes (the stats line, systemd, a worker's totals,
