@@ -121,9 +121,9 @@ pub struct Server {
     /// skipped; one reused since costs the new connection a read that finds
     /// `WouldBlock`.
     again: Vec<usize>,
-    /// Set when a listener spent its accept budget this turn: every
-    /// listener is served next turn, and `poll` does not wait. Never set
-    /// once a shutdown has begun.
+    /// Set when a listener spent its accept budget this turn, or a close
+    /// ended a pause: every listener is served next turn, and `poll` does
+    /// not wait. Harmless once a shutdown has closed the listeners.
     accept_again: bool,
     /// Set while `accept` is failing for want of descriptors: no listener
     /// is served until then, or until a close frees a descriptor (which
@@ -133,7 +133,8 @@ pub struct Server {
     /// ran.
     next_housekeeping: Instant,
     /// Set once a shutdown has been requested, and never unset: the run
-    /// ends when the last connection closes, or at this instant.
+    /// ends when the last connection closes, or at this instant (or at once,
+    /// on a second request).
     shutdown_deadline: Option<Instant>,
     /// Accepts and rejections, and the lines, bytes and close reasons of
     /// the connections closed so far; `summary` adds the open connections.
