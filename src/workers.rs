@@ -2,9 +2,9 @@
 //! event loops serve them.
 //!
 //! With `--workers 1` (the default) this is the classic daemon: the main
-//! thread runs one `Server`, which handles signals, stats and systemd
-//! notification itself. Nothing in this module stands between it and its
-//! sockets.
+//! thread runs one `Server`, whose control plane (`control`) takes the
+//! signals, logs the stats line and notifies systemd as `Wiring` says.
+//! Nothing in this module stands between it and its sockets.
 //!
 //! With `--workers N`, echod scales the way nginx does, shared-nothing: N
 //! threads, each running its own `Server` (its own `Poll`, connections,
@@ -16,6 +16,9 @@
 //! becomes the coordinator: it takes the signals and forwards a shutdown to
 //! every worker, adds up their summaries for SIGUSR1, the stats line and
 //! systemd's STATUS, and returns the final totals once all have stopped.
+//! It stands on the same control plane as a single loop; only what a
+//! request means differs (forward it to the workers, rather than act on
+//! connections).
 //!
 //! Under socket activation there is one inherited socket per address, and
 //! nothing to bind: each worker polls its own duplicate of every inherited
@@ -28,7 +31,8 @@
 //! share (at least 1). Since the kernel's spread is not exactly even, a
 //! worker may reject connections while another still has room.
 //!
-//! `main` calls `run` and maps its `RunError` to an exit status.
+//! `main` calls `run` with the daemon's `Wiring` and maps its `RunError` to
+//! an exit status.
 
 use std::fmt;
 use std::io;
@@ -40,15 +44,13 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-use signal_hook_mio::v1_0::Signals;
+use mio::{Events, Poll, Token, Waker};
 
 use crate::config::{Config, Listen};
+use crate::control::{Control, Request, ShutdownHandle, Wiring, Worker};
 use crate::listener;
-use crate::server::{self, Server, ShutdownHandle, StartError, Worker};
-use crate::summary::{Interval, Summary};
-use crate::systemd::Notifier;
+use crate::server::{self, Server, StartError};
+use crate::summary::Summary;
 
 /// The coordinator's tokens: signals, and a worker that has returned.
 const SIGNALS: Token = Token(0);
@@ -71,13 +73,19 @@ pub enum RunError {
 /// the totals (added up over the workers).
 ///
 /// `inherited` holds the sockets passed by socket activation, if any; then
-/// `config.listen` is ignored and nothing is bound.
+/// `config.listen` is ignored and nothing is bound. `wiring` says whether
+/// the loop that answers to the operator (the single loop, or the workers'
+/// coordinator) takes the process's signals and notifies systemd.
 ///
 /// # Errors
 ///
 /// `RunError::Start` before anything is served; `RunError::Loop` if an
 /// event loop fails (with several workers, the others are then stopped).
-pub fn run(config: Config, inherited: Option<Vec<StdTcpListener>>) -> Result<Summary, RunError> {
+pub fn run(
+    config: Config,
+    inherited: Option<Vec<StdTcpListener>>,
+    wiring: Wiring,
+) -> Result<Summary, RunError> {
     if let Some(inherited) = &inherited {
         info!(
             "socket activation: serving {} listening sockets passed by systemd",
@@ -85,20 +93,20 @@ pub fn run(config: Config, inherited: Option<Vec<StdTcpListener>>) -> Result<Sum
         );
     }
     if config.workers > 1 {
-        return run_workers(config, inherited);
+        return run_workers(config, inherited, wiring);
     }
-    let server = match inherited {
-        Some(inherited) => {
-            let listeners = inherited
-                .into_iter()
-                .map(listener::adopt)
-                .collect::<io::Result<Vec<_>>>()
-                .map_err(|err| RunError::Start(StartError::Setup(err)))?;
-            Server::with_listeners(config, listeners)
-        }
-        None => Server::bind(config),
-    }
-    .map_err(RunError::Start)?;
+    let listeners = match inherited {
+        Some(inherited) => inherited
+            .into_iter()
+            .map(listener::adopt)
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|err| RunError::Start(StartError::Setup(err)))?,
+        None => listener::bind_all(&config.listen, false)
+            .map_err(|err| RunError::Start(StartError::Listen(err)))?,
+    };
+    let control = Control::new(wiring, config.stats_interval)
+        .map_err(|err| RunError::Start(StartError::Setup(err)))?;
+    let server = Server::with_control(config, listeners, control).map_err(RunError::Start)?;
     server.run().map_err(RunError::Loop)
 }
 
@@ -108,6 +116,7 @@ pub fn run(config: Config, inherited: Option<Vec<StdTcpListener>>) -> Result<Sum
 fn run_workers(
     config: Config,
     inherited: Option<Vec<StdTcpListener>>,
+    wiring: Wiring,
 ) -> Result<Summary, RunError> {
     let n_workers = config.workers;
     let listener_sets = worker_listeners(&config, inherited.as_deref(), n_workers)?;
@@ -126,8 +135,9 @@ fn run_workers(
         ..config.clone()
     };
 
-    let mut coordinator =
-        Coordinator::new(&config).map_err(|err| RunError::Start(StartError::Setup(err)))?;
+    let mut coordinator = Control::new(wiring, config.stats_interval)
+        .and_then(Coordinator::new)
+        .map_err(|err| RunError::Start(StartError::Setup(err)))?;
     let mut servers = Vec::with_capacity(n_workers);
     for (i, listeners) in listener_sets.into_iter().enumerate() {
         let report = Arc::new(Mutex::new(Summary::default()));
@@ -135,7 +145,8 @@ fn run_workers(
             number: i + 1,
             report: Arc::clone(&report),
         };
-        let server = Server::for_worker(worker_config.clone(), listeners, worker)
+        let control = Control::for_worker(worker);
+        let server = Server::with_control(worker_config.clone(), listeners, control)
             .map_err(RunError::Start)?;
         coordinator.shutdowns.push(server.shutdown_handle());
         coordinator.reports.push(report);
@@ -212,41 +223,40 @@ fn adopt_all(inherited: &[StdTcpListener]) -> Result<Vec<TcpListener>, RunError>
 
 /// The main thread's part with several workers.
 struct Coordinator {
+    /// Polls the signal pipe and `done`, and nothing else.
     poll: Poll,
-    signals: Option<Signals>,
-    /// Woken by each worker thread as it returns.
+    /// Signals, the stats line and systemd, as for a single loop; its
+    /// signal pipe, if any, is registered at `SIGNALS`.
+    control: Control,
+    /// Woken by each worker thread as it returns; registered at
+    /// `WORKER_DONE`.
     done: Arc<Waker>,
-    /// Workers whose loop has returned.
+    /// Workers whose loop has returned; at most `threads.len()`.
     returned: Arc<AtomicUsize>,
+    /// Worker `i`'s shutdown handle, at index `i - 1`.
     shutdowns: Vec<ShutdownHandle>,
+    /// Where worker `i` publishes its totals, at index `i - 1`.
     reports: Vec<Arc<Mutex<Summary>>>,
+    /// Every worker thread started, until `join_all` waits for them.
     threads: Vec<JoinHandle<io::Result<Summary>>>,
-    notifier: Option<Notifier>,
-    stats_interval: Option<Duration>,
+    /// Set once the workers have been asked to stop, and never unset.
+    stopping: bool,
 }
 
 impl Coordinator {
-    fn new(config: &Config) -> io::Result<Coordinator> {
+    fn new(mut control: Control) -> io::Result<Coordinator> {
         let poll = Poll::new()?;
         let done = Arc::new(Waker::new(poll.registry(), WORKER_DONE)?);
-        let signals = if config.handle_signals {
-            let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
-            poll.registry()
-                .register(&mut signals, SIGNALS, Interest::READABLE)?;
-            Some(signals)
-        } else {
-            None
-        };
+        control.attach(poll.registry(), SIGNALS, module_path!())?;
         Ok(Coordinator {
             poll,
-            signals,
+            control,
             done,
             returned: Arc::new(AtomicUsize::new(0)),
             shutdowns: Vec::new(),
             reports: Vec::new(),
             threads: Vec::new(),
-            notifier: config.notify_service_manager.then(Notifier::default),
-            stats_interval: config.stats_interval,
+            stopping: false,
         })
     }
 
@@ -254,16 +264,13 @@ impl Coordinator {
     /// returned; then adds up their totals.
     fn run(mut self) -> Result<Summary, RunError> {
         let mut events = Events::with_capacity(16);
-        let started = Instant::now();
-        let mut next_status = started + STATUS_INTERVAL;
-        let mut next_stats = self.stats_interval.map(|interval| started + interval);
-        let mut stats_before = (Summary::default(), started);
-        let mut stopping = false;
-        if let Some(notifier) = self.notifier.as_mut() {
-            notifier.ready(&status(&Summary::default()));
-        }
+        let mut next_status = Instant::now() + STATUS_INTERVAL;
+        self.control.ready(&Summary::default());
         loop {
-            let deadline = next_stats.map_or(next_status, |due| due.min(next_status));
+            let deadline = self
+                .control
+                .next_stats()
+                .map_or(next_status, |due| due.min(next_status));
             let timeout = deadline.saturating_duration_since(Instant::now());
             if let Err(err) = self.poll.poll(&mut events, Some(timeout)) {
                 if err.kind() != io::ErrorKind::Interrupted {
@@ -280,76 +287,54 @@ impl Coordinator {
             let now = Instant::now();
             for event in events.iter() {
                 if event.token() == SIGNALS {
-                    self.handle_signals(&mut stopping);
+                    let requests = self.control.signals();
+                    self.handle_requests(requests);
                 }
             }
             let finished = self.returned.load(Ordering::SeqCst);
             if finished == self.threads.len() {
                 return self.join_all();
             }
-            if finished > 0 && !stopping {
+            if finished > 0 && !self.stopping {
                 // A worker returned without being asked: its loop failed
                 // (it has logged why). Serving on with fewer workers would
                 // hide that; stop the rest, and exit with the failure.
                 error!("a worker stopped unexpectedly; stopping the others");
-                stopping = true;
+                self.stopping = true;
                 self.stop_all();
             }
             if now >= next_status {
                 next_status = now + STATUS_INTERVAL;
                 let total = self.total();
-                if let Some(notifier) = self.notifier.as_mut() {
-                    notifier.status(&status(&total));
-                }
+                self.control.status(&total);
             }
-            if let (Some(interval), Some(due)) = (self.stats_interval, next_stats) {
-                if now >= due {
-                    next_stats = Some(if due + interval > now {
-                        due + interval
-                    } else {
-                        now + interval
-                    });
-                    let total = self.total();
-                    let line = Interval {
-                        before: &stats_before.0,
-                        now: &total,
-                        elapsed: now.saturating_duration_since(stats_before.1),
-                    };
-                    info!("stats: {line}");
-                    stats_before = (total, now);
-                }
+            if self.control.stats_due(now) {
+                let total = self.total();
+                self.control.log_stats(now, total);
             }
         }
     }
 
-    fn handle_signals(&mut self, stopping: &mut bool) {
-        let Some(signals) = self.signals.as_mut() else {
-            return;
-        };
-        let arrived: Vec<i32> = signals.pending().collect();
-        for signal in arrived {
-            let name = match signal {
-                SIGINT => "SIGINT",
-                SIGTERM => "SIGTERM",
-                SIGUSR1 => {
+    /// Acts on requests from signals: a shutdown goes to every worker (each
+    /// takes a second one as "stop at once"); a summary is the workers'
+    /// totals as they last published them.
+    fn handle_requests(&mut self, requests: Vec<Request>) {
+        for request in requests {
+            let why = match request {
+                Request::Shutdown { why } => why,
+                Request::Summary => {
                     info!("summary (as of the last second): {}", self.total());
                     continue;
                 }
-                _ => continue,
             };
-            if *stopping {
-                // Each worker takes a second request as "stop at once".
-                warn!("{name} received again: stopping every worker at once");
+            if self.stopping {
+                warn!("{why} again: stopping every worker at once");
             } else {
-                info!("{name} received: stopping {} workers", self.threads.len());
+                info!("{why}: stopping {} workers", self.threads.len());
                 let open = self.total().open_connections;
-                if let Some(notifier) = self.notifier.as_mut() {
-                    notifier.stopping(&format!(
-                        "stopping: delivering owed echoes to {open} connections"
-                    ));
-                }
+                self.control.stopping(open);
             }
-            *stopping = true;
+            self.stopping = true;
             self.stop_all();
         }
     }
@@ -395,14 +380,6 @@ impl Coordinator {
         info!("all {n_workers} workers stopped: {total}");
         Ok(total)
     }
-}
-
-/// The STATUS line systemd shows for the service.
-fn status(total: &Summary) -> String {
-    format!(
-        "{} connections open, {} served, {} rejected",
-        total.open_connections, total.accepted, total.rejected
-    )
 }
 
 impl fmt::Display for RunError {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echod::server::Worker;
+use echod::control::{Control, Worker};
 use echod::{Config, Listen, Server, ShutdownHandle, Summary};
 
 /// Longest any single wait in these tests may take before it fails: a
@@ -68,7 +68,8 @@ impl TestServer {
             number: 1,
             report: Arc::clone(&report),
         };
-        let server = Server::for_worker(config, listeners, worker).expect("set up test server");
+        let server = Server::with_control(config, listeners, Control::for_worker(worker))
+            .expect("set up test server");
         TestServer::run(server, Some(report))
     }
 

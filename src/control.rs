@@ -1,0 +1,592 @@
+//! The control plane: what an event loop hears from outside its sockets,
+//! and what it tells the world besides echoes.
+//!
+//! In: SIGINT, SIGTERM and SIGUSR1, through a self-pipe the loop polls, and
+//! `ShutdownHandle::trigger`, through a waker. Both become a `Request`; the
+//! loop decides what a request means for what it runs. Out: systemd's
+//! READY, STATUS and STOPPING (`Type=notify`), the `--stats-interval` line
+//! when it is due, a worker's totals for its coordinator, and the warnings a
+//! flood would repeat, rate-limited.
+//!
+//! Two loops stand on this module and neither copies any of it: `Server`
+//! (the single loop, or one worker of several) and the coordinator of
+//! `--workers` in `workers.rs`, which serves no connection but answers to
+//! the operator for all the workers. Read `Request` and `Control` first.
+//!
+//! Whether a loop takes the process's signals and talks to systemd is
+//! process wiring, chosen by whoever starts the loop (`Wiring`), not a
+//! setting: `main` wires the daemon's loop; a server embedded in another
+//! program or a test (`Server::bind`) takes neither.
+//!
+//! This module keeps no connection and makes no decision about one. It
+//! registers one source, the signal pipe, with the registry its loop hands
+//! it (`Control::attach`).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use mio::{Interest, Registry, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::summary::{Interval, Summary};
+use crate::systemd::Notifier;
+
+/// A repeated warning is logged at most once per this interval; the ones in
+/// between are counted and reported with the next.
+pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the world outside a loop's sockets asks of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Stop: the first request starts a graceful shutdown, any later one
+    /// stops at once. `why` opens the loop's log line ("SIGTERM received").
+    Shutdown {
+        /// What asked, as the log names it.
+        why: &'static str,
+    },
+    /// Log the totals so far (SIGUSR1).
+    Summary,
+}
+
+/// What a loop does once it has handled a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a loop told to stop must stop"]
+pub enum Flow {
+    /// Go on turning.
+    Continue,
+    /// Return now, whatever is still open.
+    Stop,
+}
+
+/// Process wiring: what a loop attaches to besides its sockets. Not a
+/// setting, because it depends on who runs the loop, not on how: a signal
+/// has one disposition per process, so only the process's own loop may
+/// take it, and only a loop systemd started has anyone to notify.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Wiring {
+    /// Take SIGINT and SIGTERM (shutdown) and SIGUSR1 (summary).
+    pub signals: bool,
+    /// Send `sd_notify` messages; they go nowhere unless `NOTIFY_SOCKET`
+    /// is set (see `systemd`).
+    pub service_manager: bool,
+}
+
+impl Wiring {
+    /// The daemon's wiring, which `main` uses: signals and systemd.
+    pub const DAEMON: Wiring = Wiring {
+        signals: true,
+        service_manager: true,
+    };
+    /// A loop embedded in another program, or a test: neither.
+    pub const EMBEDDED: Wiring = Wiring {
+        signals: false,
+        service_manager: false,
+    };
+}
+
+/// What makes a server one of several `--workers`: its number, for the log,
+/// and where it publishes its totals for the coordinator to add up.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    /// 1 to N, as the log shows it.
+    pub number: usize,
+    /// Overwritten with this worker's `Summary` from every housekeeping run
+    /// (once a second) and at exit.
+    pub report: Arc<Mutex<Summary>>,
+}
+
+/// Stops a running server from another thread, as SIGTERM would.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    /// Requests made through every handle of this server; it only grows.
+    requested: Arc<AtomicUsize>,
+    /// Wakes the server's poll, which then reads `requested`.
+    waker: Arc<Waker>,
+}
+
+/// The server's end of its shutdown handles: how many requests were made,
+/// and how many the loop has taken.
+#[derive(Debug)]
+pub struct ShutdownRequests {
+    /// Shared with every `ShutdownHandle`; counts `trigger` calls.
+    requested: Arc<AtomicUsize>,
+    /// How many of `requested` have become a `Request`; never more than
+    /// `requested` held when last read.
+    taken: usize,
+    /// The waker registered with the server's poll.
+    waker: Arc<Waker>,
+}
+
+/// One loop's control plane. Each part is optional, so the same type
+/// serves the daemon's loop, an embedded server, a worker, and the workers'
+/// coordinator.
+pub struct Control {
+    /// Prefix of the loop's lifecycle log lines: empty, or "worker N: ".
+    label: String,
+    /// The log target of the lines written here: the module of the loop
+    /// they speak for (`echod::server`, `echod::workers`), which is where an
+    /// operator filtering the log looks for them. Set by `attach`.
+    target: &'static str,
+    /// SIGINT, SIGTERM and SIGUSR1, queued in a self-pipe; `Some` only if
+    /// wired for signals, and registered with the loop's poll by `attach`.
+    signals: Option<Signals>,
+    /// `Some` only if wired to the service manager.
+    notifier: Option<Notifier>,
+    /// `Some` if `--stats-interval` is set and this loop reports to the
+    /// operator (a worker does not: its coordinator adds up the workers).
+    stats: Option<Cadence>,
+    /// `Some` if this loop is a worker: where its totals go.
+    worker: Option<Worker>,
+    /// Connections closed at once because `max-connections` was reached.
+    rejections: Throttled,
+    /// `accept` failures for want of descriptors.
+    accept_failures: Throttled,
+}
+
+/// When the next `--stats-interval` line is due, and what the last one said.
+#[derive(Debug)]
+struct Cadence {
+    /// Time between lines; never zero (`--stats-interval 0` means no lines).
+    interval: Duration,
+    /// When the next line is due: one interval after the last was due, so
+    /// that a late turn does not make the lines drift.
+    next: Instant,
+    /// The summary the previous line reported (or zeros, at start), and
+    /// when it was taken: rates are measured from there.
+    before: (Summary, Instant),
+}
+
+/// A warning that may fire thousands of times a second.
+#[derive(Debug, Default)]
+struct Throttled {
+    /// When it was last logged; `None` before the first occurrence.
+    last_logged: Option<Instant>,
+    /// Occurrences since then that were counted instead of logged.
+    suppressed: u64,
+}
+
+impl ShutdownHandle {
+    /// Asks the server to stop: the first call is a graceful shutdown, a
+    /// second one stops it at once, however close together the two are.
+    pub fn trigger(&self) {
+        // Counted before the wake-up, because the wake-up alone cannot
+        // count: mio's waker is an eventfd, and wake-ups made before the loop
+        // polls arrive as one event. The event says "look"; the count says
+        // how many requests there were.
+        self.requested.fetch_add(1, Ordering::SeqCst);
+        // Writing to the eventfd fails only if the server's poll instance
+        // is already gone, which is the outcome the caller wanted.
+        let _ = self.waker.wake();
+    }
+}
+
+impl ShutdownRequests {
+    /// The requests made through handles that wake `waker`, which the loop
+    /// has registered at a token of its own.
+    pub fn new(waker: Waker) -> ShutdownRequests {
+        ShutdownRequests {
+            requested: Arc::new(AtomicUsize::new(0)),
+            taken: 0,
+            waker: Arc::new(waker),
+        }
+    }
+
+    /// A handle that any thread may trigger.
+    pub fn handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            requested: Arc::clone(&self.requested),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+
+    /// On the waker's event: one `Request::Shutdown` for each `trigger`
+    /// since the last call. None at all is normal: the loop may already
+    /// have taken a request whose wake-up arrives now.
+    pub fn take(&mut self) -> std::iter::RepeatN<Request> {
+        let requested = self.requested.load(Ordering::SeqCst);
+        let new = requested.wrapping_sub(self.taken);
+        self.taken = requested;
+        std::iter::repeat_n(
+            Request::Shutdown {
+                why: "shutdown requested",
+            },
+            new,
+        )
+    }
+}
+
+impl Control {
+    /// The control plane of a loop that answers to the operator: the
+    /// single loop, or the workers' coordinator. `wiring` says whether it
+    /// takes signals and notifies systemd; `stats_interval` is the
+    /// `--stats-interval` setting, whose cadence starts now.
+    ///
+    /// # Errors
+    ///
+    /// If the signal handlers cannot be installed.
+    pub fn new(wiring: Wiring, stats_interval: Option<Duration>) -> io::Result<Control> {
+        let signals = if wiring.signals {
+            Some(Signals::new([SIGINT, SIGTERM, SIGUSR1])?)
+        } else {
+            None
+        };
+        let now = Instant::now();
+        Ok(Control {
+            signals,
+            notifier: wiring.service_manager.then(Notifier::default),
+            stats: stats_interval.map(|interval| Cadence::new(interval, now)),
+            ..Control::quiet(String::new(), None)
+        })
+    }
+
+    /// The control plane of worker `worker.number`: its log lines say
+    /// which worker, and its totals go to `worker.report`. Signals, stats
+    /// and systemd are the coordinator's business.
+    pub fn for_worker(worker: Worker) -> Control {
+        Control::quiet(format!("worker {}: ", worker.number), Some(worker))
+    }
+
+    fn quiet(label: String, worker: Option<Worker>) -> Control {
+        Control {
+            label,
+            target: module_path!(),
+            signals: None,
+            notifier: None,
+            stats: None,
+            worker,
+            rejections: Throttled::default(),
+            accept_failures: Throttled::default(),
+        }
+    }
+
+    /// Attaches this control plane to a loop: registers the signal pipe,
+    /// if any, with the loop's `registry` at `token`, and writes the lines
+    /// below under `target`, the loop's module (`module_path!()`).
+    ///
+    /// # Errors
+    ///
+    /// If the signal pipe cannot be registered.
+    pub fn attach(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        target: &'static str,
+    ) -> io::Result<()> {
+        self.target = target;
+        if let Some(signals) = self.signals.as_mut() {
+            registry.register(signals, token, Interest::READABLE)?;
+        }
+        Ok(())
+    }
+
+    /// Prefix for the loop's lifecycle log lines: empty, or "worker N: ".
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// On the signal pipe's event: the requests the signals that arrived
+    /// make, in order. Empty if there were none (a spurious event).
+    pub fn signals(&mut self) -> Vec<Request> {
+        let Some(signals) = self.signals.as_mut() else {
+            return Vec::new();
+        };
+        signals.pending().filter_map(request_for).collect()
+    }
+
+    /// READY=1 with a first STATUS: the loop is listening and about to
+    /// serve.
+    pub fn ready(&mut self, summary: &Summary) {
+        if let Some(notifier) = self.notifier.as_mut() {
+            notifier.ready(&status(summary));
+        }
+    }
+
+    /// STATUS, if it changed; the loop calls this about once a second.
+    pub fn status(&mut self, summary: &Summary) {
+        if let Some(notifier) = self.notifier.as_mut() {
+            notifier.status(&status(summary));
+        }
+    }
+
+    /// STOPPING=1: a graceful shutdown has begun, with owed echoes to
+    /// deliver to `open_connections` connections.
+    pub fn stopping(&mut self, open_connections: usize) {
+        if let Some(notifier) = self.notifier.as_mut() {
+            notifier.stopping(&format!(
+                "stopping: delivering owed echoes to {open_connections} connections"
+            ));
+        }
+    }
+
+    /// When the next stats line is due, for the loop's poll timeout.
+    pub fn next_stats(&self) -> Option<Instant> {
+        self.stats.as_ref().map(|cadence| cadence.next)
+    }
+
+    /// Whether a stats line is due at `now`. The loop then takes a
+    /// summary and passes it to `log_stats`, so that no summary is taken
+    /// for nothing.
+    pub fn stats_due(&self, now: Instant) -> bool {
+        self.next_stats().is_some_and(|due| now >= due)
+    }
+
+    /// Logs the stats line: `summary`, taken at `now`, and the rates since
+    /// the previous line.
+    pub fn log_stats(&mut self, now: Instant, summary: Summary) {
+        if let Some(cadence) = self.stats.as_mut() {
+            let line = cadence.line(now, summary);
+            info!(target: self.target, "stats: {line}");
+        }
+    }
+
+    /// Publishes the loop's totals for the coordinator, if it is a worker;
+    /// `summary` is called only then. Once a second and at exit, so the
+    /// lock is never contended for long.
+    pub fn publish(&self, summary: impl FnOnce() -> Summary) {
+        if let Some(worker) = &self.worker {
+            let summary = summary();
+            // A poisoned lock means the coordinating thread panicked; the
+            // totals then have no reader, and serving goes on.
+            if let Ok(mut report) = worker.report.lock() {
+                *report = summary;
+            }
+        }
+    }
+
+    /// A connection from `peer` was closed at once: `max_connections`
+    /// were open.
+    pub fn rejected(&mut self, now: Instant, peer: SocketAddr, max_connections: usize) {
+        if let Some(suppressed) = self.rejections.hit(now) {
+            warn!(
+                target: self.target,
+                "max-connections ({max_connections}) reached: closed a new connection from {peer} \
+                 ({suppressed} more rejected since the last warning)"
+            );
+        }
+    }
+
+    /// `accept` failed with `err` for want of descriptors, and accepting
+    /// pauses.
+    pub fn accept_failed(&mut self, now: Instant, err: &io::Error) {
+        if let Some(suppressed) = self.accept_failures.hit(now) {
+            warn!(
+                target: self.target,
+                "accept failed: {err}; pausing new connections until descriptors free up \
+                 ({suppressed} more failures since the last warning)"
+            );
+        }
+    }
+
+    /// Reports the warnings held back once their interval has passed, so
+    /// that the last burst of a flood is reported too. Once a second.
+    pub fn overdue_warnings(&mut self, now: Instant, max_connections: usize) {
+        if let Some(suppressed) = self.rejections.overdue(now) {
+            warn!(
+                target: self.target,
+                "max-connections ({max_connections}): {suppressed} more connections rejected"
+            );
+        }
+        if let Some(suppressed) = self.accept_failures.overdue(now) {
+            warn!(
+                target: self.target,
+                "accept: {suppressed} more failures for want of descriptors"
+            );
+        }
+    }
+}
+
+impl fmt::Debug for Control {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Control")
+            .field("label", &self.label)
+            .field("signals", &self.signals.is_some())
+            .field("notifier", &self.notifier)
+            .field("stats", &self.stats)
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cadence {
+    fn new(interval: Duration, start: Instant) -> Cadence {
+        Cadence {
+            interval,
+            next: start + interval,
+            before: (Summary::default(), start),
+        }
+    }
+
+    /// The line for `summary`, taken at `now`, and the next due time.
+    fn line(&mut self, now: Instant, summary: Summary) -> String {
+        // From the time due, not from now, so that a late turn does not make
+        // the lines drift; after a stall longer than the interval, from now.
+        let due = self.next + self.interval;
+        self.next = if due > now { due } else { now + self.interval };
+        let (before, taken) = &self.before;
+        let line = Interval {
+            before,
+            now: &summary,
+            elapsed: now.saturating_duration_since(*taken),
+        }
+        .to_string();
+        self.before = (summary, now);
+        line
+    }
+}
+
+impl Throttled {
+    /// Counts one occurrence. Returns `Some(n)` if it should be logged now,
+    /// `n` being how many were held back since the last one logged.
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        match self.last_logged {
+            Some(at) if now.saturating_duration_since(at) < WARN_INTERVAL => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last_logged = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+
+    /// Returns the count held back, if any, once the interval has passed.
+    fn overdue(&mut self, now: Instant) -> Option<u64> {
+        let due = self
+            .last_logged
+            .is_some_and(|at| now.saturating_duration_since(at) >= WARN_INTERVAL);
+        if self.suppressed == 0 || !due {
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// What a signal asks for; `None` for one echod did not subscribe to.
+fn request_for(signal: i32) -> Option<Request> {
+    match signal {
+        SIGINT => Some(Request::Shutdown {
+            why: "SIGINT received",
+        }),
+        SIGTERM => Some(Request::Shutdown {
+            why: "SIGTERM received",
+        }),
+        SIGUSR1 => Some(Request::Summary),
+        _ => None,
+    }
+}
+
+/// The STATUS line systemd shows for the service (`systemctl status`).
+fn status(summary: &Summary) -> String {
+    format!(
+        "{} connections open, {} served, {} rejected",
+        summary.open_connections, summary.accepted, summary.rejected
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use mio::Poll;
+
+    use super::*;
+
+    #[test]
+    fn two_triggers_before_the_loop_looks_are_two_requests() {
+        let poll = Poll::new().expect("poll");
+        let waker = Waker::new(poll.registry(), Token(0)).expect("waker");
+        let mut requests = ShutdownRequests::new(waker);
+        let handle = requests.handle();
+        handle.trigger();
+        handle.clone().trigger();
+        let shutdown = Request::Shutdown {
+            why: "shutdown requested",
+        };
+        assert_eq!(requests.take().collect::<Vec<_>>(), [shutdown, shutdown]);
+        // The second wake-up's event, if it comes, finds nothing new.
+        assert_eq!(requests.take().count(), 0);
+        handle.trigger();
+        assert_eq!(requests.take().collect::<Vec<_>>(), [shutdown]);
+    }
+
+    #[test]
+    fn signals_become_requests() {
+        let cases = [
+            (SIGINT, Some("SIGINT received")),
+            (SIGTERM, Some("SIGTERM received")),
+        ];
+        for (signal, why) in cases {
+            let expected = why.map(|why| Request::Shutdown { why });
+            assert_eq!(request_for(signal), expected, "signal {signal}");
+        }
+        assert_eq!(request_for(SIGUSR1), Some(Request::Summary));
+        assert_eq!(request_for(signal_hook::consts::SIGHUP), None);
+    }
+
+    #[test]
+    fn stats_lines_keep_their_cadence_unless_a_turn_stalls() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut cadence = Cadence::new(second, start);
+        assert_eq!(cadence.next, start + second);
+        // Late by a fraction: the next line is still due on the beat.
+        cadence.line(start + second + second / 4, Summary::default());
+        assert_eq!(cadence.next, start + 2 * second);
+        // Late by more than an interval: counted from now instead.
+        let stalled = start + 5 * second;
+        cadence.line(stalled, Summary::default());
+        assert_eq!(cadence.next, stalled + second);
+        assert_eq!(cadence.before.1, stalled);
+    }
+
+    #[test]
+    fn status_counts_open_served_and_rejected() {
+        let summary = Summary {
+            open_connections: 3,
+            accepted: 10,
+            rejected: 2,
+            ..Summary::default()
+        };
+        assert_eq!(
+            status(&summary),
+            "3 connections open, 10 served, 2 rejected"
+        );
+    }
+
+    #[test]
+    fn throttled_logs_first_then_counts() {
+        let start = Instant::now();
+        let mut warning = Throttled::default();
+        assert_eq!(warning.hit(start), Some(0));
+        assert_eq!(warning.hit(start + Duration::from_secs(1)), None);
+        assert_eq!(warning.hit(start + Duration::from_secs(2)), None);
+        assert_eq!(warning.overdue(start + Duration::from_secs(5)), None);
+        assert_eq!(warning.overdue(start + WARN_INTERVAL), Some(2));
+        assert_eq!(warning.overdue(start + 3 * WARN_INTERVAL), None);
+        assert_eq!(warning.hit(start + 3 * WARN_INTERVAL), Some(0));
+    }
+
+    #[test]
+    fn a_worker_publishes_and_takes_no_summary_otherwise() {
+        let report = Arc::new(Mutex::new(Summary::default()));
+        let worker = Control::for_worker(Worker {
+            number: 2,
+            report: Arc::clone(&report),
+        });
+        assert_eq!(worker.label(), "worker 2: ");
+        let totals = Summary {
+            accepted: 7,
+            ..Summary::default()
+        };
+        worker.publish(|| totals);
+        assert_eq!(*report.lock().expect("not poisoned"), totals);
+        let single = Control::new(Wiring::EMBEDDED, None).expect("no signals to install");
+        single.publish(|| unreachable!("only a worker takes a summary to publish"));
+    }
+}
