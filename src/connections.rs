@@ -317,7 +317,9 @@ impl<S: Stream> Connections<S> {
         let too_long = matches!(step, Step::Close(CloseReason::LineTooLong))
             || connection.state().finish() == Some(Finish::LineTooLong);
         if too_long && state_before.finish() != Some(Finish::LineTooLong) {
+            // Under the loop's log target, where this line has always been.
             warn!(
+                target: "echod::server",
                 "conn {key}: line longer than max-line-bytes ({}) from {}; closing after the lines before it",
                 self.limits.max_line_bytes,
                 connection.peer()
