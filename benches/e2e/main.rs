@@ -15,6 +15,9 @@
 //! line counts, so start-up and shutdown cancel out). Last, memory: RSS per
 //! idle connection, never used and after one echo.
 //!
+//! echo-bench is a package of its own (`tools/echo-bench`); the benchmark
+//! builds it first, with its own profile, so it never drives a stale one.
+//!
 //! ```text
 //! cargo bench --bench e2e                      # everything (about 15 minutes)
 //! cargo bench --bench e2e -- --runs 3 --secs 2 --only pingpong-100
@@ -28,13 +31,15 @@ mod peers;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
+use echod_kit::args::{self, UsageError};
+use echod_kit::process::{self, Signal};
 use measure::Strace;
 use peers::Peer;
 
@@ -150,7 +155,7 @@ fn main() {
     }
 }
 
-fn parse_args() -> Result<Options, String> {
+fn parse_args() -> Result<Options, UsageError> {
     use lexopt::prelude::*;
     let mut options = Options {
         test: false,
@@ -163,25 +168,22 @@ fn parse_args() -> Result<Options, String> {
         counts: true,
     };
     let mut parser = lexopt::Parser::from_env();
-    let err = |e: lexopt::Error| e.to_string();
-    while let Some(arg) = parser.next().map_err(err)? {
+    while let Some(arg) = parser.next()? {
         match arg {
             Long("test") => options.test = true,
             // Passed by `cargo bench`; this harness always benchmarks.
             Long("bench") => {}
-            Long("runs") => options.runs = parser.value().map_err(err)?.parse().map_err(err)?,
-            Long("secs") => options.secs = parser.value().map_err(err)?.parse().map_err(err)?,
-            Long("only") => {
-                options.only = Some(parser.value().map_err(err)?.string().map_err(err)?)
-            }
-            Long("json") => options.json = Some(parser.value().map_err(err)?.into()),
+            Long("runs") => options.runs = args::number(parser.value()?, "--runs")?,
+            Long("secs") => options.secs = args::number(parser.value()?, "--secs")?,
+            Long("only") => options.only = Some(args::string(parser.value()?, "--only")?),
+            Long("json") => options.json = Some(parser.value()?.into()),
             Long("idle-conns") => {
-                options.idle_conns = parser.value().map_err(err)?.parse().map_err(err)?
+                options.idle_conns = args::number(parser.value()?, "--idle-conns")?
             }
             Long("no-counts") => options.counts = false,
             // A filter word, as `cargo bench NAME` passes it.
-            Value(name) => options.only = Some(name.string().map_err(err)?),
-            _ => return Err(arg.unexpected().to_string()),
+            Value(name) => options.only = Some(args::string(name, "NAME")?),
+            _ => return Err(arg.unexpected().into()),
         }
     }
     if options.test {
@@ -191,7 +193,7 @@ fn parse_args() -> Result<Options, String> {
         options.idle_conns = options.idle_conns.min(200);
     }
     if options.runs == 0 || options.secs.is_nan() || options.secs <= 0.0 {
-        return Err("--runs and --secs must be above 0".into());
+        return Err(UsageError("--runs and --secs must be above 0".into()));
     }
     Ok(options)
 }
@@ -210,6 +212,7 @@ fn selected(options: &Options, name: &str) -> bool {
 }
 
 fn run(options: &Options) -> Result<(), String> {
+    build_echo_bench()?;
     // Up to 10,000 idle clients are held open at once.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let pinning = Pinning::detect();
@@ -375,7 +378,8 @@ impl Server {
     /// SIGTERM, then wait (echod delivers what it owes and exits; the peers
     /// die at once).
     fn stop(mut self) -> Result<(), String> {
-        measure::signal(self.pid(), libc::SIGTERM);
+        // A failure here shows up as the server not exiting, below.
+        let _ = process::signal(self.pid(), Signal::TERM);
         measure::wait_deadline(&mut self.child, Duration::from_secs(60))
     }
 }
@@ -393,9 +397,64 @@ struct Sample {
     peak_rss: f64,
 }
 
+/// Where echo-bench is built: beside the echod that cargo built for this
+/// benchmark, in the same profile's directory (`target/release`).
+fn echo_bench_program() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_echod")).with_file_name("echo-bench")
+}
+
+/// Builds echo-bench with the profile this benchmark was built with, into
+/// the same target directory, so that the runs never use a stale or
+/// missing load generator. Cargo gives a bench the paths of its own
+/// package's binaries only, and echo-bench is a package of its own
+/// (`tools/echo-bench`); when it is up to date this costs a second.
+fn build_echo_bench() -> Result<(), String> {
+    let program = echo_bench_program();
+    let profile_dir = program.parent().ok_or("echod has no directory")?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or("echod has no target directory")?;
+    // The directory is named for the profile, except the dev profile's.
+    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") => "dev",
+        Some(profile) => profile,
+        None => return Err(format!("no profile in {}", profile_dir.display())),
+    };
+    // `cargo bench` says which cargo runs it; run by hand, take the one on PATH.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "echo-bench",
+            "--profile",
+            profile,
+        ])
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|err| format!("run {}: {err}", Path::new(&cargo).display()))?;
+    if !status.success() {
+        return Err(format!(
+            "building echo-bench failed ({status}); try `cargo build --release -p echo-bench`"
+        ));
+    }
+    if !program.exists() {
+        return Err(format!(
+            "{} is missing after building echo-bench",
+            program.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Runs echo-bench, returns its JSON line. Fails on any counted error.
 fn echo_bench(pinning: &Pinning, addr: SocketAddr, args: &[String]) -> Result<String, String> {
-    let mut command = pinning.command(1, env!("CARGO_BIN_EXE_echo-bench"));
+    let mut command = pinning.command(1, &echo_bench_program().to_string_lossy());
     command
         .args(["-a", &addr.to_string(), "--json", "-q"])
         .args(args)
@@ -409,6 +468,11 @@ fn echo_bench(pinning: &Pinning, addr: SocketAddr, args: &[String]) -> Result<St
         return Err(format!("echo-bench failed ({}): {json}", output.status));
     }
     Ok(json)
+}
+
+/// CPU time of `pid` so far, in nanoseconds; 0 once it has gone.
+fn cpu_ns(pid: u32) -> u64 {
+    process::cpu_time(pid).map_or(0, |cpu| cpu.as_nanos() as u64)
 }
 
 /// The number after `"key":` in a JSON line.
@@ -438,7 +502,7 @@ fn sample(
     let abuser = workload
         .abuser
         .then(|| abuse(server.addr, Arc::clone(&stop_abuse)));
-    let cpu_before = measure::cpu_ns(pid).unwrap_or(0);
+    let cpu_before = cpu_ns(pid);
     let args = [
         format!("--conns={}", workload.conns),
         format!("--pipeline={}", workload.pipeline),
@@ -447,8 +511,8 @@ fn sample(
         format!("--warmup={}", options.warmup),
     ];
     let result = echo_bench(pinning, server.addr, &args);
-    let cpu = measure::cpu_ns(pid).unwrap_or(0).saturating_sub(cpu_before);
-    let peak_rss = measure::status_bytes(pid, "VmHWM").unwrap_or(0);
+    let cpu = cpu_ns(pid).saturating_sub(cpu_before);
+    let peak_rss = process::status_bytes(pid, "VmHWM").unwrap_or(0);
     stop_abuse.store(true, Ordering::Relaxed);
     if let Some(abuser) = abuser {
         let _ = abuser.join();
@@ -698,7 +762,7 @@ fn idle(options: &Options) -> Result<(String, String), String> {
     for peer in Peer::ALL {
         let server = Server::start(peer, Wrap::Pinned(&no_pin))?;
         let pid = server.pid();
-        let base = measure::status_bytes(pid, "VmRSS").unwrap_or(0) as f64;
+        let base = process::rss_bytes(pid).unwrap_or(0) as f64;
         let result = hold_idle(server.addr, n, pid);
         server.stop()?;
         let (never, echoed) = result.map_err(|err| format!("idle / {}: {err}", peer.name()))?;
@@ -743,7 +807,7 @@ fn hold_idle(addr: SocketAddr, n: usize, pid: u32) -> Result<(f64, f64), String>
     // The server accepts in order: once a later connection is served, all of
     // these have been accepted.
     round_trip(&mut TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?)?;
-    let never = measure::status_bytes(pid, "VmRSS").unwrap_or(0) as f64;
+    let never = process::rss_bytes(pid).unwrap_or(0) as f64;
     for stream in &mut conns {
         stream
             .write_all(b"hello, idle world\r\n")
@@ -758,7 +822,7 @@ fn hold_idle(addr: SocketAddr, n: usize, pid: u32) -> Result<(f64, f64), String>
             return Err("wrong echo".into());
         }
     }
-    let echoed = measure::status_bytes(pid, "VmRSS").unwrap_or(0) as f64;
+    let echoed = process::rss_bytes(pid).unwrap_or(0) as f64;
     Ok((never, echoed))
 }
 

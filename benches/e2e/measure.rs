@@ -1,6 +1,7 @@
-//! Reading a server process from the outside: CPU time and memory from
-//! /proc, system calls from `strace -c`, and user-space instructions from
-//! `valgrind --tool=callgrind`.
+//! Reading a server process from the outside, beyond what `echod-kit`'s
+//! `process` module reads (CPU time, memory, signals): the address it
+//! listens on from /proc, system calls from `strace -c`, and user-space
+//! instructions from `valgrind --tool=callgrind`.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -10,32 +11,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-/// CPU time (user + system, all threads, living and exited) of `pid`, in
-/// nanoseconds, at the kernel's tick resolution.
-pub fn cpu_ns(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold
-    // spaces: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) * (1_000_000_000 / clock_ticks()))
-}
-
-fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions; it only reads a constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as u64 } else { 100 }
-}
-
-/// A `/proc/PID/status` field in bytes (`VmRSS`, `VmHWM`).
-pub fn status_bytes(pid: u32, field: &str) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
+use echod_kit::process::{self, Signal};
 
 /// The IPv4 address `pid` listens on, from /proc: its socket descriptors'
 /// inodes matched against the kernel's table of TCP sockets in LISTEN state.
@@ -134,7 +110,8 @@ impl Strace {
 
     /// Detaches (SIGINT, as Ctrl-C would) and reads the counts.
     pub fn finish(mut self) -> Result<Syscalls, String> {
-        signal(self.child.id(), libc::SIGINT);
+        // A failure here shows up as strace not exiting, below.
+        let _ = process::signal(self.child.id(), Signal::INT);
         wait_deadline(&mut self.child, Duration::from_secs(10))?;
         let table =
             fs::read_to_string(&self.output).map_err(|err| format!("strace output: {err}"))?;
@@ -175,14 +152,6 @@ pub fn callgrind_total(path: &Path) -> Result<u64, String> {
         })
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| format!("no totals in {}", path.display()))
-}
-
-pub fn signal(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill has no memory-safety preconditions; a stale pid at worst
-    // gets ESRCH.
-    unsafe {
-        libc::kill(pid as libc::pid_t, signal);
-    }
 }
 
 /// Waits for `child` to exit; kills it if it has not within `deadline`.

@@ -1,9 +1,10 @@
 //! The command line of `echo-bench`: what to load, how hard, and for how long.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use echod_kit::args::{UsageError, positive, seconds, string};
 
 /// Default target: echod's default address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:12321";
@@ -115,22 +116,6 @@ pub enum Command {
     Run(Options),
     Help,
     Version,
-}
-
-/// A command line that cannot be run.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<lexopt::Error> for UsageError {
-    fn from(err: lexopt::Error) -> UsageError {
-        UsageError(err.to_string())
-    }
 }
 
 pub fn parse_args<I>(args: I) -> Result<Command, UsageError>
@@ -260,39 +245,6 @@ where
         json,
         quiet,
     }))
-}
-
-fn string(value: OsString, option: &str) -> Result<String, UsageError> {
-    value.into_string().map_err(|value| {
-        UsageError(format!(
-            "invalid {option} '{}': not valid UTF-8",
-            value.to_string_lossy()
-        ))
-    })
-}
-
-/// A whole number of at least 1.
-fn positive<T>(value: OsString, option: &str) -> Result<T, UsageError>
-where
-    T: std::str::FromStr + PartialOrd + From<u8>,
-{
-    let value = string(value, option)?;
-    match value.parse::<T>() {
-        Ok(n) if n >= T::from(1) => Ok(n),
-        _ => Err(UsageError(format!(
-            "invalid {option} '{value}': expected a whole number of at least 1"
-        ))),
-    }
-}
-
-/// Seconds, possibly fractional.
-fn seconds(value: OsString, option: &str) -> Result<Duration, UsageError> {
-    let value = string(value, option)?;
-    value
-        .parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| UsageError(format!("invalid {option} '{value}': expected seconds")))
 }
 
 #[cfg(test)]

@@ -16,22 +16,12 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echod_kit::process::{self, Sample, Signal};
 use rlimit::Resource;
 
 /// How long echod may take to print its address, and to exit after SIGTERM.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// echod's resource use at one instant, from `/proc/PID`.
-#[derive(Debug, Clone, Copy)]
-pub struct Sample {
-    /// Resident set size (`VmRSS`).
-    pub rss_bytes: u64,
-    /// Entries in `/proc/PID/fd`.
-    pub descriptors: usize,
-    /// User plus system CPU time, all threads, since the process started.
-    pub cpu: Duration,
-}
 
 /// The echod process under attack.
 #[derive(Debug)]
@@ -43,7 +33,6 @@ pub struct Target {
     child: Option<Child>,
     /// The soft descriptor limit to restore after an exhaustion period.
     saved_limit: Option<u64>,
-    ticks_per_second: f64,
 }
 
 impl Target {
@@ -62,7 +51,17 @@ impl Target {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", echod.display())))?;
+            .map_err(|err| {
+                // The usual cause: the daemon was never built. echo-chaos
+                // looks beside itself, where `cargo build --release
+                // --workspace` puts both.
+                let hint = if err.kind() == io::ErrorKind::NotFound {
+                    " (build it with `cargo build --release`, or give --echod PATH)"
+                } else {
+                    ""
+                };
+                io::Error::new(err.kind(), format!("{}: {err}{hint}", echod.display()))
+            })?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (address_tx, address_rx) = mpsc::channel();
         thread::spawn(move || {
@@ -99,7 +98,6 @@ impl Target {
             pid: Some(child.id()),
             child: Some(child),
             saved_limit: None,
-            ticks_per_second: ticks_per_second(),
         })
     }
 
@@ -110,36 +108,13 @@ impl Target {
             pid,
             child: None,
             saved_limit: None,
-            ticks_per_second: ticks_per_second(),
         }
     }
 
     /// Reads echod's resource use, or `None` if its pid is unknown or it has
     /// gone.
     pub fn sample(&self) -> Option<Sample> {
-        let pid = self.pid?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let rss_kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        let descriptors = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Field 2, the command name, is in parentheses and may hold spaces;
-        // utime and stime are the 12th and 13th fields after it.
-        let after_name = &stat[stat.rfind(')')? + 1..];
-        let mut fields = after_name.split_whitespace().skip(11);
-        let utime: u64 = fields.next()?.parse().ok()?;
-        let stime: u64 = fields.next()?.parse().ok()?;
-        Some(Sample {
-            rss_bytes: rss_kib * 1024,
-            descriptors,
-            cpu: Duration::from_secs_f64((utime + stime) as f64 / self.ticks_per_second),
-        })
+        Sample::read(self.pid?).ok()
     }
 
     /// Lowers echod's soft descriptor limit to `soft`, remembering the old
@@ -186,12 +161,10 @@ impl Target {
     /// echod that was already running.
     pub fn stop(&mut self) -> Option<io::Result<ExitStatus>> {
         let mut child = self.child.take()?;
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: kill(2) takes two integers and touches no memory. The pid is
-        // our child's and it has not been reaped (only this function waits
-        // for it, once), so it cannot name another process.
-        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-            return Some(Err(io::Error::last_os_error()));
+        // The pid is our child's and it has not been reaped (only this
+        // function waits for it, once), so it cannot name another process.
+        if let Err(err) = process::signal(child.id(), Signal::TERM) {
+            return Some(Err(err));
         }
         let deadline = Instant::now() + EXIT_TIMEOUT;
         loop {
@@ -225,11 +198,4 @@ impl Drop for Target {
             let _ = child.wait();
         }
     }
-}
-
-/// Clock ticks per second, the unit of `utime` and `stime` in `/proc`.
-fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf takes an integer and touches no memory.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
 }

@@ -2,6 +2,9 @@
 //! purpose: a load generator that cannot tell a corrupted or missing echo
 //! from a good one would make every figure it prints worthless.
 
+// echod's own test helpers (an in-process server on 127.0.0.1:0), shared
+// rather than copied: one copy of each helper.
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};
@@ -12,6 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::TestServer;
+use echod_kit::process::{self, Signal};
 
 /// Longest a run of the load generator may take before the test fails.
 const RUN_DEADLINE: Duration = Duration::from_secs(30);
@@ -35,7 +39,7 @@ fn echo_bench(args: &[&str]) -> Output {
         Ok(output) => output.expect("collect echo-bench output"),
         Err(_) => {
             // Do not leave a runaway load generator behind.
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let _ = process::signal(pid, Signal::KILL);
             panic!("echo-bench did not finish within {RUN_DEADLINE:?}");
         }
     }

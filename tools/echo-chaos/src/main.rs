@@ -13,19 +13,19 @@
 //! their baseline.
 //!
 //! ```console
-//! $ cargo build --release
+//! $ cargo build --release --workspace
 //! $ target/release/echo-chaos --duration 20 --conns 500
 //! ```
 //!
 //! Modules: `options` (the command line), `target` (echod and its `/proc`
 //! figures), `client` (one connection's I/O and checks), `soak` (the event
-//! loop and the schedule), `report` (status lines, summary, verdict), `rng`.
+//! loop and the schedule), `report` (status lines, summary, verdict). The
+//! seeded generator and the `/proc` readings come from `echod-kit`.
 //! `docs/RELIABILITY.md` records a run and what it shows.
 
 mod client;
 mod options;
 mod report;
-mod rng;
 mod soak;
 mod target;
 

@@ -5,10 +5,11 @@
 //! must be a loopback address.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use echod_kit::args::{UsageError, number, seconds};
 
 /// Longest run accepted, so that a typo cannot start an unbounded soak.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
@@ -58,10 +59,6 @@ pub enum Command {
     /// Print `USAGE` and exit.
     Help,
 }
-
-/// A command line that cannot be run.
-#[derive(Debug)]
-pub struct UsageError(pub String);
 
 /// The `--help` text.
 pub const USAGE: &str = "\
@@ -214,30 +211,6 @@ where
             .map_or(1, |since| since.as_nanos() as u64)
     });
     Ok(Command::Run(options))
-}
-
-fn number<T: std::str::FromStr>(value: OsString, option: &str) -> Result<T, UsageError> {
-    let text = value.to_string_lossy();
-    text.parse()
-        .map_err(|_| UsageError(format!("invalid {option} '{text}'")))
-}
-
-fn seconds(value: OsString, option: &str) -> Result<Duration, UsageError> {
-    let secs: f64 = number(value, option)?;
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| UsageError(format!("invalid {option}: not a number of seconds")))
-}
-
-impl From<lexopt::Error> for UsageError {
-    fn from(err: lexopt::Error) -> UsageError {
-        UsageError(err.to_string())
-    }
-}
-
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 #[cfg(test)]

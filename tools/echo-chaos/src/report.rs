@@ -4,10 +4,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use echod_kit::process::Sample;
 use hdrhistogram::Histogram;
 
 use crate::options::Options;
-use crate::target::Sample;
 
 /// Counters and latencies, kept by the soak as it runs.
 #[derive(Debug)]

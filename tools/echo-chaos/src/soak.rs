@@ -28,6 +28,8 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::time::{Duration, Instant};
 
+use echod_kit::SplitMix64;
+use echod_kit::process::Sample;
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -35,8 +37,7 @@ use slab::Slab;
 use crate::client::{ABUSES, Client, Role};
 use crate::options::Options;
 use crate::report::{Ends, Row, Tally, status_line};
-use crate::rng::Rng;
-use crate::target::{Sample, Target};
+use crate::target::Target;
 use roles::{is_abuse, role_name};
 
 /// Time between churn bursts.
@@ -66,7 +67,7 @@ pub struct Soak<'a> {
     clients: Slab<(u64, Client)>,
     next_id: u64,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
-    rng: Rng,
+    rng: SplitMix64,
     tally: Tally,
     chunk: Vec<u8>,
     started: Instant,
@@ -104,7 +105,7 @@ impl<'a> Soak<'a> {
             clients: Slab::new(),
             next_id: 0,
             timers: BinaryHeap::new(),
-            rng: Rng::new(options.seed),
+            rng: SplitMix64::new(options.seed),
             tally: Tally::new(),
             chunk: vec![0; 64 * 1024],
             started: Instant::now(),
