@@ -87,15 +87,9 @@ impl Daemon {
     /// The child's resident set size in bytes, from /proc.
     #[track_caller]
     pub fn rss_bytes(&self) -> usize {
-        let path = format!("/proc/{}/status", self.child.id());
-        let status =
-            std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {path}: {err}"));
-        let kib: usize = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc status");
-        kib * 1024
+        let rss = echod_kit::process::rss_bytes(self.pid())
+            .unwrap_or_else(|err| panic!("echod's resident set size: {err}"));
+        usize::try_from(rss).expect("an RSS that fits in memory")
     }
 
     /// Spawns echod with `args`.
@@ -201,10 +195,8 @@ impl Daemon {
     /// Descriptors the child has open, counted in `/proc/PID/fd`.
     #[track_caller]
     pub fn open_descriptors(&self) -> usize {
-        let path = format!("/proc/{}/fd", self.pid());
-        std::fs::read_dir(&path)
-            .unwrap_or_else(|err| panic!("read {path}: {err}"))
-            .count()
+        echod_kit::process::open_descriptors(self.pid())
+            .unwrap_or_else(|err| panic!("echod's open descriptors: {err}"))
     }
 
     /// Waits until the child has at most `limit` descriptors open, polling
@@ -230,23 +222,8 @@ impl Daemon {
     /// (`utime + stime` in `/proc/PID/stat`, in clock ticks).
     #[track_caller]
     pub fn cpu_time(&self) -> Duration {
-        let path = format!("/proc/{}/stat", self.pid());
-        let stat =
-            std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {path}: {err}"));
-        // The command name, field 2, is in parentheses and may hold spaces;
-        // the fields after it are plain numbers. utime and stime are fields
-        // 14 and 15, so the 12th and 13th after the name.
-        let after_name = &stat[stat.rfind(')').expect("stat has a command name") + 1..];
-        let ticks: u64 = after_name
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .map(|field| field.parse::<u64>().expect("utime and stime are numbers"))
-            .sum();
-        // SAFETY: sysconf takes an integer and touches no memory.
-        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        assert!(ticks_per_second > 0, "sysconf(_SC_CLK_TCK) failed");
-        Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64)
+        echod_kit::process::cpu_time(self.pid())
+            .unwrap_or_else(|err| panic!("echod's CPU time: {err}"))
     }
 
     /// Waits for the (first) "listening on ADDR" line and returns ADDR.
@@ -319,16 +296,15 @@ impl Daemon {
         }
     }
 
-    /// Sends `signal` to the child.
+    /// Sends `signal` (a `libc::SIG*` number) to the child.
     #[track_caller]
     pub fn signal(&self, signal: libc::c_int) {
-        assert!(self.status.is_none(), "the child has already been reaped");
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) takes two integers and touches no memory. The pid
-        // is our child's and it has not been reaped (checked above; only
+        // The pid is our child's and it has not been reaped (only
         // `wait_exit` and `Drop` reap it), so it cannot name another process.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill: {}", io::Error::last_os_error());
+        assert!(self.status.is_none(), "the child has already been reaped");
+        let signal = echod_kit::process::Signal::from_named_raw(signal)
+            .unwrap_or_else(|| panic!("{signal} is not a named signal"));
+        echod_kit::process::signal(self.pid(), signal).unwrap_or_else(|err| panic!("kill: {err}"));
     }
 
     /// Waits for the child to exit and returns its status.
