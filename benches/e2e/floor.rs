@@ -4,9 +4,9 @@
 //! loopback cost anyone.
 //!
 //! One thread, one epoll instance, one buffer for the whole server, and
-//! nothing else: no limits, no logging, no timers, no line scanning. Each
-//! readable event is one `read` into the shared buffer and one `write` of
-//! exactly what was read. Echoing every byte back in order preserves the
+//! nothing else: no limits, no logging, no timers, no line scanning. A
+//! readable event is a `read` into the shared buffer and a `write` of
+//! exactly what was read, again while reads fill the buffer. Echoing every byte back in order preserves the
 //! line framing for a client that sends whole lines, as `echo-bench` does, so
 //! its byte-by-byte verification holds; what the floor skips is the search
 //! for terminators and holding back an unfinished line, which are part of
@@ -17,10 +17,12 @@
 //! `EPOLLOUT` and reads nothing until the rest is sent. So a connection
 //! holds at most one read's worth, and only while its peer is not reading.
 //!
-//! Interest is level-triggered (`epoll(7)`): one read per event is enough,
-//! because a socket with bytes left will be reported again by the next wait.
-//! That saves the read ending in `EAGAIN` that edge-triggered draining
-//! costs, so the floor makes one read and one write per ping-pong line.
+//! Interest is level-triggered (`epoll(7)`): a socket with bytes left is
+//! reported again by the next wait, so the floor may stop after a short read
+//! without the read ending in `EAGAIN` that edge-triggered draining costs,
+//! and makes one read and one write per ping-pong line. It reads again after
+//! a full read only to save a wait per buffer in bulk transfers, as echod's
+//! per-turn read budget does.
 
 use std::io;
 use std::net::TcpListener;
@@ -36,6 +38,10 @@ use rustix::net::{SocketFlags, sockopt};
 const READ_BYTES: usize = 16 * 1024;
 /// Events one wait may return: echod's events capacity.
 const EVENTS_CAPACITY: usize = 1024;
+/// Full reads one event may take before the others get their turn: echod's
+/// per-turn read budget (64 KiB), so that one fast client cannot starve the
+/// rest.
+const READS_PER_EVENT: usize = 4;
 
 /// One client. Its key in epoll and in the server's table is its descriptor.
 struct Connection {
@@ -140,27 +146,35 @@ fn accept_pending(
     }
 }
 
-/// One read into the shared buffer and one write of what it read. What the
-/// socket does not take is kept, and the connection waits to write it.
+/// A read into the shared buffer and a write of what it read, repeated while
+/// reads fill the buffer. What the socket does not take is kept, and the
+/// connection waits to write it.
 fn echo(epoll: &OwnedFd, connection: &mut Connection, buf: &mut [u8]) -> After {
-    let read = match rustix::io::read(&connection.socket, &mut *buf) {
-        // The peer finished sending, and nothing is owed to it: a connection
-        // with unsent bytes is not reading.
-        Ok(0) => return After::Close,
-        Ok(n) => n,
-        Err(Errno::AGAIN | Errno::INTR) => return After::KeepOpen,
-        Err(_) => return After::Close,
-    };
-    let sent = match rustix::io::write(&connection.socket, &buf[..read]) {
-        Ok(n) => n,
-        Err(Errno::AGAIN | Errno::INTR) => 0,
-        Err(_) => return After::Close,
-    };
-    if sent == read {
-        return After::KeepOpen;
+    for _ in 0..READS_PER_EVENT {
+        let read = match rustix::io::read(&connection.socket, &mut *buf) {
+            // The peer finished sending, and nothing is owed to it: a
+            // connection with unsent bytes is not reading.
+            Ok(0) => return After::Close,
+            Ok(n) => n,
+            Err(Errno::AGAIN | Errno::INTR) => return After::KeepOpen,
+            Err(_) => return After::Close,
+        };
+        let sent = match rustix::io::write(&connection.socket, &buf[..read]) {
+            Ok(n) => n,
+            Err(Errno::AGAIN | Errno::INTR) => 0,
+            Err(_) => return After::Close,
+        };
+        if sent < read {
+            connection.unsent.extend_from_slice(&buf[sent..read]);
+            return interest(epoll, connection, EventFlags::OUT);
+        }
+        // A short read emptied the socket; had it not, the next wait would
+        // report it again (level-triggered).
+        if read < buf.len() {
+            break;
+        }
     }
-    connection.unsent.extend_from_slice(&buf[sent..read]);
-    interest(epoll, connection, EventFlags::OUT)
+    After::KeepOpen
 }
 
 /// Writes what the socket did not take before; once all of it is gone, the
