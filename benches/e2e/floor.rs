@@ -21,8 +21,9 @@
 //! reported again by the next wait, so the floor may stop after a short read
 //! without the read ending in `EAGAIN` that edge-triggered draining costs,
 //! and makes one read and one write per ping-pong line. It reads again after
-//! a full read only to save a wait per buffer in bulk transfers, as echod's
-//! per-turn read budget does.
+//! a full read, to save a wait per buffer in bulk transfers, and with no
+//! budget: a client that keeps the buffer full and reads its echoes as fast
+//! keeps the others waiting, which echod's per-turn read budget prevents.
 
 use std::io;
 use std::net::TcpListener;
@@ -38,10 +39,6 @@ use rustix::net::{SocketFlags, sockopt};
 const READ_BYTES: usize = 16 * 1024;
 /// Events one wait may return: echod's events capacity.
 const EVENTS_CAPACITY: usize = 1024;
-/// Full reads one event may take before the others get their turn: echod's
-/// per-turn read budget (64 KiB), so that one fast client cannot starve the
-/// rest.
-const READS_PER_EVENT: usize = 4;
 
 /// One client. Its key in epoll and in the server's table is its descriptor.
 struct Connection {
@@ -150,7 +147,7 @@ fn accept_pending(
 /// reads fill the buffer. What the socket does not take is kept, and the
 /// connection waits to write it.
 fn echo(epoll: &OwnedFd, connection: &mut Connection, buf: &mut [u8]) -> After {
-    for _ in 0..READS_PER_EVENT {
+    loop {
         let read = match rustix::io::read(&connection.socket, &mut *buf) {
             // The peer finished sending, and nothing is owed to it: a
             // connection with unsent bytes is not reading.
@@ -171,10 +168,9 @@ fn echo(epoll: &OwnedFd, connection: &mut Connection, buf: &mut [u8]) -> After {
         // A short read emptied the socket; had it not, the next wait would
         // report it again (level-triggered).
         if read < buf.len() {
-            break;
+            return After::KeepOpen;
         }
     }
-    After::KeepOpen
 }
 
 /// Writes what the socket did not take before; once all of it is gone, the
