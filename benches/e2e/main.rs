@@ -6,7 +6,9 @@
 //! instead of biasing the ratios. Each run starts the server afresh, pinned
 //! to CPU 0, and drives it with `echo-bench` pinned to CPU 1 (when the
 //! machine has two CPUs and `taskset`). A table per workload gives each
-//! peer's median over the rounds and its ratio to echod.
+//! peer's median over the rounds and its ratio to echod, and a line under
+//! every table gives echod's distance to the floor (the least a readiness
+//! server can do, `floor.rs`) and to tokio.
 //!
 //! Then, in separate shorter runs, the counts that do not drift with the
 //! machine's noise: system calls per echoed line (`strace -c -f` attached to
@@ -25,6 +27,7 @@
 //! cargo bench --bench e2e -- --test            # each part once, briefly (CI)
 //! ```
 
+mod floor;
 mod measure;
 mod peers;
 
@@ -628,7 +631,50 @@ fn table(options: &Options, workload: &Workload, rows: &[(Peer, Vec<Sample>)]) -
             mib(median(samples, |s| s.peak_rss)),
         );
     }
+    let figures: Vec<(Peer, Vec<f64>)> = rows
+        .iter()
+        .map(|(peer, samples)| {
+            let rate = median(samples, |s| s.lines_per_s);
+            (*peer, vec![rate, median(samples, |s| s.cpu_ns_per_line)])
+        })
+        .collect();
+    out.push_str(&distances(&["lines/s", "CPU/line"], &figures));
     out
+}
+
+/// The line under a table that says how far echod is from the floor and
+/// from tokio: for each named column, echod's figure divided by the
+/// reference's. Above 1, echod has more of it: better for lines/s, worse for
+/// a cost.
+fn distances(columns: &[&str], figures: &[(Peer, Vec<f64>)]) -> String {
+    let find = |peer: Peer| figures.iter().find(|(p, _)| *p == peer).map(|(_, f)| f);
+    let Some(echod) = find(Peer::Echod) else {
+        return String::new();
+    };
+    let parts: Vec<String> = Peer::REFERENCES
+        .into_iter()
+        .filter_map(|reference| {
+            let theirs = find(reference)?;
+            let ratios: Vec<String> = columns
+                .iter()
+                .zip(echod.iter().zip(theirs))
+                .map(|(column, (ours, theirs))| {
+                    let ratio = ours / theirs;
+                    if ratio.is_finite() {
+                        format!("{column} {ratio:.2}")
+                    } else {
+                        format!("{column} -")
+                    }
+                })
+                .collect();
+            Some(format!(
+                "echod ÷ {}: {}",
+                reference.name(),
+                ratios.join(", ")
+            ))
+        })
+        .collect();
+    format!("\n{}\n", parts.join("; "))
 }
 
 fn workload_json(workload: &Workload, rows: &[(Peer, Vec<Sample>)]) -> String {
@@ -684,6 +730,7 @@ fn counts(options: &Options) -> Result<String, String> {
         "| peer | syscalls/line | read+write/line | epoll_wait/line | user instructions/line |"
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    let mut figures = Vec::new();
     for peer in Peer::ALL {
         let lines = (conns * per_conn) as f64;
         let syscalls = if have_strace {
@@ -727,6 +774,8 @@ fn counts(options: &Options) -> Result<String, String> {
         } else {
             None
         };
+        let (t, rw) = syscalls.map_or((f64::NAN, f64::NAN), |(t, rw, _)| (t, rw));
+        figures.push((peer, vec![t, rw, instructions.unwrap_or(f64::NAN)]));
         let (total, rw, waits) = match syscalls {
             Some((t, rw, w)) => (format!("{t:.3}"), format!("{rw:.3}"), format!("{w:.3}")),
             None => ("strace not found".into(), "-".into(), "-".into()),
@@ -740,6 +789,8 @@ fn counts(options: &Options) -> Result<String, String> {
         eprintln!("counts {}: done", peer.name());
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let columns = ["syscalls/line", "read+write/line", "instructions/line"];
+    out.push_str(&distances(&columns, &figures));
     Ok(out)
 }
 
@@ -779,6 +830,11 @@ fn idle(options: &Options) -> Result<(String, String), String> {
             echoed / base
         );
     }
+    let figures: Vec<(Peer, Vec<f64>)> = rows
+        .iter()
+        .map(|(peer, never, echoed)| (*peer, vec![*never, *echoed]))
+        .collect();
+    out.push_str(&distances(&["never used", "after one echo"], &figures));
     let json = format!(
         "{{\"workload\":\"idle-{n}\",\"conns\":{n},\"peers\":[{}]}}",
         rows.iter()

@@ -4,6 +4,10 @@
 //! limit as echod's default. They run as separate processes (this benchmark
 //! binary, re-executed with `ECHOD_BENCH_PEER` set) so that their CPU time
 //! and memory can be read from /proc like echod's.
+//!
+//! One peer is not a yardstick but a bound: `floor` (in `floor.rs`) does the
+//! least a readiness server can do, with no framing and no limits, so that
+//! the tables can show how far echod is from the bare cost of the job.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,6 +28,9 @@ const INITIAL_BYTES: usize = 16 * 1024;
 pub enum Peer {
     /// The daemon itself, built by cargo.
     Echod,
+    /// One thread, raw level-triggered epoll, one buffer: the least a
+    /// readiness server can do (`floor.rs`).
+    Floor,
     /// tokio with the current-thread runtime: one thread, like echod.
     TokioCurrent,
     /// tokio with the multi-thread runtime (a worker per core).
@@ -33,16 +40,22 @@ pub enum Peer {
 }
 
 impl Peer {
-    pub const ALL: [Peer; 4] = [
+    pub const ALL: [Peer; 5] = [
         Peer::Echod,
+        Peer::Floor,
         Peer::TokioCurrent,
         Peer::TokioMulti,
         Peer::Threads,
     ];
 
+    /// The peers every table measures echod's distance to: the floor below
+    /// it, and tokio, what people would write instead.
+    pub const REFERENCES: [Peer; 3] = [Peer::Floor, Peer::TokioCurrent, Peer::TokioMulti];
+
     pub fn name(self) -> &'static str {
         match self {
             Peer::Echod => "echod",
+            Peer::Floor => "floor",
             Peer::TokioCurrent => "tokio-current",
             Peer::TokioMulti => "tokio-multi",
             Peer::Threads => "threads",
@@ -59,6 +72,7 @@ impl Peer {
 pub fn serve(peer: Peer) -> io::Result<()> {
     match peer {
         Peer::Echod => Err(io::Error::other("echod runs as its own binary")),
+        Peer::Floor => crate::floor::serve(),
         Peer::Threads => threads(),
         Peer::TokioCurrent => tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -88,7 +102,8 @@ fn make_room(buf: &mut Vec<u8>, held: usize) -> bool {
     true
 }
 
-fn announce(addr: std::net::SocketAddr) {
+/// Tells the benchmark, which reads the server's stdout, where it listens.
+pub fn announce(addr: std::net::SocketAddr) {
     let mut out = io::stdout();
     let _ = writeln!(out, "listening on {addr}");
     let _ = out.flush();
