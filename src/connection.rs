@@ -171,6 +171,34 @@ impl Readiness {
     };
 }
 
+/// The state and whether output is owed: all a connection's interest is
+/// derived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiting {
+    /// The connection's state.
+    pub state: State,
+    /// Whether echoes are owed.
+    pub has_output: bool,
+}
+
+impl Waiting {
+    /// The readiness a connection in this position waits for, or `None` if
+    /// it waits for nothing (it has finished).
+    #[inline]
+    pub fn interest(self) -> Option<Interest> {
+        match (self.state, self.has_output) {
+            (State::Open, false) => Some(Interest::READABLE),
+            (State::Open, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            // Not READABLE: input left unread would only bring events we must
+            // ignore. Reading resumes on our own initiative after a flush.
+            (State::Paused, _) => Some(Interest::WRITABLE),
+            (State::Draining(_), true) => Some(Interest::WRITABLE),
+            (State::Draining(_), false) => None,
+            (State::Lingering(_), _) => Some(Interest::READABLE),
+        }
+    }
+}
+
 /// What the server should do with the connection after a call.
 #[derive(Debug)]
 pub enum Step {
@@ -312,16 +340,16 @@ impl<S: Stream> Connection<S> {
     /// The readiness the connection waits for in its current state, or `None`
     /// if it waits for nothing (it has finished).
     pub fn interest(&self) -> Option<Interest> {
-        let has_output = self.buffer.pending_len() > 0;
-        match (self.state, has_output) {
-            (State::Open, false) => Some(Interest::READABLE),
-            (State::Open, true) => Some(Interest::READABLE | Interest::WRITABLE),
-            // Not READABLE: input left unread would only bring events we must
-            // ignore. Reading resumes on our own initiative after a flush.
-            (State::Paused, _) => Some(Interest::WRITABLE),
-            (State::Draining(_), true) => Some(Interest::WRITABLE),
-            (State::Draining(_), false) => None,
-            (State::Lingering(_), _) => Some(Interest::READABLE),
+        self.waiting().interest()
+    }
+
+    /// What the connection's interest is derived from: two calls that return
+    /// the same `Waiting` mean the same interest.
+    #[inline]
+    pub fn waiting(&self) -> Waiting {
+        Waiting {
+            state: self.state,
+            has_output: self.buffer.pending_len() > 0,
         }
     }
 

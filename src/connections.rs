@@ -250,17 +250,15 @@ impl<S: Stream> Connections<S> {
         // the event was queued), or it was listed twice to be served again
         // and closed the first time. Harmless, like any spurious event.
         let connection = self.slab.get_mut(key)?;
-        let before = (connection.interest(), connection.state());
+        let waiting = connection.waiting();
         let step = connection.on_ready(ready, &self.limits, &mut self.read_buffer, now_ms);
         // The usual outcome, a line echoed in full: the connection waits in
-        // the same state for the same readiness, so there is nothing to apply.
-        if matches!(step, Step::Wait)
-            && connection.state() == before.1
-            && connection.interest() == before.0
-        {
+        // the same state, with output pending or not as before, so for the
+        // same readiness: there is nothing to apply.
+        if matches!(step, Step::Wait) && connection.waiting() == waiting {
             return None;
         }
-        self.apply(registrar, key, before, step)
+        self.apply(registrar, key, (waiting.interest(), waiting.state), step)
     }
 
     /// Begins a graceful shutdown of every connection: each stops reading
