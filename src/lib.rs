@@ -76,6 +76,7 @@ pub mod logging;
 pub mod probe;
 pub mod server;
 pub mod socket;
+pub mod state;
 pub mod summary;
 pub mod systemd;
 pub mod workers;
