@@ -1,8 +1,12 @@
-//! The connection state machine under deterministic simulation.
+//! echod's event-loop code under deterministic simulation.
 //!
-//! `sim` (tests/sim/mod.rs) plays one scenario against a simulated socket,
-//! peer and event loop, injecting faults, and checks the connection's
-//! promises at every step; its module docs list them. This file runs it:
+//! `sim` (tests/sim/mod.rs) runs echod's own `Connections` (the accept
+//! loop, `drive` and `apply`, the serve-again list, the shutdown, the
+//! expiry sweep and the shutdown deadline, exactly as `server.rs` calls
+//! them) on a simulated kernel, listener and registrar, with one to eight
+//! peers per scenario (and now and then a flood of probes), injecting
+//! faults, and checks every connection's promises and the loop's fairness
+//! at every step; its module docs list the properties. This file runs it:
 //!
 //! - from seeds: `DEFAULT_SEEDS` of them in `cargo test`, or
 //!   `ECHOD_SIM_SEEDS=N` for a longer run (see README.md, *Testing*). A
@@ -11,6 +15,11 @@
 //! - from byte strings, through proptest, the way the fuzz target under
 //!   `fuzz/` runs it: a failure there is shrunk to a short string;
 //! - on fixed scripts, for cases found before.
+//!
+//! The seeded run ends by checking that the seeds reached every path it
+//! claims to test: every close reason, pauses and resumes, serving again,
+//! several connections at once, the accept budget spent, rejections at
+//! `max_connections`, and each injected fault.
 
 mod sim;
 
@@ -70,7 +79,9 @@ fn seeded_scenarios_keep_every_property() {
     }
     eprintln!("{seeds} seeds from {first}: {coverage:#?}");
     // A generator that stopped reaching a path would let this test pass
-    // without testing it.
+    // without testing it. `rejected`, `unregistered` and `refused` are how
+    // a connection that never got in ended: at `max_connections`, when its
+    // registration failed, and when the listener closed at shutdown.
     for reason in [
         "peer finished",
         "line too long",

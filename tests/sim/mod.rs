@@ -60,8 +60,9 @@
 //!   shutdown deadline);
 //! - no call spins: it meets `WouldBlock` at most twice more often than it
 //!   makes progress; no call reads more than `TURN_READ_BUDGET_BYTES` plus
-//!   one read, and a connection is listed to be served again only after a
-//!   full budget;
+//!   one read (and the read that found a line too long, which
+//!   `Connection::advance` does not charge to the budget), and a connection
+//!   is listed to be served again only after a full budget;
 //! - the buffer stays within `Limits::max_buffer_bytes`, the bytes owed
 //!   within the high-water mark plus one read and one line, and a paused
 //!   connection whose output has drained is never left paused;
@@ -70,8 +71,13 @@
 //! - fairness: the connections listed to be served again are served in the
 //!   next turn, after that turn's events, in the order they were listed,
 //!   and nothing else is served then; at the end of every turn, a connection
-//!   with input waiting has an event coming or is listed to be served again;
-//! - accepting: at most `ACCEPT_BUDGET` attempts per listener per turn;
+//!   with input waiting has an event coming or is listed to be served again.
+//!   (A connection whose event and whose serving again both spend a budget
+//!   in one turn is listed twice, and served twice the next turn:
+//!   `Coverage::listed_twice` counts it);
+//! - accepting: at most `ACCEPT_BUDGET` attempts per `accept_pending`, and
+//!   one `accept_pending` per listener per turn (on its event, or else
+//!   because the budget ran out last turn);
 //!   `AcceptEnd::BudgetSpent` exactly when the budget was used up, and then
 //!   the next turn accepts again, so a queued connection never waits for an
 //!   edge that will not come; a connection is rejected exactly when
