@@ -173,6 +173,13 @@ impl<S: Stream> Connections<S> {
         !self.again.is_empty()
     }
 
+    /// The keys to be served again next turn, in the order they spent their
+    /// read budget. The loop needs only `want_another_turn`; the simulation
+    /// in `tests/sim` reads the list to check serve-again order and fairness.
+    pub fn listed_again(&self) -> &[usize] {
+        &self.again
+    }
+
     /// Accepts from `listener` until its backlog is empty or `ACCEPT_BUDGET`
     /// is spent. The listener is edge-triggered: one event may stand for
     /// many queued connections, and none of them will be announced again.

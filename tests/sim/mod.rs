@@ -1,50 +1,92 @@
-//! A deterministic simulation of one connection's world: the socket, the
-//! peer behind it and the event loop in front of it, all driven by a stream
-//! of decisions. From a seed (or from a fuzzer's bytes) it plays out one
-//! scenario and checks the connection's promises at every step.
+//! A deterministic simulation of one event loop's world: a simulated
+//! kernel (sockets, epoll's ready list, a listening socket), up to eight
+//! peers behind it (or a flood of connect-and-close probes), and the loop
+//! in front of it, all driven by a stream of decisions. From a seed (or
+//! from a fuzzer's bytes) it plays out one scenario and checks echod's
+//! promises at every step.
 //!
-//! Read first: `Socket` and `SimStream`, the kernel's side of one socket;
-//! then `World`, the event loop around the connection, and `run`, which
-//! plays a random phase and then a settling phase; then `World::after_call`
-//! and `World::close`, where the properties are checked.
+//! It runs the server's own code. The connections live in echod's
+//! `Connections`, the very type `server.rs` drives: accepting
+//! (`accept_pending`, with its budget and `max_connections`), events
+//! (`drive`, which applies each `Step` and re-registers), the serve-again
+//! list (`begin_turn`, `serve_again`), the shutdown (`begin_shutdown`), the
+//! sweep (`expire`) and the shutdown deadline (`close_all`). The simulation
+//! supplies only what `Connections` is generic over: a `Stream` (`SimStream`),
+//! a `Registrar` (`SimRegistrar`) and a `Listener` (`SimListener`), and the
+//! loop's turn (`World::turn`) in the order `server.rs` takes it: poll;
+//! `begin_turn`; each event in turn; `serve_again`; accept again if the
+//! budget ran out last turn; the sweep every `EXPIRY_SWEEP_MS`; the
+//! shutdown deadline. No server constant is restated here: the linger, the
+//! sweep interval, the budgets and the readiness of a served-again
+//! connection are echod's, and the interest a connection registers is
+//! whatever it reports.
+//!
+//! Read first: `Kernel` and `SimStream`, the kernel's side of the sockets;
+//! then `World::turn`, the loop; then `World::after_call`,
+//! `World::serve_phase`, `World::accept` and `World::close`, where the
+//! properties are checked.
 //!
 //! The simulated kernel keeps the readiness contract that `connection.rs`
-//! relies on, and nothing more:
+//! and `connections.rs` rely on, and nothing more:
 //!
-//! - readiness is edge-triggered: an event is raised when bytes or the FIN
+//! - readiness is edge-triggered: an edge is raised when bytes or the FIN
 //!   arrive while READABLE is registered, when send space opens from zero
 //!   while WRITABLE is registered, and for a reset whatever is registered;
-//!   edges raised before the loop next polls arrive as one event;
-//! - re-registering with a new interest reports the readiness already there
-//!   (`EPOLL_CTL_MOD` polls the socket);
+//!   a socket's edges raised before the loop next polls arrive as one event,
+//!   and events come in the order the sockets first became ready;
+//! - registering, and re-registering with a new interest, report the
+//!   readiness already there (`EPOLL_CTL_ADD` and `EPOLL_CTL_MOD` poll the
+//!   socket);
 //! - a read returns what has arrived up to the size asked. A read is cut
 //!   short only where more input arrives just after it, which raises a new
 //!   edge; a short write leaves the send buffer full. So a short read or
 //!   write proves what `epoll(7)` says it proves;
-//! - the peer's FIN follows its last byte, and reads return 0 from then on.
+//! - the peer's FIN follows its last byte, and reads return 0 from then on;
+//! - a connection raises an edge on the listener; closing a socket removes
+//!   it from the epoll set and its pending event with it.
 //!
-//! Within that contract everything is arbitrary: how input arrives and how
-//! the peer reads, `Interrupted` on any call, input arriving and send space
-//! opening while the connection is in the middle of a call, spurious events
-//! with any flags, a reset at any moment, a server shutdown at any moment,
-//! the clock jumping.
+//! Within that contract everything is arbitrary: when each peer connects,
+//! how its input arrives and how it reads, `Interrupted` on any call, input
+//! arriving and send space opening while a connection is in the middle of a
+//! call, spurious events with any flags (also for keys no connection holds),
+//! a reset at any moment, `accept` failing, registration failing, a server
+//! shutdown at any moment (with a deadline), the clock jumping.
 //!
-//! The properties, checked after every call the event loop makes:
+//! The properties, checked after every call the loop makes:
 //!
-//! - the bytes written are exactly the complete lines of the bytes read, in
-//!   order, up to the first over-long line (a prefix of them if the
-//!   connection was reset or timed out);
+//! - per connection, the bytes written are exactly the complete lines of
+//!   the bytes read, in order, up to the first over-long line (a prefix of
+//!   them if the connection was reset, timed out or cut off at the
+//!   shutdown deadline);
 //! - no call spins: it meets `WouldBlock` at most twice more often than it
-//!   makes progress, and returns `Step::Again` only after a full read
-//!   budget;
+//!   makes progress; no call reads more than `TURN_READ_BUDGET_BYTES` plus
+//!   one read (and the read that found a line too long, which
+//!   `Connection::advance` does not charge to the budget), and a connection
+//!   is listed to be served again only after a full budget;
 //! - the buffer stays within `Limits::max_buffer_bytes`, the bytes owed
 //!   within the high-water mark plus one read and one line, and a paused
 //!   connection whose output has drained is never left paused;
+//! - what is registered for a socket is always what its connection reports
+//!   it waits for, and a re-registration always changes it;
+//! - fairness: the connections listed to be served again are served in the
+//!   next turn, after that turn's events, in the order they were listed,
+//!   and nothing else is served then; at the end of every turn, a connection
+//!   with input waiting has an event coming or is listed to be served again.
+//!   (A connection whose event and whose serving again both spend a budget
+//!   in one turn is listed twice, and served twice the next turn:
+//!   `Coverage::listed_twice` counts it);
+//! - accepting: at most `ACCEPT_BUDGET` attempts per `accept_pending`, and
+//!   one `accept_pending` per listener per turn (on its event, or else
+//!   because the budget ran out last turn);
+//!   `AcceptEnd::BudgetSpent` exactly when the budget was used up, and then
+//!   the next turn accepts again, so a queued connection never waits for an
+//!   edge that will not come; a connection is rejected exactly when
+//!   `max_connections` are open;
 //! - every close has the reason the scenario calls for, and a connection
 //!   closed in order has delivered every echo it owed first;
-//! - once the world settles (all input and the FIN delivered, the peer
-//!   reading everything) the connection finishes: it never waits for an
-//!   event that cannot come.
+//! - once the world settles (every peer connected, all input and the FIN
+//!   delivered, every peer reading everything) every connection finishes:
+//!   none waits for an event that cannot come.
 //!
 //! This file is shared: `tests/simulation.rs` runs it from seeds, and the
 //! fuzz targets under `fuzz/` include it with `#[path]`, so it depends on
@@ -52,16 +94,19 @@
 #![allow(dead_code, unused_imports)] // Each includer uses a different subset.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use echod::Framing;
-use echod::buffer::{READ_CHUNK_BYTES, ReadBuffer};
+use echod::buffer::READ_CHUNK_BYTES;
 use echod::connection::{
-    CloseReason, Connection, Finish, LINGER_MS, Limits, Readiness, State, Step, Stream,
-    TURN_READ_BUDGET_BYTES,
+    CloseReason, Finish, LINGER_MS, Limits, Readiness, State, Stream, TURN_READ_BUDGET_BYTES,
+};
+use echod::connections::{
+    ACCEPT_BUDGET, Accept, AcceptEnd, Closed, Connections, EXPIRY_SWEEP_MS, Listener, Registrar,
 };
 use mio::Interest;
 
@@ -70,18 +115,6 @@ mod reference;
 
 pub use decide::{Bytes, Decide, SplitMix64, chance};
 pub use reference::{check_framing, reference};
-
-/// The edges the simulated kernel has raised for one socket: what a poll
-/// event's flags would carry.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Edges {
-    /// Input (or the FIN, or an error) arrived while READABLE was registered.
-    pub readable: bool,
-    /// Send space opened while WRITABLE was registered.
-    pub writable: bool,
-    /// The FIN is there (EPOLLRDHUP), or the connection was reset.
-    pub read_closed: bool,
-}
 
 /// Stream operations one call may make before the simulation calls it a
 /// spin. Far above what an honest call can need: a read budget read one
@@ -92,16 +125,23 @@ const MAX_OPS_PER_CALL: usize = 1_000_000;
 /// retries them (as it must) always gets through.
 const MAX_INTERRUPTS_IN_A_ROW: u32 = 3;
 
-/// Rounds the settling phase may take before the connection is declared
-/// stuck. Each round delivers everything and polls once; a connection
-/// needs about one round per read budget of input.
-const MAX_SETTLE_ROUNDS: usize = 10_000;
+/// Rounds the settling phase may take before the world is declared stuck.
+/// Each round delivers everything and runs one turn; a connection needs
+/// about one turn per read budget of input.
+const MAX_SETTLE_ROUNDS: usize = 20_000;
+
+/// Most peers of an ordinary scenario.
+const MAX_PEERS: u64 = 8;
+
+/// The port of peer 0's address; peer `i` connects from `PEER_PORT + i`, so
+/// that an accepted connection's address names its peer.
+const PEER_PORT: u16 = 10_000;
 
 // ---------------------------------------------------------------------------
 // The scenario
 // ---------------------------------------------------------------------------
 
-/// How often each fault is injected, in thousandths, for one scenario.
+/// How often each fault strikes one peer's socket, in thousandths.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Faults {
     /// A read or write returns `Interrupted`.
@@ -114,59 +154,144 @@ pub struct Faults {
     pub cut_read: u64,
     /// A write is cut short, the send buffer filling at that point.
     pub cut_write: u64,
-    /// An event carries flags that nothing raised.
-    pub spurious: u64,
     /// The peer resets the connection (per step of the random phase).
     pub reset: u64,
+}
+
+/// How often each fault strikes the loop, in thousandths.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoopFaults {
+    /// A poll carries an event with flags that nothing raised (per turn).
+    pub spurious: u64,
+    /// `accept` fails (`Interrupted` or `ECONNABORTED`), per call.
+    pub accept_error: u64,
+    /// `register` or `reregister` fails, per call.
+    pub register_error: u64,
     /// The server begins its shutdown (per step of the random phase).
     pub shutdown: u64,
 }
 
-/// One scenario: limits, the peer's input and how it behaves.
+/// One peer: what it sends and how it behaves.
 #[derive(Debug, Clone)]
-pub struct Scenario {
-    /// The connection's limits.
-    pub limits: Limits,
+pub struct Peer {
     /// Everything the peer will send.
     pub input: Vec<u8>,
-    /// Whether the peer half-closes after its input; if not, the run ends
-    /// with a server shutdown and the linger timeout.
+    /// Whether the peer half-closes after its input; if not, its connection
+    /// ends with a server shutdown and the linger timeout (or the deadline).
     pub peer_fin: bool,
-    /// The idle timeout, 0 for none.
-    pub idle_ms: u64,
     /// Bytes the send buffer can take at the start.
     pub send_space: usize,
     /// Largest arrival of one step.
     pub arrive_max: usize,
     /// Largest peer read of one step.
     pub drain_max: usize,
-    /// Steps in the random phase.
-    pub steps: usize,
-    /// Fault rates.
+    /// Fault rates on this peer's socket.
     pub faults: Faults,
 }
 
+/// One scenario: the limits, the peers and how the world around them
+/// behaves.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Every connection's limits.
+    pub limits: Limits,
+    /// The idle timeout, 0 for none.
+    pub idle_ms: u64,
+    /// Connections open at once, at most; more are rejected.
+    pub max_connections: usize,
+    /// How long a shutdown may take before every connection is closed.
+    pub shutdown_timeout_ms: u64,
+    /// The peers, in the order they connect.
+    pub peers: Vec<Peer>,
+    /// Health checks that connect after the peers, in bursts, and close at
+    /// once without sending anything: a flood that spends the accept budget.
+    pub probes: usize,
+    /// Steps in the random phase.
+    pub steps: usize,
+    /// Fault rates of the loop.
+    pub faults: LoopFaults,
+}
+
 impl Scenario {
-    /// Draws a scenario: mostly small limits and inputs, which reach every
-    /// state in few steps; one in five large, to reach the read budget,
-    /// buffer growth and real-sized limits.
+    /// Draws a scenario: one to eight peers, mostly with small limits and
+    /// inputs, which reach every state in few steps; one peer in five
+    /// large, to reach the read budget, buffer growth and real-sized
+    /// limits. One scenario in twenty adds a flood of probes (connect and
+    /// close at once), enough to spend the accept budget.
     pub fn generate(decide: &mut impl Decide) -> Scenario {
         let framing = [Framing::Crlf, Framing::Lf, Framing::Raw][decide.pick(3) as usize];
         let large = decide.pick(5) == 4;
-        let (max_line_bytes, max_pending_bytes, input_len) = if large {
+        let (max_line_bytes, max_pending_bytes) = if large {
             (
                 2 + decide.pick(70_000) as usize,
                 1 + decide.pick(200_000) as usize,
-                decide.pick(300_000) as usize,
             )
         } else {
-            (
-                2 + decide.pick(62) as usize,
-                1 + decide.pick(48) as usize,
-                decide.pick(600) as usize,
-            )
+            (2 + decide.pick(62) as usize, 1 + decide.pick(48) as usize)
         };
         let limits = Limits::new(framing, max_line_bytes, max_pending_bytes);
+        let n_peers = 1 + decide.pick(MAX_PEERS) as usize;
+        let peers: Vec<Peer> = (0..n_peers)
+            .map(|_| {
+                let large_peer = large && decide.pick(2) == 0;
+                Peer::generate(decide, large_peer)
+            })
+            .collect();
+        let flood = chance(decide, 50);
+        let probes = if flood {
+            ACCEPT_BUDGET + decide.pick(2 * ACCEPT_BUDGET as u64) as usize
+        } else {
+            0
+        };
+        let max_connections = if chance(decide, 150) || flood {
+            1 + decide.pick(n_peers as u64 + 1) as usize
+        } else {
+            usize::MAX
+        };
+        let mut rate = |max: u64| {
+            if chance(decide, 500) {
+                decide.pick(max + 1)
+            } else {
+                0
+            }
+        };
+        let faults = LoopFaults {
+            spurious: rate(600),
+            accept_error: rate(300),
+            register_error: rate(20),
+            shutdown: if chance(decide, 200) {
+                1 + decide.pick(30)
+            } else {
+                0
+            },
+        };
+        let steps_per_peer = decide.pick(if large { 1500 } else { 300 }) as usize;
+        Scenario {
+            limits,
+            idle_ms: if chance(decide, 150) {
+                500 + decide.pick(5000)
+            } else {
+                0
+            },
+            max_connections,
+            shutdown_timeout_ms: if chance(decide, 300) {
+                decide.pick(3 * LINGER_MS)
+            } else {
+                u64::MAX / 2
+            },
+            steps: 20 + steps_per_peer * n_peers.min(4),
+            peers,
+            probes,
+            faults,
+        }
+    }
+}
+
+impl Peer {
+    /// Draws one peer: its input, its half-close, its socket's sizes and
+    /// faults. `large` peers send up to 300 KB, in arrivals up to 70 KB.
+    fn generate(decide: &mut impl Decide, large: bool) -> Peer {
+        let input_len = decide.pick(if large { 300_000 } else { 600 }) as usize;
         let input = if decide.pick(2) == 0 {
             bytes_near_terminators(decide, input_len)
         } else {
@@ -188,32 +313,31 @@ impl Scenario {
             drain_in_call: rate(300),
             cut_read: rate(300),
             cut_write: rate(300),
-            spurious: rate(300),
             reset: if chance(decide, 150) {
                 1 + decide.pick(20)
             } else {
                 0
             },
-            shutdown: if chance(decide, 200) {
-                1 + decide.pick(30)
-            } else {
-                0
-            },
         };
-        Scenario {
-            limits,
+        Peer {
             input,
             peer_fin: !chance(decide, 150),
-            idle_ms: if chance(decide, 150) {
-                500 + decide.pick(5000)
-            } else {
-                0
-            },
             send_space: [0, 1 + decide.pick(64) as usize, 1 << 20][decide.pick(3) as usize],
             arrive_max,
             drain_max,
-            steps: decide.pick(if large { 3000 } else { 400 }) as usize,
             faults,
+        }
+    }
+
+    /// A health check: connects, sends nothing, closes.
+    fn probe() -> Peer {
+        Peer {
+            input: Vec::new(),
+            peer_fin: true,
+            send_space: 1 << 20,
+            arrive_max: 1,
+            drain_max: 1,
+            faults: Faults::default(),
         }
     }
 }
@@ -222,19 +346,33 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} framing, max_line_bytes {}, max_pending_bytes {}, {} input bytes, peer fin {}, \
-             idle {} ms, {} steps, arrivals up to {}, peer reads up to {}, {:?}",
+            "{} framing, max_line_bytes {}, max_pending_bytes {}, idle {} ms, max_connections \
+             {}, shutdown timeout {} ms, {} steps, {:?}; {} peers and {} probes",
             self.limits.framing,
             self.limits.max_line_bytes,
             self.limits.max_pending_bytes,
-            self.input.len(),
-            self.peer_fin,
             self.idle_ms,
+            self.max_connections,
+            self.shutdown_timeout_ms,
             self.steps,
-            self.arrive_max,
-            self.drain_max,
-            self.faults
-        )
+            self.faults,
+            self.peers.len(),
+            self.probes,
+        )?;
+        for (id, peer) in self.peers.iter().enumerate() {
+            write!(
+                f,
+                "\n    peer {id}: {} input bytes, fin {}, send space {}, arrivals up to {}, reads \
+                 up to {}, {:?}",
+                peer.input.len(),
+                peer.peer_fin,
+                peer.send_space,
+                peer.arrive_max,
+                peer.drain_max,
+                peer.faults
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -275,10 +413,35 @@ fn lines_of_any_length(decide: &mut impl Decide, len: usize) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------
-// The kernel's side of the socket
+// The kernel's side of the sockets
 // ---------------------------------------------------------------------------
 
-/// What one call into the connection did to the socket.
+/// The edges the simulated kernel has raised for one socket: what a poll
+/// event's flags would carry.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Edges {
+    /// Input (or the FIN, or an error) arrived while READABLE was registered.
+    pub readable: bool,
+    /// Send space opened while WRITABLE was registered.
+    pub writable: bool,
+    /// The FIN is there (EPOLLRDHUP), or the connection was reset.
+    pub read_closed: bool,
+}
+
+impl Edges {
+    fn any(self) -> bool {
+        self.readable || self.writable || self.read_closed
+    }
+
+    fn merge(&mut self, other: Edges) {
+        self.readable |= other.readable;
+        self.writable |= other.writable;
+        self.read_closed |= other.read_closed;
+    }
+}
+
+/// What one call into a connection did to its socket (summed over the
+/// calls of one serve-again phase, if it was listed more than once).
 #[derive(Debug, Default, Clone, Copy)]
 struct CallStats {
     /// Stream operations made.
@@ -289,61 +452,47 @@ struct CallStats {
     futile: usize,
     /// Bytes read.
     read_bytes: usize,
+    /// Bytes of the latest read, and of the largest.
+    last_read: usize,
+    max_read: usize,
 }
 
-/// Counters over a run, to show which paths a batch of runs exercised.
-#[derive(Debug, Default, Clone)]
-pub struct Coverage {
-    /// Runs, by how the connection closed.
-    pub closes: BTreeMap<&'static str, u64>,
-    /// Runs in which the connection paused at least once.
-    pub paused: u64,
-    /// Runs in which a paused connection resumed reading.
-    pub resumed: u64,
-    /// Runs in which the connection asked to be served again.
-    pub served_again: u64,
-    /// Runs in which the connection lingered after its FIN.
-    pub lingered: u64,
-    /// Injected faults, summed over runs.
-    pub interrupts: u64,
-    /// Spurious events delivered, summed over runs.
-    pub spurious_events: u64,
-    /// Reads cut short, summed over runs.
-    pub cut_reads: u64,
-    /// Writes cut short, summed over runs.
-    pub cut_writes: u64,
-    /// Calls into the connection, summed over runs.
-    pub calls: u64,
-    /// Input bytes, summed over runs.
-    pub input_bytes: u64,
+/// Where a peer's connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not connected yet.
+    Unconnected,
+    /// In the listener's backlog.
+    Queued,
+    /// Accepted: in `Connections` under this key.
+    Open { key: usize },
+    /// Over, for this reason (a close reason's name, or how it never got in).
+    Done(&'static str),
 }
 
-impl Coverage {
-    /// Adds another batch's counters.
-    pub fn add(&mut self, other: &Coverage) {
-        for (reason, n) in &other.closes {
-            *self.closes.entry(reason).or_default() += n;
-        }
-        self.paused += other.paused;
-        self.resumed += other.resumed;
-        self.served_again += other.served_again;
-        self.lingered += other.lingered;
-        self.interrupts += other.interrupts;
-        self.spurious_events += other.spurious_events;
-        self.cut_reads += other.cut_reads;
-        self.cut_writes += other.cut_writes;
-        self.calls += other.calls;
-        self.input_bytes += other.input_bytes;
-    }
+/// Paths one connection went through, for `Coverage`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    paused: bool,
+    resumed: bool,
+    served_again: bool,
+    lingered: bool,
 }
 
-/// The kernel's view of one socket and of the peer behind it, shared by the
-/// world and the stream the connection holds.
-struct Socket<D> {
-    decide: D,
-    faults: Faults,
-    /// Everything the peer will send.
-    input: Vec<u8>,
+/// What a connection had done when the server began its shutdown.
+#[derive(Debug, Clone, Copy)]
+struct ShutdownMark {
+    /// Input bytes read by then; only their lines can be echoed.
+    read_pos: usize,
+    /// Whether the peer's EOF had been read by then.
+    eof_read: bool,
+}
+
+/// The kernel's view of one socket and of the peer behind it.
+struct Socket {
+    /// The peer's plan: its input, half-close, sizes and faults.
+    plan: Peer,
+    phase: Phase,
     /// `input[..arrived]` has reached the receive buffer.
     arrived: usize,
     /// `input[..read_pos]` has been read by the connection.
@@ -360,137 +509,274 @@ struct Socket<D> {
     written: Vec<u8>,
     /// `shutdown_write` succeeded.
     fin_sent: bool,
-    /// The interest registered with the simulated poll.
-    registered: Option<Interest>,
-    /// Edges raised since the loop last polled.
+    /// The interest registered, and under which key; `None` while not in
+    /// the epoll set.
+    registered: Option<(usize, Interest)>,
+    /// Edges raised since the loop last polled; the socket is on the ready
+    /// list exactly while one is set.
     edges: Edges,
-    /// The clock, in milliseconds.
-    now_ms: u64,
+    /// The server closed the socket (dropped its stream).
+    dropped: bool,
+    /// A registration call on this socket was made to fail.
+    register_failed: bool,
     /// When bytes last moved in a way the idle timer counts (before our FIN:
     /// reads, including the EOF, and writes; then the FIN itself).
     last_activity_ms: u64,
-    /// Largest arrival, and largest peer read, of one step.
-    arrive_max: usize,
-    drain_max: usize,
     interrupts_in_a_row: u32,
     call: CallStats,
-    coverage: Coverage,
+    shutdown: Option<ShutdownMark>,
     /// The first broken rule met inside a stream call.
     violation: Option<String>,
-    trace: bool,
+    saw: Seen,
 }
 
-impl<D: Decide> Socket<D> {
+/// The simulated kernel: every socket, epoll's ready list, the listener's
+/// backlog, the clock, and the source of every decision.
+pub struct Kernel<D> {
+    decide: D,
+    now_ms: u64,
+    trace: bool,
+    sockets: Vec<Socket>,
+    /// Sockets with an event to report, in the order they became ready
+    /// (epoll's ready list).
+    ready: Vec<usize>,
+    /// Connections the listener has queued, oldest first.
+    backlog: VecDeque<usize>,
+    /// A connection arrived since the loop last polled.
+    listener_edge: bool,
+    /// The listener is open (until the server begins its shutdown).
+    listening: bool,
+    faults: LoopFaults,
+    /// `accept` calls, and the failures injected, in this `accept_pending`.
+    accept_calls: usize,
+    accept_faults: usize,
+    /// During a serve-again phase: the sockets operated on, in the order of
+    /// each one's first operation.
+    serve_log: Option<Vec<usize>>,
+    coverage: Coverage,
+}
+
+impl<D: Decide> Kernel<D> {
     fn chance(&mut self, per_mille: u64) -> bool {
         chance(&mut self.decide, per_mille)
-    }
-
-    /// Counts a stream operation. A call that never returns cannot be
-    /// checked afterwards, so a spin is stopped here, by a panic.
-    fn count_op(&mut self) {
-        self.call.ops += 1;
-        assert!(
-            self.call.ops <= MAX_OPS_PER_CALL,
-            "spins: more than {MAX_OPS_PER_CALL} stream operations in one call"
-        );
-    }
-
-    fn violate(&mut self, what: String) {
-        self.violation.get_or_insert(what);
-    }
-
-    /// The next `n` input bytes arrive (fewer if fewer are left).
-    fn arrive(&mut self, n: usize) {
-        let n = n.min(self.input.len() - self.arrived);
-        if n > 0 {
-            self.arrived += n;
-            self.raise_readable();
-        }
-    }
-
-    /// The peer's FIN arrives, if its input has all arrived.
-    fn fin(&mut self) {
-        if self.arrived == self.input.len() && !self.fin_arrived {
-            self.fin_arrived = true;
-            self.raise_readable();
-        }
-    }
-
-    /// The peer reads `n` bytes of echoes, making room in the send buffer.
-    fn drain(&mut self, n: usize) {
-        let opened = self.send_space == 0 && n > 0;
-        self.send_space = self.send_space.saturating_add(n);
-        if opened && self.registered.is_some_and(Interest::is_writable) {
-            self.edges.writable = true;
-        }
-    }
-
-    fn raise_readable(&mut self) {
-        if self.registered.is_some_and(Interest::is_readable) {
-            self.edges.readable = true;
-        }
-    }
-
-    /// The readiness there is now, for what is registered (what
-    /// `EPOLL_CTL_MOD` would report at once).
-    fn ready_now(&self) -> Edges {
-        let readable = self.registered.is_some_and(Interest::is_readable)
-            && (self.arrived > self.read_pos || self.fin_arrived);
-        let writable = self.registered.is_some_and(Interest::is_writable) && self.send_space > 0;
-        Edges {
-            readable: readable || self.reset,
-            writable: writable || self.reset,
-            read_closed: (readable && self.fin_arrived) || self.reset,
-        }
-    }
-
-    /// Injects `Interrupted`, never more than a few times in a row.
-    fn interrupt(&mut self) -> bool {
-        if self.interrupts_in_a_row < MAX_INTERRUPTS_IN_A_ROW && self.chance(self.faults.interrupt)
-        {
-            self.interrupts_in_a_row += 1;
-            self.coverage.interrupts += 1;
-            return true;
-        }
-        self.interrupts_in_a_row = 0;
-        false
     }
 
     fn size(&mut self, max: usize) -> usize {
         1 + self.decide.pick(max as u64) as usize
     }
+
+    fn violate(&mut self, id: usize, what: String) {
+        self.sockets[id].violation.get_or_insert(what);
+    }
+
+    /// Raises `edges` on socket `id` if it is in the epoll set, and puts it
+    /// on the ready list if it was not there.
+    fn raise(&mut self, id: usize, edges: Edges) {
+        let s = &mut self.sockets[id];
+        if s.registered.is_none() || !edges.any() {
+            return;
+        }
+        if !s.edges.any() {
+            self.ready.push(id);
+        }
+        s.edges.merge(edges);
+    }
+
+    fn raise_readable(&mut self, id: usize) {
+        if self.sockets[id]
+            .registered
+            .is_some_and(|(_, interest)| interest.is_readable())
+        {
+            self.raise(
+                id,
+                Edges {
+                    readable: true,
+                    ..Edges::default()
+                },
+            );
+        }
+    }
+
+    /// A peer connects: it joins the backlog and raises the listener's edge.
+    fn connect(&mut self, id: usize) {
+        let s = &mut self.sockets[id];
+        if s.phase != Phase::Unconnected {
+            return;
+        }
+        if !self.listening {
+            s.phase = Phase::Done("refused");
+            return;
+        }
+        s.phase = Phase::Queued;
+        self.backlog.push_back(id);
+        self.listener_edge = true;
+    }
+
+    /// The next `n` input bytes of peer `id` arrive (fewer if fewer are left).
+    fn arrive(&mut self, id: usize, n: usize) {
+        let s = &mut self.sockets[id];
+        let n = n.min(s.plan.input.len() - s.arrived);
+        if n > 0 {
+            s.arrived += n;
+            self.raise_readable(id);
+        }
+    }
+
+    /// Peer `id`'s FIN arrives, if its input has all arrived.
+    fn fin(&mut self, id: usize) {
+        let s = &mut self.sockets[id];
+        if s.arrived == s.plan.input.len() && !s.fin_arrived {
+            s.fin_arrived = true;
+            self.raise_readable(id);
+        }
+    }
+
+    /// Peer `id` reads `n` bytes of echoes, making room in the send buffer.
+    fn drain(&mut self, id: usize, n: usize) {
+        let s = &mut self.sockets[id];
+        let opened = s.send_space == 0 && n > 0;
+        s.send_space = s.send_space.saturating_add(n);
+        if opened
+            && s.registered
+                .is_some_and(|(_, interest)| interest.is_writable())
+        {
+            self.raise(
+                id,
+                Edges {
+                    writable: true,
+                    ..Edges::default()
+                },
+            );
+        }
+    }
+
+    /// Peer `id` resets its connection: errors are reported whatever the
+    /// registered interest.
+    fn reset(&mut self, id: usize) {
+        self.sockets[id].reset = true;
+        self.raise(
+            id,
+            Edges {
+                readable: true,
+                writable: true,
+                read_closed: true,
+            },
+        );
+    }
+
+    /// The readiness there is now for what socket `id` has registered (what
+    /// `EPOLL_CTL_ADD` and `EPOLL_CTL_MOD` report at once).
+    fn ready_now(&self, id: usize) -> Edges {
+        let s = &self.sockets[id];
+        let Some((_, interest)) = s.registered else {
+            return Edges::default();
+        };
+        let readable =
+            interest.is_readable() && (s.arrived > s.read_pos || (s.fin_arrived && !s.eof_read));
+        let writable = interest.is_writable() && s.send_space > 0;
+        Edges {
+            readable: readable || s.reset,
+            writable: writable || s.reset,
+            read_closed: (readable && s.fin_arrived) || s.reset,
+        }
+    }
+
+    /// Takes the ready list: one event per socket, in order, with its key.
+    fn harvest(&mut self) -> Vec<(usize, Edges)> {
+        let ready = std::mem::take(&mut self.ready);
+        ready
+            .into_iter()
+            .filter_map(|id| {
+                let s = &mut self.sockets[id];
+                let mut edges = std::mem::take(&mut s.edges);
+                // epoll reports the state at harvest: RDHUP if the FIN is there.
+                edges.read_closed |= edges.readable && s.fin_arrived;
+                Some((s.registered?.0, edges))
+            })
+            .collect()
+    }
+
+    /// Injects `Interrupted` on socket `id`, never more than a few times in
+    /// a row.
+    fn interrupt(&mut self, id: usize) -> bool {
+        let rate = self.sockets[id].plan.faults.interrupt;
+        if self.sockets[id].interrupts_in_a_row < MAX_INTERRUPTS_IN_A_ROW && self.chance(rate) {
+            self.sockets[id].interrupts_in_a_row += 1;
+            self.coverage.interrupts += 1;
+            return true;
+        }
+        self.sockets[id].interrupts_in_a_row = 0;
+        false
+    }
+
+    /// Counts a stream operation. A call that never returns cannot be
+    /// checked afterwards, so a spin is stopped here, by a panic.
+    fn count_op(&mut self, id: usize) {
+        let s = &mut self.sockets[id];
+        s.call.ops += 1;
+        assert!(
+            s.call.ops <= MAX_OPS_PER_CALL,
+            "spins: more than {MAX_OPS_PER_CALL} stream operations in one call"
+        );
+        if s.dropped {
+            s.violation
+                .get_or_insert("an operation on a closed socket".into());
+        }
+        if let Some(log) = self.serve_log.as_mut() {
+            if !log.contains(&id) {
+                log.push(id);
+            }
+        }
+    }
+
+    /// Whether a registration call fails now; if so, it is recorded against
+    /// socket `id`, so that the close it causes is expected.
+    fn register_fails(&mut self, id: usize) -> bool {
+        let fails = self.chance(self.faults.register_error);
+        if fails {
+            self.sockets[id].register_failed = true;
+            self.coverage.register_errors += 1;
+        }
+        fails
+    }
 }
 
-/// The stream the connection holds: a handle on the shared `Socket`.
-struct SimStream<D>(Rc<RefCell<Socket<D>>>);
+/// The stream a connection holds: socket `.1` of the shared kernel.
+pub struct SimStream<D>(Rc<RefCell<Kernel<D>>>, usize);
 
 impl<D: Decide> Read for SimStream<D> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let id = self.1;
         let mut guard = self.0.borrow_mut();
-        let s = &mut *guard;
-        s.count_op();
+        let k = &mut *guard;
+        k.count_op(id);
         if buf.is_empty() {
             // The kernel would answer 0, which reads as the peer's EOF.
-            s.violate("read into an empty buffer (its 0 would look like EOF)".into());
+            k.violate(
+                id,
+                "read into an empty buffer (its 0 would look like EOF)".into(),
+            );
         }
-        if s.reset {
-            s.call.progress += 1;
+        if k.sockets[id].reset {
+            k.sockets[id].call.progress += 1;
             return Err(io::ErrorKind::ConnectionReset.into());
         }
-        if s.interrupt() {
+        if k.interrupt(id) {
             return Err(io::ErrorKind::Interrupted.into());
         }
-        if s.chance(s.faults.arrive_in_call) {
-            let n = s.size(s.arrive_max);
-            s.arrive(n);
+        if k.chance(k.sockets[id].plan.faults.arrive_in_call) {
+            let n = k.size(k.sockets[id].plan.arrive_max);
+            k.arrive(id, n);
         }
+        let now_ms = k.now_ms;
+        let s = &mut k.sockets[id];
         let available = s.arrived - s.read_pos;
         if available == 0 {
             if s.fin_arrived {
                 s.call.progress += 1;
                 s.eof_read = true;
                 if !s.fin_sent {
-                    s.last_activity_ms = s.now_ms;
+                    s.last_activity_ms = now_ms;
                 }
                 return Ok(0);
             }
@@ -500,19 +786,23 @@ impl<D: Decide> Read for SimStream<D> {
         let mut n = buf.len().min(available);
         // Cut only while the FIN is still to come: once it is queued, every
         // byte before it has arrived and a read takes all it asks for.
-        if n > 1 && !s.fin_arrived && s.chance(s.faults.cut_read) {
-            n = s.size(n - 1);
-            s.coverage.cut_reads += 1;
+        let (fin_arrived, cut_rate) = (s.fin_arrived, s.plan.faults.cut_read);
+        if n > 1 && !fin_arrived && k.chance(cut_rate) {
+            n = k.size(n - 1);
+            k.coverage.cut_reads += 1;
             // The rest arrives just after this read: a new edge.
-            s.raise_readable();
+            k.raise_readable(id);
         }
+        let s = &mut k.sockets[id];
         let start = s.read_pos;
-        buf[..n].copy_from_slice(&s.input[start..start + n]);
+        buf[..n].copy_from_slice(&s.plan.input[start..start + n]);
         s.read_pos += n;
         s.call.read_bytes += n;
+        s.call.last_read = n;
+        s.call.max_read = s.call.max_read.max(n);
         s.call.progress += 1;
         if !s.fin_sent {
-            s.last_activity_ms = s.now_ms;
+            s.last_activity_ms = now_ms;
         }
         Ok(n)
     }
@@ -520,42 +810,45 @@ impl<D: Decide> Read for SimStream<D> {
 
 impl<D: Decide> Write for SimStream<D> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let id = self.1;
         let mut guard = self.0.borrow_mut();
-        let s = &mut *guard;
-        s.count_op();
-        if s.fin_sent {
-            s.violate("write after shutdown_write".into());
+        let k = &mut *guard;
+        k.count_op(id);
+        if k.sockets[id].fin_sent {
+            k.violate(id, "write after shutdown_write".into());
         }
         if buf.is_empty() {
-            s.violate("write of nothing".into());
+            k.violate(id, "write of nothing".into());
         }
-        if s.reset {
-            s.call.progress += 1;
+        if k.sockets[id].reset {
+            k.sockets[id].call.progress += 1;
             return Err(io::ErrorKind::ConnectionReset.into());
         }
-        if s.interrupt() {
+        if k.interrupt(id) {
             return Err(io::ErrorKind::Interrupted.into());
         }
-        if s.chance(s.faults.drain_in_call) {
-            let n = s.size(s.drain_max);
-            s.drain(n);
+        if k.chance(k.sockets[id].plan.faults.drain_in_call) {
+            let n = k.size(k.sockets[id].plan.drain_max);
+            k.drain(id, n);
         }
-        if s.send_space == 0 {
-            s.call.futile += 1;
+        if k.sockets[id].send_space == 0 {
+            k.sockets[id].call.futile += 1;
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let mut n = buf.len().min(s.send_space);
-        if n > 1 && s.chance(s.faults.cut_write) {
+        let mut n = buf.len().min(k.sockets[id].send_space);
+        if n > 1 && k.chance(k.sockets[id].plan.faults.cut_write) {
             // The send buffer fills at an arbitrary point.
-            n = s.size(n - 1);
-            s.send_space = 0;
-            s.coverage.cut_writes += 1;
+            n = k.size(n - 1);
+            k.sockets[id].send_space = 0;
+            k.coverage.cut_writes += 1;
         } else {
-            s.send_space -= n;
+            k.sockets[id].send_space -= n;
         }
+        let now_ms = k.now_ms;
+        let s = &mut k.sockets[id];
         s.written.extend_from_slice(&buf[..n]);
         s.call.progress += 1;
-        s.last_activity_ms = s.now_ms;
+        s.last_activity_ms = now_ms;
         Ok(n)
     }
 
@@ -566,18 +859,216 @@ impl<D: Decide> Write for SimStream<D> {
 
 impl<D: Decide> Stream for SimStream<D> {
     fn shutdown_write(&self) -> io::Result<()> {
-        let mut s = self.0.borrow_mut();
-        s.count_op();
+        let id = self.1;
+        let mut guard = self.0.borrow_mut();
+        let k = &mut *guard;
+        k.count_op(id);
+        let now_ms = k.now_ms;
+        let s = &mut k.sockets[id];
         s.call.progress += 1;
         if s.fin_sent {
-            s.violate("shutdown_write twice".into());
+            s.violation.get_or_insert("shutdown_write twice".into());
         }
         if s.reset {
             return Err(io::ErrorKind::NotConnected.into());
         }
         s.fin_sent = true;
-        s.last_activity_ms = s.now_ms;
+        s.last_activity_ms = now_ms;
         Ok(())
+    }
+}
+
+impl<D> Drop for SimStream<D> {
+    /// The server closed the socket: it leaves the epoll set, and its
+    /// pending event with it.
+    fn drop(&mut self) {
+        let id = self.1;
+        let mut k = self.0.borrow_mut();
+        k.ready.retain(|&ready| ready != id);
+        let s = &mut k.sockets[id];
+        s.dropped = true;
+        s.registered = None;
+        s.edges = Edges::default();
+    }
+}
+
+/// The registration half of the simulated epoll.
+pub struct SimRegistrar<D>(Rc<RefCell<Kernel<D>>>);
+
+impl<D: Decide> Registrar<SimStream<D>> for SimRegistrar<D> {
+    fn register(
+        &self,
+        stream: &mut SimStream<D>,
+        key: usize,
+        interest: Interest,
+    ) -> io::Result<()> {
+        let id = stream.1;
+        let mut k = self.0.borrow_mut();
+        if k.sockets[id].registered.is_some() {
+            k.violate(id, "registered twice".into());
+        }
+        let taken = k
+            .sockets
+            .iter()
+            .any(|s| s.registered.is_some_and(|(other, _)| other == key));
+        if taken {
+            k.violate(id, format!("registered under key {key}, which is in use"));
+        }
+        if k.register_fails(id) {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        k.sockets[id].registered = Some((key, interest));
+        let ready = k.ready_now(id);
+        k.raise(id, ready);
+        Ok(())
+    }
+
+    fn reregister(
+        &self,
+        stream: &mut SimStream<D>,
+        key: usize,
+        interest: Interest,
+    ) -> io::Result<()> {
+        let id = stream.1;
+        let mut k = self.0.borrow_mut();
+        match k.sockets[id].registered {
+            Some((registered_key, _)) if registered_key != key => {
+                k.violate(
+                    id,
+                    format!("re-registered under key {key}, not {registered_key}"),
+                );
+            }
+            Some((_, registered)) if registered == interest => {
+                k.violate(
+                    id,
+                    format!("re-registered for {interest:?}, the interest it had: a wasted call"),
+                );
+            }
+            Some(_) => {}
+            None => k.violate(id, "re-registered without being registered".into()),
+        }
+        if k.register_fails(id) {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        k.sockets[id].registered = Some((key, interest));
+        let ready = k.ready_now(id);
+        k.raise(id, ready);
+        Ok(())
+    }
+}
+
+/// The simulated listening socket.
+pub struct SimListener<D>(Rc<RefCell<Kernel<D>>>);
+
+impl<D: Decide> Listener<SimStream<D>> for SimListener<D> {
+    fn accept(&self) -> io::Result<(SimStream<D>, SocketAddr)> {
+        let mut k = self.0.borrow_mut();
+        k.accept_calls += 1;
+        let rate = k.faults.accept_error;
+        if k.chance(rate) {
+            k.accept_faults += 1;
+            k.coverage.accept_errors += 1;
+            let kind = if k.decide.pick(2) == 0 {
+                io::ErrorKind::Interrupted
+            } else {
+                io::ErrorKind::ConnectionAborted
+            };
+            return Err(kind.into());
+        }
+        let Some(id) = k.backlog.pop_front() else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let port = PEER_PORT + u16::try_from(id).expect("fewer peers than ports");
+        Ok((
+            SimStream(Rc::clone(&self.0), id),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Coverage
+// ---------------------------------------------------------------------------
+
+/// Counters over runs, to show which paths a batch of runs exercised.
+#[derive(Debug, Default, Clone)]
+pub struct Coverage {
+    /// Runs.
+    pub runs: u64,
+    /// Connections, by how they closed.
+    pub closes: BTreeMap<&'static str, u64>,
+    /// Connections that paused at least once.
+    pub paused: u64,
+    /// Connections that resumed reading after a pause.
+    pub resumed: u64,
+    /// Connections listed to be served again at least once.
+    pub served_again: u64,
+    /// Connections that lingered after their FIN.
+    pub lingered: u64,
+    /// Runs with two or more connections open at once.
+    pub several_connections: u64,
+    /// Most connections open at once in any run.
+    pub most_open: u64,
+    /// Turns in which a connection was listed twice to be served again.
+    pub listed_twice: u64,
+    /// Calls to `accept_pending` that spent the accept budget.
+    pub accept_budget_spent: u64,
+    /// Connections rejected at `max_connections`.
+    pub rejected: u64,
+    /// Connections closed because they could not be registered.
+    pub unregistered: u64,
+    /// Connections still queued when the listener closed at shutdown.
+    pub refused: u64,
+    /// Injected `Interrupted`, summed over runs.
+    pub interrupts: u64,
+    /// Spurious events delivered, summed over runs.
+    pub spurious_events: u64,
+    /// Spurious events for keys no connection held.
+    pub stale_events: u64,
+    /// Reads cut short, summed over runs.
+    pub cut_reads: u64,
+    /// Writes cut short, summed over runs.
+    pub cut_writes: u64,
+    /// Injected `accept` failures.
+    pub accept_errors: u64,
+    /// Injected registration failures.
+    pub register_errors: u64,
+    /// Turns of the loop, summed over runs.
+    pub turns: u64,
+    /// Calls into connections (events, serve-again, shutdown), summed.
+    pub calls: u64,
+    /// Input bytes, summed over runs.
+    pub input_bytes: u64,
+}
+
+impl Coverage {
+    /// Adds another batch's counters.
+    pub fn add(&mut self, other: &Coverage) {
+        for (reason, n) in &other.closes {
+            *self.closes.entry(reason).or_default() += n;
+        }
+        self.runs += other.runs;
+        self.paused += other.paused;
+        self.resumed += other.resumed;
+        self.served_again += other.served_again;
+        self.lingered += other.lingered;
+        self.several_connections += other.several_connections;
+        self.most_open = self.most_open.max(other.most_open);
+        self.listed_twice += other.listed_twice;
+        self.accept_budget_spent += other.accept_budget_spent;
+        self.rejected += other.rejected;
+        self.unregistered += other.unregistered;
+        self.refused += other.refused;
+        self.interrupts += other.interrupts;
+        self.spurious_events += other.spurious_events;
+        self.stale_events += other.stale_events;
+        self.cut_reads += other.cut_reads;
+        self.cut_writes += other.cut_writes;
+        self.accept_errors += other.accept_errors;
+        self.register_errors += other.register_errors;
+        self.turns += other.turns;
+        self.calls += other.calls;
+        self.input_bytes += other.input_bytes;
     }
 }
 
@@ -585,52 +1076,51 @@ impl<D: Decide> Stream for SimStream<D> {
 // The event loop
 // ---------------------------------------------------------------------------
 
-/// What the connection had done when the server began its shutdown.
-#[derive(Debug, Clone, Copy)]
-struct ShutdownMark {
-    /// Input bytes read by then; only their lines can be echoed.
-    read_pos: usize,
-    /// Whether the peer's EOF had been read by then.
-    eof_read: bool,
-}
-
-/// How a close came about: a `Step::Close` from a call, or housekeeping
-/// finding the connection expired.
+/// How a close came about: a `Step::Close` from a call (or a failed
+/// re-registration), the sweep, or the shutdown deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
     Step,
     Expiry,
+    Deadline,
 }
 
-/// One connection, its simulated socket, and the event loop around them,
-/// driven the way `server.rs` drives a connection: events to `on_ready`,
-/// `Step::Again` served next turn, re-registration when the interest
-/// changes, housekeeping once a second, `begin_shutdown` on a shutdown.
+/// What a poll returned, besides the sockets' events.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    /// Readiness for the connection under `key` (or for no connection).
+    Connection { key: usize, edges: Edges },
+    /// The listener has connections queued.
+    Listener,
+    /// `ShutdownHandle::trigger` fired the waker.
+    Wake,
+}
+
+/// The simulated kernel and the event loop around echod's `Connections`,
+/// driven the way `server.rs` drives them.
 pub struct World<D> {
     limits: Limits,
-    peer_fin: bool,
+    /// Peers `0..peers` are the scenario's peers; the rest are probes.
+    peers: usize,
     idle_ms: u64,
+    max_connections: usize,
+    shutdown_timeout_ms: u64,
     steps: usize,
-    socket: Rc<RefCell<Socket<D>>>,
-    connection: Connection<SimStream<D>>,
-    read_buffer: ReadBuffer,
-    /// Entries on the serve-again list (the server can list a connection
-    /// twice in one turn, and so may this).
-    again: usize,
-    next_housekeeping_ms: u64,
-    shutdown: Option<ShutdownMark>,
-    /// The close reason, once closed.
-    closed: Option<&'static str>,
-    saw: Seen,
-}
-
-/// Paths one run went through, for `Coverage`.
-#[derive(Debug, Default, Clone, Copy)]
-struct Seen {
-    paused: bool,
-    resumed: bool,
-    served_again: bool,
-    lingered: bool,
+    kernel: Rc<RefCell<Kernel<D>>>,
+    registrar: SimRegistrar<D>,
+    listener: SimListener<D>,
+    connections: Connections<SimStream<D>>,
+    /// Socket ids by connection key, while open.
+    keys: BTreeMap<usize, usize>,
+    /// `accept_pending` spent its budget: accept again next turn.
+    accept_again: bool,
+    next_sweep_ms: u64,
+    /// The waker fired and the loop has not polled since.
+    wake_pending: bool,
+    /// When the shutdown must be over, once it has begun.
+    shutdown_deadline_ms: Option<u64>,
+    turn: u64,
+    coverage: Coverage,
 }
 
 /// A broken property, with what is needed to replay it.
@@ -653,7 +1143,7 @@ impl fmt::Display for Failure {
 ///
 /// # Errors
 ///
-/// The first property the connection broke.
+/// The first property broken.
 pub fn run<D: Decide>(mut decide: D, trace: bool) -> Result<Coverage, Failure> {
     let scenario = Scenario::generate(&mut decide);
     let description = scenario.to_string();
@@ -665,192 +1155,148 @@ pub fn run<D: Decide>(mut decide: D, trace: bool) -> Result<Coverage, Failure> {
     match outcome {
         Ok(()) => Ok(world.coverage()),
         Err(message) => Err(Failure {
-            message,
+            message: format!("turn {}: {message}", world.turn),
             scenario: description,
         }),
     }
 }
 
 impl<D: Decide> World<D> {
-    /// A freshly accepted connection, registered for READABLE.
+    /// A loop with no connections yet; peer 0 has connected and waits in
+    /// the backlog.
     pub fn new(scenario: Scenario, decide: D, trace: bool) -> World<D> {
-        let socket = Rc::new(RefCell::new(Socket {
+        let peers = scenario.peers.len();
+        let probes = std::iter::repeat_with(Peer::probe).take(scenario.probes);
+        let sockets = scenario
+            .peers
+            .into_iter()
+            .chain(probes)
+            .map(|plan| Socket {
+                send_space: plan.send_space,
+                plan,
+                phase: Phase::Unconnected,
+                arrived: 0,
+                read_pos: 0,
+                fin_arrived: false,
+                eof_read: false,
+                reset: false,
+                written: Vec::new(),
+                fin_sent: false,
+                registered: None,
+                edges: Edges::default(),
+                dropped: false,
+                register_failed: false,
+                last_activity_ms: 0,
+                interrupts_in_a_row: 0,
+                call: CallStats::default(),
+                shutdown: None,
+                violation: None,
+                saw: Seen::default(),
+            })
+            .collect::<Vec<_>>();
+        let coverage = Coverage {
+            runs: 1,
+            input_bytes: sockets.iter().map(|s| s.plan.input.len() as u64).sum(),
+            ..Coverage::default()
+        };
+        let kernel = Rc::new(RefCell::new(Kernel {
             decide,
-            faults: scenario.faults,
-            input: scenario.input,
-            arrived: 0,
-            read_pos: 0,
-            fin_arrived: false,
-            eof_read: false,
-            reset: false,
-            send_space: scenario.send_space,
-            written: Vec::new(),
-            fin_sent: false,
-            registered: None,
-            edges: Edges::default(),
             now_ms: 0,
-            last_activity_ms: 0,
-            arrive_max: scenario.arrive_max,
-            drain_max: scenario.drain_max,
-            interrupts_in_a_row: 0,
-            call: CallStats::default(),
-            coverage: Coverage::default(),
-            violation: None,
             trace,
+            sockets,
+            ready: Vec::new(),
+            backlog: VecDeque::new(),
+            listener_edge: false,
+            listening: true,
+            faults: scenario.faults,
+            accept_calls: 0,
+            accept_faults: 0,
+            serve_log: None,
+            coverage,
         }));
-        let peer = "127.0.0.1:1".parse().expect("a socket address");
-        let connection = Connection::new(SimStream(Rc::clone(&socket)), peer, 0);
-        {
-            let mut s = socket.borrow_mut();
-            s.registered = connection.interest();
-            s.coverage.input_bytes = s.input.len() as u64;
-        }
+        kernel.borrow_mut().connect(0);
         World {
             limits: scenario.limits,
-            peer_fin: scenario.peer_fin,
+            peers,
             idle_ms: scenario.idle_ms,
+            max_connections: scenario.max_connections,
+            shutdown_timeout_ms: scenario.shutdown_timeout_ms,
             steps: scenario.steps,
-            socket,
-            connection,
-            read_buffer: ReadBuffer::default(),
-            again: 0,
-            next_housekeeping_ms: 1000,
-            shutdown: None,
-            closed: None,
-            saw: Seen::default(),
+            registrar: SimRegistrar(Rc::clone(&kernel)),
+            listener: SimListener(Rc::clone(&kernel)),
+            kernel,
+            connections: Connections::new(scenario.limits),
+            keys: BTreeMap::new(),
+            accept_again: false,
+            next_sweep_ms: EXPIRY_SWEEP_MS,
+            wake_pending: false,
+            shutdown_deadline_ms: None,
+            turn: 0,
+            coverage: Coverage::default(),
         }
     }
 
-    /// True once the connection has closed.
-    pub fn is_closed(&self) -> bool {
-        self.closed.is_some()
+    /// Everything written to peer `id`.
+    pub fn written(&self, id: usize) -> Vec<u8> {
+        self.kernel.borrow().sockets[id].written.clone()
     }
 
-    /// Everything the connection has written.
-    pub fn written(&self) -> Vec<u8> {
-        self.socket.borrow().written.clone()
+    /// How peer `id`'s connection ended (its close reason as the log shows
+    /// it, or `rejected`, `unregistered`, `refused`), if it has.
+    pub fn close_reason(&self, id: usize) -> Option<&'static str> {
+        match self.kernel.borrow().sockets[id].phase {
+            Phase::Done(how) => Some(how),
+            _ => None,
+        }
     }
 
-    /// The reason the connection closed with, as the log shows it.
-    pub fn close_reason(&self) -> Option<&'static str> {
-        self.closed
+    /// Peer `id` connects.
+    pub fn connect(&mut self, id: usize) {
+        self.note(|| format!("peer {id} connects"));
+        self.kernel.borrow_mut().connect(id);
     }
 
-    /// The next `n` input bytes arrive.
-    pub fn arrive(&mut self, n: usize) {
-        self.note(|| format!("arrive {n}"));
-        self.socket.borrow_mut().arrive(n);
+    /// The next `n` input bytes of peer `id` arrive.
+    pub fn arrive(&mut self, id: usize, n: usize) {
+        self.note(|| format!("peer {id}: arrive {n}"));
+        self.kernel.borrow_mut().arrive(id, n);
     }
 
-    /// The peer's FIN arrives, if all its input has.
-    pub fn fin(&mut self) {
-        self.note(|| "fin".into());
-        self.socket.borrow_mut().fin();
+    /// Peer `id`'s FIN arrives, if all its input has.
+    pub fn fin(&mut self, id: usize) {
+        self.note(|| format!("peer {id}: fin"));
+        self.kernel.borrow_mut().fin(id);
     }
 
-    /// The peer reads `n` bytes of echoes.
-    pub fn drain(&mut self, n: usize) {
-        self.note(|| format!("peer reads {n}"));
-        self.socket.borrow_mut().drain(n);
+    /// Peer `id` reads `n` bytes of echoes.
+    pub fn drain(&mut self, id: usize, n: usize) {
+        self.note(|| format!("peer {id}: reads {n}"));
+        self.kernel.borrow_mut().drain(id, n);
     }
 
-    /// The peer resets the connection: errors are reported whatever the
-    /// registered interest.
-    pub fn reset(&mut self) {
-        self.note(|| "reset".into());
-        let mut s = self.socket.borrow_mut();
-        s.reset = true;
-        s.edges = Edges {
-            readable: true,
-            writable: true,
-            read_closed: true,
-        };
+    /// Peer `id` resets its connection.
+    pub fn reset(&mut self, id: usize) {
+        self.note(|| format!("peer {id}: reset"));
+        self.kernel.borrow_mut().reset(id);
     }
 
-    /// The clock moves on `ms`; housekeeping runs if it is due.
-    ///
-    /// # Errors
-    ///
-    /// A broken property.
-    pub fn advance(&mut self, ms: u64) -> Result<(), String> {
+    /// The clock moves on `ms`.
+    pub fn advance(&mut self, ms: u64) {
         let now_ms = {
-            let mut s = self.socket.borrow_mut();
-            s.now_ms += ms;
-            s.now_ms
+            let mut k = self.kernel.borrow_mut();
+            k.now_ms += ms;
+            k.now_ms
         };
         self.note(|| format!("clock +{ms} ms = {now_ms}"));
-        if now_ms >= self.next_housekeeping_ms {
-            self.next_housekeeping_ms = now_ms + 1000;
-            self.housekeeping()?;
-        }
-        Ok(())
     }
 
-    /// One turn of the loop: the edges raised since the last turn arrive
-    /// as one event (with `spurious` flags added), then the connection is
-    /// served again if it asked to be last turn.
-    ///
-    /// # Errors
-    ///
-    /// A broken property.
-    pub fn poll(&mut self, spurious: Edges) -> Result<(), String> {
-        if self.is_closed() {
-            return Ok(());
+    /// `ShutdownHandle::trigger`: the next poll returns the waker's event.
+    /// Only the first counts (a second would stop the server at once).
+    pub fn request_shutdown(&mut self) {
+        if self.shutdown_deadline_ms.is_none() && !self.wake_pending {
+            self.note(|| "shutdown requested".into());
+            self.wake_pending = true;
         }
-        let serve_again = std::mem::take(&mut self.again);
-        let mut event = {
-            let mut s = self.socket.borrow_mut();
-            let mut event = std::mem::take(&mut s.edges);
-            // epoll reports the state at harvest: RDHUP if the FIN is there.
-            event.read_closed |= event.readable && s.fin_arrived;
-            event
-        };
-        event.readable |= spurious.readable;
-        event.writable |= spurious.writable;
-        event.read_closed |= spurious.read_closed;
-        if event.readable || event.writable || event.read_closed {
-            self.drive(Readiness::of_event(
-                event.readable,
-                event.writable,
-                event.read_closed,
-                false,
-                false,
-            ))?;
-        }
-        for _ in 0..serve_again {
-            if self.is_closed() {
-                break;
-            }
-            self.drive(Readiness::SERVE_AGAIN)?;
-        }
-        Ok(())
-    }
-
-    /// The server begins its shutdown, as `Server::begin_shutdown` does for
-    /// each connection. Only the first call counts.
-    ///
-    /// # Errors
-    ///
-    /// A broken property.
-    pub fn begin_shutdown(&mut self) -> Result<(), String> {
-        if self.is_closed() || self.shutdown.is_some() {
-            return Ok(());
-        }
-        self.note(|| "server shutdown".into());
-        {
-            let s = self.socket.borrow();
-            self.shutdown = Some(ShutdownMark {
-                read_pos: s.read_pos,
-                eof_read: s.eof_read,
-            });
-        }
-        let before = self.connection.state();
-        self.socket.borrow_mut().call = CallStats::default();
-        let now_ms = self.socket.borrow().now_ms;
-        let step = self
-            .connection
-            .begin_shutdown(&self.limits, &mut self.read_buffer, now_ms);
-        self.after_call(before, step)
     }
 
     /// The random phase: `steps` arbitrary happenings, with faults.
@@ -860,83 +1306,133 @@ impl<D: Decide> World<D> {
     /// A broken property.
     pub fn random_phase(&mut self) -> Result<(), String> {
         for _ in 0..self.steps {
-            if self.is_closed() || self.socket.borrow().decide.exhausted() {
-                break;
-            }
-            let (choice, faults, arrive_max, drain_max) = {
-                let mut s = self.socket.borrow_mut();
-                (s.decide.pick(100), s.faults, s.arrive_max, s.drain_max)
+            let (choice, peer, shutdown_rate) = {
+                let mut k = self.kernel.borrow_mut();
+                if k.decide.exhausted() {
+                    break;
+                }
+                let choice = k.decide.pick(100);
+                let peer = k.decide.pick(self.peers as u64) as usize;
+                (choice, peer, k.faults.shutdown)
+            };
+            let (arrive_max, drain_max, reset_rate) = {
+                let k = self.kernel.borrow();
+                let plan = &k.sockets[peer].plan;
+                (plan.arrive_max, plan.drain_max, plan.faults.reset)
             };
             match choice {
-                0..=29 => {
-                    let n = self.socket.borrow_mut().size(arrive_max);
-                    self.arrive(n);
+                0..=24 => {
+                    let n = self.kernel.borrow_mut().size(arrive_max);
+                    self.arrive(peer, n);
                 }
-                30..=34 => self.fin(),
-                35..=59 => {
-                    let n = self.socket.borrow_mut().size(drain_max);
-                    self.drain(n);
+                25..=28 => self.fin(peer),
+                29..=48 => {
+                    let n = self.kernel.borrow_mut().size(drain_max);
+                    self.drain(peer, n);
                 }
-                60..=91 => {
-                    let spurious = self.spurious(faults.spurious);
-                    self.poll(spurious)?;
-                }
+                49..=53 => match self.unconnected() {
+                    Some(id) if id < self.peers => self.connect(id),
+                    Some(first) => {
+                        // A burst of probes, up to twice the accept budget.
+                        let burst = 1 + self
+                            .kernel
+                            .borrow_mut()
+                            .decide
+                            .pick(2 * ACCEPT_BUDGET as u64);
+                        let n_sockets = self.kernel.borrow().sockets.len();
+                        for id in first..n_sockets.min(first + burst as usize) {
+                            self.connect(id);
+                        }
+                    }
+                    None => {}
+                },
+                54..=87 => self.turn()?,
                 _ => {
-                    let ms = self.socket.borrow_mut().decide.pick(1500);
-                    self.advance(ms)?;
+                    let ms = self.kernel.borrow_mut().decide.pick(1500);
+                    self.advance(ms);
+                    self.turn()?;
                 }
             }
-            if self.decide_chance(faults.reset) {
-                self.reset();
+            if self.kernel.borrow_mut().chance(reset_rate) && self.is_connected(peer) {
+                self.reset(peer);
             }
-            if self.decide_chance(faults.shutdown) {
-                self.begin_shutdown()?;
+            if self.kernel.borrow_mut().chance(shutdown_rate) {
+                self.request_shutdown();
             }
         }
         Ok(())
     }
 
-    /// The settling phase: no more faults; every round, all the input and
-    /// the FIN arrive and the peer reads everything, then the loop polls.
-    /// A peer that never sends its FIN is ended by a server shutdown and
-    /// the linger timeout. The connection must close; if the loop has no
-    /// event to deliver and nothing to serve again, no event will ever
-    /// come, and the connection is stuck.
+    /// The settling phase: no more faults; every peer connects; every round,
+    /// all the input and the FIN arrive and every peer reads everything,
+    /// then the loop turns. If any peer never sends its FIN, the server
+    /// shuts down, and the linger timeout or the deadline ends it. Every
+    /// connection must close; if the loop has no event to deliver, nothing
+    /// to serve again and no timer to wait for, no event will ever come, and
+    /// the world is stuck.
     ///
     /// # Errors
     ///
     /// A broken property, or a connection that does not finish.
     pub fn settle(&mut self) -> Result<(), String> {
         self.note(|| "settle".into());
-        self.socket.borrow_mut().faults = Faults::default();
-        if !self.peer_fin {
-            self.begin_shutdown()?;
+        let n_peers = {
+            let mut k = self.kernel.borrow_mut();
+            k.faults = LoopFaults::default();
+            for s in &mut k.sockets {
+                s.plan.faults = Faults::default();
+            }
+            k.sockets.len()
+        };
+        for id in 0..n_peers {
+            self.connect(id);
+        }
+        if (0..n_peers).any(|id| !self.kernel.borrow().sockets[id].plan.peer_fin) {
+            self.request_shutdown();
         }
         for _ in 0..MAX_SETTLE_ROUNDS {
-            if self.is_closed() {
+            let everyone_done = {
+                let k = self.kernel.borrow();
+                k.sockets.iter().all(|s| matches!(s.phase, Phase::Done(_)))
+            };
+            if everyone_done && self.connections.is_empty() {
                 return Ok(());
             }
-            let rest = {
-                let s = self.socket.borrow();
-                s.input.len() - s.arrived
-            };
-            self.arrive(rest);
-            if self.peer_fin {
-                self.fin();
+            for id in 0..n_peers {
+                let (connected, rest, fin) = {
+                    let k = self.kernel.borrow();
+                    let s = &k.sockets[id];
+                    let connected = matches!(s.phase, Phase::Queued | Phase::Open { .. });
+                    (connected, s.plan.input.len() - s.arrived, s.plan.peer_fin)
+                };
+                if connected {
+                    let mut k = self.kernel.borrow_mut();
+                    k.arrive(id, rest);
+                    if fin {
+                        k.fin(id);
+                    }
+                    k.drain(id, 1 << 40);
+                }
             }
-            self.drain(1 << 40);
             let event_due = {
-                let edges = self.socket.borrow().edges;
-                edges.readable || edges.writable || self.again > 0
-            };
+                let k = self.kernel.borrow();
+                !k.ready.is_empty() || k.listener_edge
+            } || self.wake_pending
+                || self.accept_again
+                || self.connections.want_another_turn();
             if event_due {
-                self.poll(Edges::default())?;
+                self.turn()?;
                 continue;
             }
-            // Quiet. The only thing left to wait for is a lingering
-            // connection's timer, when the peer never sends its FIN.
-            if matches!(self.connection.state(), State::Lingering(_)) && !self.peer_fin {
-                self.advance(LINGER_MS + 1000)?;
+            // Quiet. What is left to wait for is a timer: a lingering
+            // connection whose peer never closes, or the shutdown deadline.
+            let lingering = self
+                .connections
+                .iter()
+                .any(|(_, connection)| matches!(connection.state(), State::Lingering(_)));
+            if lingering || self.shutdown_deadline_ms.is_some() && !self.connections.is_empty() {
+                self.advance(EXPIRY_SWEEP_MS);
+                self.turn()?;
                 continue;
             }
             return Err(self.stuck("no event will come"));
@@ -946,222 +1442,699 @@ impl<D: Decide> World<D> {
 
     /// What this run exercised.
     pub fn coverage(&self) -> Coverage {
-        let mut coverage = self.socket.borrow().coverage.clone();
-        if let Some(reason) = self.closed {
-            coverage.closes.insert(reason, 1);
+        let mut coverage = self.kernel.borrow().coverage.clone();
+        coverage.add(&self.coverage);
+        for s in &self.kernel.borrow().sockets {
+            if let Phase::Done(how) = s.phase {
+                *coverage.closes.entry(how).or_default() += 1;
+            }
+            coverage.paused += u64::from(s.saw.paused);
+            coverage.resumed += u64::from(s.saw.resumed);
+            coverage.served_again += u64::from(s.saw.served_again);
+            coverage.lingered += u64::from(s.saw.lingered);
         }
-        coverage.paused = u64::from(self.saw.paused);
-        coverage.resumed = u64::from(self.saw.resumed);
-        coverage.served_again = u64::from(self.saw.served_again);
-        coverage.lingered = u64::from(self.saw.lingered);
         coverage
     }
 
-    fn spurious(&mut self, rate: u64) -> Edges {
-        let mut s = self.socket.borrow_mut();
-        if !s.chance(rate) {
-            return Edges::default();
-        }
-        let flags = s.decide.pick(8);
-        s.coverage.spurious_events += 1;
-        Edges {
-            readable: flags & 1 != 0,
-            writable: flags & 2 != 0,
-            read_closed: flags & 4 != 0,
-        }
-    }
-
-    fn decide_chance(&mut self, per_mille: u64) -> bool {
-        self.socket.borrow_mut().chance(per_mille)
-    }
-
-    /// Hands an event to the connection, as `Server::drive`.
-    fn drive(&mut self, ready: Readiness) -> Result<(), String> {
-        self.note(|| format!("event {ready:?} in state {}", self.connection.state()));
-        let before = self.connection.state();
-        let now_ms = {
-            let mut s = self.socket.borrow_mut();
-            s.call = CallStats::default();
-            s.coverage.calls += 1;
-            s.now_ms
-        };
-        let step = self
-            .connection
-            .on_ready(ready, &self.limits, &mut self.read_buffer, now_ms);
-        self.after_call(before, step)
-    }
-
-    /// Checks one call's conduct and applies its step, as `Server::apply`.
-    fn after_call(&mut self, before: State, step: Step) -> Result<(), String> {
-        let call = {
-            let mut s = self.socket.borrow_mut();
-            if let Some(violation) = s.violation.take() {
-                return Err(violation);
+    /// One turn of the loop, in `server.rs`'s order: poll (each socket's
+    /// edges as one event, a spurious event perhaps, the listener's and the
+    /// waker's events among them); `begin_turn`; each event in turn;
+    /// `serve_again`; accept again if last turn spent the budget; the sweep
+    /// when due; the shutdown deadline.
+    ///
+    /// # Errors
+    ///
+    /// A broken property.
+    pub fn turn(&mut self) -> Result<(), String> {
+        self.turn += 1;
+        self.coverage.turns += 1;
+        let events = self.poll();
+        self.note(|| format!("turn {}: {events:?}", self.turn));
+        // What the serve-again phase must serve: the list as the turn began.
+        let listed = self.connections.listed_again().to_vec();
+        self.connections.begin_turn();
+        let accept_again = std::mem::take(&mut self.accept_again);
+        let mut accepted = false;
+        for event in events {
+            match event {
+                Event::Wake => self.begin_shutdown()?,
+                Event::Listener if self.kernel.borrow().listening => {
+                    self.accept()?;
+                    accepted = true;
+                }
+                Event::Listener => {}
+                Event::Connection { key, edges } => self.drive(key, edges)?,
             }
-            s.call
+        }
+        self.serve_phase(&listed)?;
+        // Once per listener per turn: an event this turn already accepted.
+        if accept_again && !accepted && self.kernel.borrow().listening {
+            self.accept()?;
+        }
+        let now_ms = self.kernel.borrow().now_ms;
+        if now_ms >= self.next_sweep_ms {
+            self.next_sweep_ms = now_ms + EXPIRY_SWEEP_MS;
+            self.sweep()?;
+        }
+        if self.shutdown_deadline_ms.is_some_and(|due| now_ms >= due) {
+            self.note(|| "shutdown deadline".into());
+            for closed in self.connections.close_all(|| CloseReason::ShutdownTimeout) {
+                self.closed(closed, Via::Deadline)?;
+            }
+        }
+        self.end_of_turn()
+    }
+
+    /// Takes what a poll returns: the ready list, and the listener's and the
+    /// waker's events at arbitrary places among it.
+    fn poll(&mut self) -> Vec<Event> {
+        let mut k = self.kernel.borrow_mut();
+        let mut events: Vec<Event> = k
+            .harvest()
+            .into_iter()
+            .map(|(key, edges)| Event::Connection { key, edges })
+            .collect();
+        let rate = k.faults.spurious;
+        if k.chance(rate) {
+            let flags = k.decide.pick(8);
+            let edges = Edges {
+                readable: flags & 1 != 0,
+                writable: flags & 2 != 0,
+                read_closed: flags & 4 != 0,
+            };
+            // Mostly for an open connection; now and then for a key none
+            // holds (an event that outlived its connection).
+            let open: Vec<usize> = self.keys.keys().copied().collect();
+            let key = if open.is_empty() || k.decide.pick(4) == 0 {
+                k.coverage.stale_events += 1;
+                self.keys.keys().last().map_or(0, |last| last + 1) + k.decide.pick(3) as usize
+            } else {
+                k.coverage.spurious_events += 1;
+                open[k.decide.pick(open.len() as u64) as usize]
+            };
+            match events.iter_mut().find_map(|event| match event {
+                Event::Connection { key: held, edges } if *held == key => Some(edges),
+                _ => None,
+            }) {
+                Some(held) => held.merge(edges),
+                None => {
+                    let at = k.decide.pick(events.len() as u64 + 1) as usize;
+                    events.insert(at, Event::Connection { key, edges });
+                }
+            }
+        }
+        if std::mem::take(&mut k.listener_edge) {
+            let at = k.decide.pick(events.len() as u64 + 1) as usize;
+            events.insert(at, Event::Listener);
+        }
+        if std::mem::take(&mut self.wake_pending) {
+            let at = k.decide.pick(events.len() as u64 + 1) as usize;
+            events.insert(at, Event::Wake);
+        }
+        events
+    }
+
+    /// Resets the call counters of every open connection's socket.
+    fn start_calls(&mut self) {
+        let mut k = self.kernel.borrow_mut();
+        for &id in self.keys.values() {
+            k.sockets[id].call = CallStats::default();
+        }
+    }
+
+    /// Hands an event to `Connections::drive` and checks the call.
+    fn drive(&mut self, key: usize, edges: Edges) -> Result<(), String> {
+        let ready = Readiness::of_event(
+            edges.readable,
+            edges.writable,
+            edges.read_closed,
+            false,
+            false,
+        );
+        let id = self.keys.get(&key).copied();
+        let before = self.connections.get(key).map(|c| c.state());
+        self.note(|| format!("event {ready:?} for key {key} (peer {id:?}) in state {before:?}"));
+        self.start_calls();
+        self.coverage.calls += 1;
+        let listed = self.connections.listed_again().len();
+        let now_ms = self.kernel.borrow().now_ms;
+        let closed = self.connections.drive(&self.registrar, key, ready, now_ms);
+        let again = self.connections.listed_again()[listed..].to_vec();
+        let Some(id) = id else {
+            if closed.is_some() || !again.is_empty() {
+                return Err(format!("an event for vacant key {key} did something"));
+            }
+            return Ok(());
         };
-        self.note(|| format!("  -> {step:?}, {call:?}, state {}", self.connection.state()));
+        if again.iter().any(|&listed| listed != key) {
+            return Err(format!(
+                "an event for key {key} listed {again:?} to serve again"
+            ));
+        }
+        let before = before.expect("a key in `keys` is open");
+        self.after_call(id, key, before, 1, again.len(), closed)
+    }
+
+    /// The serve-again phase: `Connections::serve_again`, which must serve
+    /// exactly what was `listed` when the turn began, in order.
+    fn serve_phase(&mut self, listed: &[usize]) -> Result<(), String> {
+        if listed.is_empty() {
+            let n_listed = self.connections.listed_again().len();
+            let closed = self.serve_again();
+            return match closed.is_empty() && self.connections.listed_again().len() == n_listed {
+                true => Ok(()),
+                false => Err("served a connection again that nobody listed".into()),
+            };
+        }
+        self.note(|| format!("serve again {listed:?}"));
+        self.start_calls();
+        let mut unique: Vec<usize> = Vec::new();
+        for &key in listed {
+            if !unique.contains(&key) {
+                unique.push(key);
+            } else {
+                self.coverage.listed_twice += 1;
+            }
+        }
+        // The key may belong to a newer connection than the one that
+        // listed it: serving that one is harmless, like a spurious event.
+        let before: Vec<(usize, Option<(usize, State)>)> = unique
+            .iter()
+            .map(|&key| {
+                let open = self.keys.get(&key).copied();
+                (key, open.zip(self.connections.get(key).map(|c| c.state())))
+            })
+            .collect();
+        self.kernel.borrow_mut().serve_log = Some(Vec::new());
+        let n_listed = self.connections.listed_again().len();
+        let closed = self.serve_again();
+        let served = self
+            .kernel
+            .borrow_mut()
+            .serve_log
+            .take()
+            .expect("set above");
+        let again = self.connections.listed_again()[n_listed..].to_vec();
+        let expected: Vec<usize> = before
+            .iter()
+            .filter_map(|(_, open)| open.map(|(id, _)| id))
+            .collect();
+        // Nothing but the listed is served, and in the order listed.
+        let mut order = expected.iter();
+        for id in &served {
+            if !order.any(|expected| expected == id) {
+                return Err(format!(
+                    "served peers {served:?} again, but {expected:?} were listed, in that order"
+                ));
+            }
+        }
+        let mut closed: Vec<Option<Closed<SimStream<D>>>> = closed.into_iter().map(Some).collect();
+        for (key, open) in before {
+            let Some((id, state)) = open else { continue };
+            self.coverage.calls += 1;
+            // An open connection listed to be served again reads.
+            if state == State::Open && !served.contains(&id) {
+                return Err(format!(
+                    "peer {id} (key {key}) was listed to be served again, but was not"
+                ));
+            }
+            let times = listed.iter().filter(|&&listed| listed == key).count();
+            let agains = again.iter().filter(|&&listed| listed == key).count();
+            let closed = closed
+                .iter_mut()
+                .find(|c| c.as_ref().is_some_and(|c| c.key == key))
+                .and_then(Option::take);
+            self.after_call(id, key, state, times, agains, closed)?;
+        }
+        match closed.into_iter().flatten().next() {
+            Some(stray) => Err(format!(
+                "serving again closed key {}, not listed",
+                stray.key
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn serve_again(&mut self) -> Vec<Closed<SimStream<D>>> {
+        let now_ms = self.kernel.borrow().now_ms;
+        self.connections.serve_again(&self.registrar, now_ms)
+    }
+
+    /// Checks one call's conduct (or `calls` calls' in a serve-again phase,
+    /// `agains` of which listed the connection to be served again) and
+    /// what it left behind.
+    fn after_call(
+        &mut self,
+        id: usize,
+        key: usize,
+        before: State,
+        calls: usize,
+        agains: usize,
+        closed: Option<Closed<SimStream<D>>>,
+    ) -> Result<(), String> {
+        let call = {
+            let mut k = self.kernel.borrow_mut();
+            if let Some(violation) = k.sockets[id].violation.take() {
+                return Err(format!("peer {id}: {violation}"));
+            }
+            k.sockets[id].call
+        };
+        self.note(|| format!("  peer {id}: {call:?}, closed {}", closed.is_some()));
         // A call may meet `WouldBlock` once reading and once writing, and a
         // write may find the buffer full once after each read; any more is
         // a loop that learns nothing.
-        if call.futile > 2 + call.progress {
+        if call.futile > 2 * calls + call.progress {
             return Err(format!(
-                "spins: {} operations returned WouldBlock against {} that made progress",
+                "peer {id} spins: {} operations returned WouldBlock against {} that made \
+                 progress",
                 call.futile, call.progress
             ));
         }
-        match step {
-            Step::Close(reason) => return self.close(reason, Via::Step),
-            Step::Again => {
-                if call.read_bytes < TURN_READ_BUDGET_BYTES {
-                    return Err(format!(
-                        "asked to be served again after reading {} bytes, less than its budget",
-                        call.read_bytes
-                    ));
-                }
-                self.saw.served_again = true;
-                self.again += 1;
-            }
-            Step::Wait => {}
-        }
-        let state = self.connection.state();
-        self.saw.paused |= state == State::Paused;
-        self.saw.resumed |= before == State::Paused && state == State::Open;
-        self.saw.lingered |= matches!(state, State::Lingering(_));
-        self.check_bounds()?;
-        let Some(interest) = self.connection.interest() else {
+        // The budget is checked after each read, so one read may take the
+        // call past it, but no read may follow. The read that finds a line
+        // too long is not charged to the budget (`Connection::advance`
+        // counts only reads that end in `ReadOutcome::Read`); the lingering
+        // that follows reads on with the whole budget.
+        let after = closed
+            .as_ref()
+            .map(|closed| closed.connection.state())
+            .or_else(|| self.connections.get(key).map(|c| c.state()));
+        let too_long = Some(Finish::LineTooLong);
+        let uncharged = if before.finish() != too_long && after.and_then(State::finish) == too_long
+        {
+            call.max_read
+        } else {
+            0
+        };
+        let over_budget = if calls == 1 {
+            call.read_bytes - call.last_read >= TURN_READ_BUDGET_BYTES + uncharged
+        } else {
+            call.read_bytes > calls * (TURN_READ_BUDGET_BYTES + call.max_read) + uncharged
+        };
+        if call.read_bytes > 0 && over_budget {
             return Err(format!(
-                "waits for nothing in state {state} but did not close"
+                "peer {id} read {} bytes in {calls} call(s), past the budget of {} per call \
+                 plus one read",
+                call.read_bytes, TURN_READ_BUDGET_BYTES
+            ));
+        }
+        if agains > calls || call.read_bytes < agains * TURN_READ_BUDGET_BYTES {
+            return Err(format!(
+                "peer {id} listed {agains} time(s) to be served again after {calls} call(s) \
+                 reading {} bytes, less than its budget",
+                call.read_bytes
+            ));
+        }
+        if agains > 0 {
+            self.kernel.borrow_mut().sockets[id].saw.served_again = true;
+        }
+        if let Some(closed) = closed {
+            if closed.key != key {
+                return Err(format!("closing key {key} closed key {}", closed.key));
+            }
+            return self.closed(closed, Via::Step);
+        }
+        let connection = self
+            .connections
+            .get(key)
+            .ok_or_else(|| format!("key {key} vanished without a close"))?;
+        let state = connection.state();
+        {
+            let mut k = self.kernel.borrow_mut();
+            let saw = &mut k.sockets[id].saw;
+            saw.paused |= state == State::Paused;
+            saw.resumed |= before == State::Paused && state == State::Open;
+            saw.lingered |= matches!(state, State::Lingering(_));
+        }
+        self.check_bounds(id, key)?;
+        self.check_registration(id, key)
+    }
+
+    /// What is registered for the socket is what its connection waits for.
+    fn check_registration(&self, id: usize, key: usize) -> Result<(), String> {
+        let connection = self.connections.get(key).expect("open");
+        let Some(interest) = connection.interest() else {
+            return Err(format!(
+                "peer {id} waits for nothing in state {} but did not close",
+                connection.state()
             ));
         };
-        let mut s = self.socket.borrow_mut();
-        if s.registered != Some(interest) {
-            s.registered = Some(interest);
-            let ready = s.ready_now();
-            s.edges.readable |= ready.readable;
-            s.edges.writable |= ready.writable;
+        let registered = self.kernel.borrow().sockets[id].registered;
+        if registered != Some((key, interest)) {
+            return Err(format!(
+                "peer {id} (key {key}) waits for {interest:?} in state {}, but {registered:?} is \
+                 registered",
+                connection.state()
+            ));
         }
         Ok(())
     }
 
     /// The buffer and pause invariants, between calls.
-    fn check_bounds(&self) -> Result<(), String> {
+    fn check_bounds(&self, id: usize, key: usize) -> Result<(), String> {
         let limits = &self.limits;
-        let capacity = self.connection.buffer_capacity();
+        let connection = self.connections.get(key).expect("open");
+        let capacity = connection.buffer_capacity();
         if capacity > limits.max_buffer_bytes() {
             return Err(format!(
-                "buffer of {capacity} bytes, over its bound of {}",
+                "peer {id}: buffer of {capacity} bytes, over its bound of {}",
                 limits.max_buffer_bytes()
             ));
         }
         // docs/PROTOCOL.md: the owed bytes pass the mark by at most one
         // read and the unfinished line that read completed.
-        let pending = self.connection.pending_bytes();
+        let pending = connection.pending_bytes();
         let pending_bound = limits.max_pending_bytes + READ_CHUNK_BYTES + limits.max_line_bytes;
         if pending >= pending_bound {
             return Err(format!(
-                "{pending} bytes owed, past the documented bound of {pending_bound}"
+                "peer {id}: {pending} bytes owed, past the documented bound of {pending_bound}"
             ));
         }
-        match self.connection.state() {
+        match connection.state() {
             State::Paused if pending <= limits.resume_pending_bytes => Err(format!(
-                "paused with only {pending} bytes owed (resumes at {}): nothing will wake it",
+                "peer {id}: paused with only {pending} bytes owed (resumes at {}): nothing will \
+                 wake it",
                 limits.resume_pending_bytes
             )),
             State::Draining(finish) if pending == 0 => Err(format!(
-                "draining ({finish}) with nothing owed: it should have moved on"
+                "peer {id}: draining ({finish}) with nothing owed: it should have moved on"
             )),
             _ => Ok(()),
         }
     }
 
-    /// Housekeeping: the connection's own expiry answer must match the
-    /// model's (the linger time runs from our FIN; the idle time from the
-    /// last byte moved before it).
-    fn housekeeping(&mut self) -> Result<(), String> {
-        if self.is_closed() {
-            return Ok(());
-        }
-        let (now_ms, quiet_ms) = {
-            let s = self.socket.borrow();
-            (s.now_ms, s.now_ms - s.last_activity_ms)
+    /// `Connections::accept_pending`, and its budget and rejections.
+    fn accept(&mut self) -> Result<(), String> {
+        let (queued, now_ms) = {
+            let mut k = self.kernel.borrow_mut();
+            k.accept_calls = 0;
+            k.accept_faults = 0;
+            (k.backlog.len(), k.now_ms)
         };
-        let expected = match self.connection.state() {
-            State::Lingering(finish) => {
-                (quiet_ms >= LINGER_MS).then(|| reason_name(&finish.into()))
-            }
-            _ => (self.idle_ms > 0 && quiet_ms >= self.idle_ms).then_some("idle timeout"),
+        let mut told = Vec::new();
+        let open_before = self.connections.len();
+        let end = self.connections.accept_pending(
+            &self.listener,
+            &self.registrar,
+            self.max_connections,
+            now_ms,
+            |accept| told.push(accept),
+        );
+        let (calls, faults, left) = {
+            let k = self.kernel.borrow();
+            (k.accept_calls, k.accept_faults, k.backlog.len())
         };
-        let got = self.connection.expired(now_ms, self.idle_ms);
-        if got.as_ref().map(reason_name) != expected {
+        self.note(|| format!("accept: {end:?} after {calls} calls, {told:?}"));
+        if calls > ACCEPT_BUDGET {
             return Err(format!(
-                "expiry in state {} after {quiet_ms} ms quiet: got {:?}, expected {expected:?}",
-                self.connection.state(),
-                got.as_ref().map(reason_name)
+                "{calls} accept calls in one turn, past the budget of {ACCEPT_BUDGET}"
             ));
         }
-        match got {
-            Some(reason) => self.close(reason, Via::Expiry),
-            None => Ok(()),
+        match end {
+            AcceptEnd::Empty if left > 0 => {
+                return Err(format!("accepting stopped with {left} connections queued"));
+            }
+            AcceptEnd::Empty => {}
+            AcceptEnd::BudgetSpent if calls < ACCEPT_BUDGET => {
+                return Err(format!("budget spent after {calls} accept calls"));
+            }
+            AcceptEnd::BudgetSpent => {
+                self.coverage.accept_budget_spent += 1;
+                self.accept_again = true;
+            }
+            AcceptEnd::OutOfDescriptors(err) => {
+                return Err(format!("out of descriptors, which nobody injected: {err}"));
+            }
         }
+        if faults == 0 && told.len() != queued.min(ACCEPT_BUDGET) {
+            return Err(format!(
+                "took {} of {queued} queued connections with no accept failing",
+                told.len()
+            ));
+        }
+        let mut open = open_before;
+        for accept in told {
+            match accept {
+                Accept::Accepted { key, peer } => {
+                    let id = usize::from(peer.port() - PEER_PORT);
+                    if open >= self.max_connections {
+                        return Err(format!(
+                            "peer {id} accepted with {open} open, max_connections {}",
+                            self.max_connections
+                        ));
+                    }
+                    open += 1;
+                    self.keys.insert(key, id);
+                    let violation = {
+                        let mut k = self.kernel.borrow_mut();
+                        k.sockets[id].phase = Phase::Open { key };
+                        // The idle timer starts at the accept.
+                        k.sockets[id].last_activity_ms = now_ms;
+                        k.sockets[id].violation.take()
+                    };
+                    if let Some(violation) = violation {
+                        return Err(format!("peer {id}: {violation}"));
+                    }
+                    self.check_registration(id, key)?;
+                }
+                Accept::Rejected { peer } => {
+                    let id = usize::from(peer.port() - PEER_PORT);
+                    if open < self.max_connections {
+                        return Err(format!(
+                            "peer {id} rejected with only {open} open, max_connections {}",
+                            self.max_connections
+                        ));
+                    }
+                    self.coverage.rejected += 1;
+                    self.gone(id, "rejected")?;
+                }
+                Accept::Unregistered { peer, err } => {
+                    let id = usize::from(peer.port() - PEER_PORT);
+                    if !self.kernel.borrow().sockets[id].register_failed {
+                        return Err(format!("peer {id} not registered: {err}, not injected"));
+                    }
+                    self.coverage.unregistered += 1;
+                    self.gone(id, "unregistered")?;
+                }
+            }
+        }
+        let open = self.connections.len() as u64;
+        self.coverage.most_open = self.coverage.most_open.max(open);
+        if open >= 2 {
+            self.coverage.several_connections = 1;
+        }
+        Ok(())
     }
 
-    /// The connection closes with `reason`; checks that it is the reason
-    /// the scenario calls for and that what was written fits it.
-    fn close(&mut self, reason: CloseReason, via: Via) -> Result<(), String> {
+    /// Peer `id` never got a connection: its socket must be closed untouched.
+    fn gone(&mut self, id: usize, how: &'static str) -> Result<(), String> {
+        let mut k = self.kernel.borrow_mut();
+        let s = &mut k.sockets[id];
+        if !s.dropped || s.call.ops > 0 || !s.written.is_empty() {
+            return Err(format!(
+                "peer {id} {how}, but its socket was used or left open"
+            ));
+        }
+        s.phase = Phase::Done(how);
+        Ok(())
+    }
+
+    /// The waker's event: `Connections::begin_shutdown`, after closing the
+    /// listener (connections still queued are refused).
+    fn begin_shutdown(&mut self) -> Result<(), String> {
+        let now_ms = {
+            let mut k = self.kernel.borrow_mut();
+            k.listening = false;
+            k.listener_edge = false;
+            for id in std::mem::take(&mut k.backlog) {
+                k.sockets[id].phase = Phase::Done("refused");
+                k.coverage.refused += 1;
+            }
+            for &id in self.keys.values() {
+                let s = &mut k.sockets[id];
+                s.shutdown = Some(ShutdownMark {
+                    read_pos: s.read_pos,
+                    eof_read: s.eof_read,
+                });
+            }
+            k.now_ms
+        };
+        self.note(|| "server shutdown".into());
+        self.accept_again = false;
+        self.shutdown_deadline_ms = Some(now_ms.saturating_add(self.shutdown_timeout_ms));
+        self.start_calls();
+        let before: Vec<(usize, usize, State)> = self
+            .keys
+            .iter()
+            .map(|(&key, &id)| (key, id, self.connections.get(key).expect("open").state()))
+            .collect();
+        let listed = self.connections.listed_again().len();
+        let mut closed: Vec<Option<Closed<SimStream<D>>>> = self
+            .connections
+            .begin_shutdown(&self.registrar, now_ms)
+            .into_iter()
+            .map(Some)
+            .collect();
+        // A connection that lingers at once reads what is queued, and may
+        // spend its budget doing so.
+        let again = self.connections.listed_again()[listed..].to_vec();
+        for (key, id, state) in before {
+            self.coverage.calls += 1;
+            let closed = closed
+                .iter_mut()
+                .find(|c| c.as_ref().is_some_and(|c| c.key == key))
+                .and_then(Option::take);
+            let agains = again.iter().filter(|&&listed| listed == key).count();
+            self.after_call(id, key, state, 1, agains, closed)?;
+        }
+        Ok(())
+    }
+
+    /// `Connections::expire`: the connections closed must be exactly those
+    /// the model's own clock says have waited too long (the linger time
+    /// runs from our FIN; the idle time from the last byte moved before it).
+    fn sweep(&mut self) -> Result<(), String> {
+        let now_ms = self.kernel.borrow().now_ms;
+        let expected: BTreeMap<usize, Option<&'static str>> = self
+            .keys
+            .iter()
+            .map(|(&key, &id)| {
+                let quiet_ms = now_ms - self.kernel.borrow().sockets[id].last_activity_ms;
+                let expected = match self.connections.get(key).expect("open").state() {
+                    State::Lingering(finish) => {
+                        (quiet_ms >= LINGER_MS).then(|| reason_name(&finish.into()))
+                    }
+                    _ => (self.idle_ms > 0 && quiet_ms >= self.idle_ms).then_some("idle timeout"),
+                };
+                (key, expected)
+            })
+            .collect();
+        let closed = self.connections.expire(now_ms, self.idle_ms);
+        for (key, expected) in &expected {
+            let got = closed
+                .iter()
+                .find(|c| c.key == *key)
+                .map(|c| reason_name(&c.reason));
+            if got != *expected {
+                let id = self.keys[key];
+                let quiet_ms = now_ms - self.kernel.borrow().sockets[id].last_activity_ms;
+                return Err(format!(
+                    "peer {id}: expiry after {quiet_ms} ms quiet: got {got:?}, expected \
+                     {expected:?}"
+                ));
+            }
+        }
+        for closed in closed {
+            self.closed(closed, Via::Expiry)?;
+        }
+        Ok(())
+    }
+
+    /// Fairness and liveness at the end of a turn: every open connection
+    /// with input waiting has an event coming or is listed to be served
+    /// again; queued connections will be accepted.
+    fn end_of_turn(&mut self) -> Result<(), String> {
+        let listed = self.connections.listed_again();
+        let k = self.kernel.borrow();
+        for (&key, &id) in &self.keys {
+            let connection = self.connections.get(key).expect("open");
+            let s = &k.sockets[id];
+            let waiting = s.arrived > s.read_pos || (s.fin_arrived && !s.eof_read) || s.reset;
+            let reads = matches!(connection.state(), State::Open | State::Lingering(_));
+            if waiting && reads && !s.edges.any() && !listed.contains(&key) {
+                return Err(format!(
+                    "peer {id} (key {key}) has input waiting in state {}, but no event is coming \
+                     and it is not listed to be served again",
+                    connection.state()
+                ));
+            }
+        }
+        if !k.backlog.is_empty() && k.listening && !k.listener_edge && !self.accept_again {
+            return Err(format!(
+                "{} connections queued, but no event is coming and no accept is due",
+                k.backlog.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// A connection closed with `closed.reason`; checks that it is the
+    /// reason the scenario calls for and that what was written fits it.
+    fn closed(&mut self, closed: Closed<SimStream<D>>, via: Via) -> Result<(), String> {
+        let Closed {
+            key,
+            connection,
+            reason,
+        } = closed;
+        let id = self
+            .keys
+            .remove(&key)
+            .ok_or_else(|| format!("closed key {key}, which was not open"))?;
         let name = reason_name(&reason);
-        self.note(|| format!("closed: {reason}"));
-        self.closed = Some(name);
-        let s = self.socket.borrow();
-        let stop = self.shutdown.map_or(s.read_pos, |mark| mark.read_pos);
+        self.note(|| format!("peer {id} (key {key}) closed: {reason}"));
+        // The socket closes here, and leaves the epoll set.
+        drop(connection);
+        let mut k = self.kernel.borrow_mut();
+        let s = &mut k.sockets[id];
+        s.phase = Phase::Done(name);
+        if !s.dropped {
+            return Err(format!("peer {id}: closed, but its socket is still open"));
+        }
+        let stop = s.shutdown.map_or(s.read_pos, |mark| mark.read_pos);
         let owed = reference(
             self.limits.framing,
-            &s.input[..stop],
+            &s.plan.input[..stop],
             self.limits.max_line_bytes,
         );
-        let eof_first = self.shutdown.map_or(s.eof_read, |mark| mark.eof_read);
+        let eof_first = s.shutdown.map_or(s.eof_read, |mark| mark.eof_read);
         let orderly = if owed.too_long {
             Some(Finish::LineTooLong)
         } else if eof_first {
             Some(Finish::PeerFinished)
-        } else if self.shutdown.is_some() {
+        } else if s.shutdown.is_some() {
             Some(Finish::ServerShutdown)
         } else {
             None
         };
-        let echo = &s.input[..owed.echo_len];
+        let echo = &s.plan.input[..owed.echo_len];
         let written = &s.written[..];
         let finish = match reason {
             CloseReason::PeerFinished => Finish::PeerFinished,
             CloseReason::LineTooLong => Finish::LineTooLong,
             CloseReason::ServerShutdown => Finish::ServerShutdown,
             CloseReason::Io(err) => {
-                let expected_kind = matches!(
-                    err.kind(),
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected
-                );
-                if !s.reset || !expected_kind {
-                    return Err(format!("closed on an error nobody injected: {err}"));
+                let injected = match err.kind() {
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected => s.reset,
+                    io::ErrorKind::OutOfMemory => s.register_failed,
+                    _ => false,
+                };
+                if !injected {
+                    return Err(format!(
+                        "peer {id}: closed on an error nobody injected: {err}"
+                    ));
                 }
-                return prefix_of(written, echo);
+                return prefix_of(id, written, echo);
             }
-            CloseReason::IdleTimeout if via == Via::Expiry => return prefix_of(written, echo),
+            CloseReason::IdleTimeout if via == Via::Expiry => return prefix_of(id, written, echo),
+            CloseReason::ShutdownTimeout if via == Via::Deadline => {
+                return prefix_of(id, written, echo);
+            }
             CloseReason::IdleTimeout | CloseReason::ShutdownTimeout => {
-                return Err(format!("closed ({name}) by the connection itself"));
+                return Err(format!("peer {id}: closed ({name}) via {via:?}"));
             }
         };
         if orderly != Some(finish) {
             return Err(format!(
-                "closed ({name}), but the scenario calls for {orderly:?} (EOF read first: \
-                 {eof_first}, shutdown: {}, line too long: {})",
-                self.shutdown.is_some(),
+                "peer {id}: closed ({name}), but the scenario calls for {orderly:?} (EOF read \
+                 first: {eof_first}, shutdown: {}, line too long: {})",
+                s.shutdown.is_some(),
                 owed.too_long
             ));
         }
         if written != echo {
             return Err(format!(
-                "closed ({name}) having written {} bytes, not the {} bytes of complete lines \
-                 read; first difference at byte {}",
+                "peer {id}: closed ({name}) having written {} bytes, not the {} bytes of \
+                 complete lines read; first difference at byte {}",
                 written.len(),
                 echo.len(),
                 first_difference(written, echo)
@@ -1178,29 +2151,52 @@ impl<D: Decide> World<D> {
                 Ok(())
             }
             _ => Err(format!(
-                "closed ({name}) via {via:?} with EOF read {}, FIN sent {}",
+                "peer {id}: closed ({name}) via {via:?} with EOF read {}, FIN sent {}",
                 s.eof_read, s.fin_sent
             )),
         }
     }
 
+    /// The first peer not yet connected.
+    fn unconnected(&self) -> Option<usize> {
+        let k = self.kernel.borrow();
+        k.sockets.iter().position(|s| s.phase == Phase::Unconnected)
+    }
+
+    fn is_connected(&self, id: usize) -> bool {
+        let k = self.kernel.borrow();
+        matches!(k.sockets[id].phase, Phase::Queued | Phase::Open { .. })
+    }
+
     fn stuck(&self, why: &str) -> String {
-        let s = self.socket.borrow();
-        format!(
-            "stuck ({why}): state {}, {} bytes owed, {} arrived and unread, FIN arrived {}, \
-             registered {:?}, send space {}",
-            self.connection.state(),
-            self.connection.pending_bytes(),
-            s.arrived - s.read_pos,
-            s.fin_arrived,
-            s.registered,
-            s.send_space
-        )
+        let k = self.kernel.borrow();
+        let mut message = format!(
+            "stuck ({why}): {} queued, {} open, listed again {:?}",
+            k.backlog.len(),
+            self.connections.len(),
+            self.connections.listed_again()
+        );
+        for (&key, &id) in &self.keys {
+            let connection = self.connections.get(key).expect("open");
+            let s = &k.sockets[id];
+            message.push_str(&format!(
+                "\n    peer {id} (key {key}): state {}, {} bytes owed, {} arrived and unread, FIN \
+                 arrived {}, registered {:?}, send space {}",
+                connection.state(),
+                connection.pending_bytes(),
+                s.arrived - s.read_pos,
+                s.fin_arrived,
+                s.registered,
+                s.send_space
+            ));
+        }
+        message
     }
 
     fn note(&self, what: impl FnOnce() -> String) {
-        if self.socket.borrow().trace {
-            eprintln!("t={} {}", self.socket.borrow().now_ms, what());
+        let k = self.kernel.borrow();
+        if k.trace {
+            eprintln!("t={} {}", k.now_ms, what());
         }
     }
 }
@@ -1218,13 +2214,13 @@ pub fn reason_name(reason: &CloseReason) -> &'static str {
     }
 }
 
-fn prefix_of(written: &[u8], echo: &[u8]) -> Result<(), String> {
+fn prefix_of(id: usize, written: &[u8], echo: &[u8]) -> Result<(), String> {
     if echo.starts_with(written) {
         return Ok(());
     }
     Err(format!(
-        "wrote {} bytes that are not a prefix of the {} bytes of complete lines read; first \
-         difference at byte {}",
+        "peer {id}: wrote {} bytes that are not a prefix of the {} bytes of complete lines \
+         read; first difference at byte {}",
         written.len(),
         echo.len(),
         first_difference(written, echo)
