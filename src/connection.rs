@@ -116,6 +116,11 @@ pub struct Connection<S> {
     /// connect-then-close health check. A flag rather than a count keeps an
     /// idle connection's bookkeeping small: it fits in the struct's padding.
     received_any: bool,
+    /// Whether the connection is on the loop's serve-again list for the
+    /// next turn, so that it is listed once however many of this turn's
+    /// calls spend its budget: one turn, one budget. Like `received_any`,
+    /// it fits in the struct's padding.
+    listed_again: bool,
     /// Bytes written back.
     bytes_echoed: u64,
     /// When bytes last moved either way, in server clock milliseconds; for
@@ -148,7 +153,7 @@ enum ReadOutcome {
     /// A short read, which proves the input drained (`ReadUntil::ShortRead`).
     Drained,
     /// Bytes read, and there may be more.
-    Read(usize),
+    More,
     /// The read found something the state table must decide on.
     Found(Input),
 }
@@ -175,6 +180,7 @@ impl<S: Stream> Connection<S> {
             peer,
             lines: 0,
             received_any: false,
+            listed_again: false,
             bytes_echoed: 0,
             last_active_ms: now_ms,
         }
@@ -247,6 +253,23 @@ impl<S: Stream> Connection<S> {
         }
     }
 
+    /// Marks the connection as listed to be served again next turn; false
+    /// if it already was.
+    pub fn list_again(&mut self) -> bool {
+        !std::mem::replace(&mut self.listed_again, true)
+    }
+
+    /// Takes the connection off the list for the next turn, as that turn
+    /// begins.
+    pub fn unlist_again(&mut self) {
+        self.listed_again = false;
+    }
+
+    /// Whether the connection is listed to be served again next turn.
+    pub fn is_listed_again(&self) -> bool {
+        self.listed_again
+    }
+
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
@@ -304,13 +327,21 @@ impl<S: Stream> Connection<S> {
         }
         // `None`: nothing (more) to read in this call.
         let mut reading = ready.readable.then_some(ready.read_until);
+        // Every byte read counts, whatever the read found.
         let mut budget = TURN_READ_BUDGET_BYTES;
         loop {
             let read = match (self.state, reading) {
-                (State::Open, Some(until)) => {
-                    self.read_and_echo(until, limits, read_buffer, now_ms)?
+                // Spent, with input possibly left (the kernel will not
+                // report it again): served again next turn.
+                (State::Open | State::Lingering(_), Some(_)) if budget == 0 => {
+                    return Ok(Step::Again);
                 }
-                (State::Lingering(_), Some(until)) => self.read_and_discard(until, read_buffer)?,
+                (State::Open, Some(until)) => {
+                    self.read_and_echo(until, &mut budget, limits, read_buffer, now_ms)?
+                }
+                (State::Lingering(_), Some(until)) => {
+                    self.read_and_discard(until, &mut budget, read_buffer)?
+                }
                 (State::Open | State::Lingering(_), None) => return Ok(Step::Wait),
                 (State::Paused, _) if self.buffer.pending_len() <= limits.resume_pending_bytes => {
                     ReadOutcome::Found(Input::OutputLow)
@@ -322,12 +353,7 @@ impl<S: Stream> Connection<S> {
             match read {
                 ReadOutcome::Blocked => return Ok(Step::Wait),
                 ReadOutcome::Drained => reading = None,
-                ReadOutcome::Read(n) => {
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        return Ok(Step::Again);
-                    }
-                }
+                ReadOutcome::More => {}
                 ReadOutcome::Found(input) => match self.transition(input, now_ms)? {
                     Next::Continue => {}
                     Next::ReadAll => reading = Some(ReadUntil::WouldBlock),
@@ -400,6 +426,7 @@ impl<S: Stream> Connection<S> {
     fn read_and_echo(
         &mut self,
         until: ReadUntil,
+        budget: &mut usize,
         limits: &Limits,
         read_buffer: &mut ReadBuffer,
         now_ms: u64,
@@ -444,6 +471,7 @@ impl<S: Stream> Connection<S> {
         };
         self.last_active_ms = now_ms;
         self.received_any |= n > 0;
+        *budget = budget.saturating_sub(n);
         Ok(if n == 0 {
             ReadOutcome::Found(Input::PeerEof)
         } else if too_long {
@@ -462,6 +490,7 @@ impl<S: Stream> Connection<S> {
     fn read_and_discard(
         &mut self,
         until: ReadUntil,
+        budget: &mut usize,
         read_buffer: &mut ReadBuffer,
     ) -> io::Result<ReadOutcome> {
         let room = read_buffer.room();
@@ -470,6 +499,7 @@ impl<S: Stream> Connection<S> {
             return Ok(ReadOutcome::Blocked);
         };
         self.received_any |= n > 0;
+        *budget = budget.saturating_sub(n);
         Ok(if n == 0 {
             ReadOutcome::Found(Input::PeerEof)
         } else {
@@ -546,7 +576,7 @@ fn read_outcome(n: usize, asked: usize, until: ReadUntil) -> ReadOutcome {
     if n < asked && until == ReadUntil::ShortRead {
         ReadOutcome::Drained
     } else {
-        ReadOutcome::Read(n)
+        ReadOutcome::More
     }
 }
 

@@ -119,7 +119,8 @@ pub struct Connections<S> {
     slab: Slab<Connection<S>>,
     /// Connections that spent their read budget this turn, in the order they
     /// did: served next turn, without an event, because the kernel reports
-    /// no new edge for input already there. A key may be listed twice.
+    /// no new edge for input already there. A key is listed once (see
+    /// `Connection::list_again`).
     again: Vec<usize>,
     /// The list `serve_again` works through this turn: what `again` held
     /// when the turn began. Empty between turns.
@@ -230,14 +231,24 @@ impl<S: Stream> Connections<S> {
     pub fn begin_turn(&mut self) {
         debug_assert!(self.again_now.is_empty());
         std::mem::swap(&mut self.again, &mut self.again_now);
+        // Free to be listed for the next turn again.
+        for &key in &self.again_now {
+            if let Some(connection) = self.slab.get_mut(key) {
+                connection.unlist_again();
+            }
+        }
     }
 
     /// Serves the connections that spent their read budget last turn, in the
-    /// order they spent it.
+    /// order they spent it. One whose event this turn already spent a new
+    /// budget is listed for the next turn instead: one turn, one budget.
     pub fn serve_again(&mut self, registrar: &impl Registrar<S>, now_ms: u64) -> Vec<Closed<S>> {
         let mut closed = Vec::new();
         let mut again_now = std::mem::take(&mut self.again_now);
         for key in again_now.drain(..) {
+            if self.slab.get(key).is_some_and(Connection::is_listed_again) {
+                continue;
+            }
             closed.extend(self.drive(registrar, key, Readiness::SERVE_AGAIN, now_ms));
         }
         // Handed back empty, so its allocation serves the next turn.
@@ -254,8 +265,8 @@ impl<S: Stream> Connections<S> {
         now_ms: u64,
     ) -> Option<Closed<S>> {
         // No connection: the event outlived it (the socket was closed while
-        // the event was queued), or it was listed twice to be served again
-        // and closed the first time. Harmless, like any spurious event.
+        // the event was queued, or before it was served again). Harmless,
+        // like any spurious event.
         let connection = self.slab.get_mut(key)?;
         let waiting = connection.waiting();
         let step = connection.on_ready(ready, &self.limits, &mut self.read_buffer, now_ms);
@@ -332,7 +343,11 @@ impl<S: Stream> Connections<S> {
         }
         match step {
             Step::Close(reason) => return Some(self.close(key, reason)),
-            Step::Again => self.again.push(key),
+            Step::Again => {
+                if self.slab[key].list_again() {
+                    self.again.push(key);
+                }
+            }
             Step::Wait => {}
         }
         let connection = &mut self.slab[key];

@@ -176,8 +176,12 @@ impl Server {
                         let requests = self.control.signals();
                         self.handle_requests(requests)
                     }
+                    // Every listener is accepted from after the events when
+                    // one spent its budget last turn: one budget a turn.
                     Token(t) if LISTENERS.contains(&t) => {
-                        self.accept_pending(t - LISTENERS.start);
+                        if !accept_again {
+                            self.accept_pending(t - LISTENERS.start);
+                        }
                         Flow::Continue
                     }
                     Token(key) => {

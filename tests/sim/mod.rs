@@ -71,10 +71,10 @@
 //! - fairness: the connections listed to be served again are served in the
 //!   next turn, after that turn's events, in the order they were listed,
 //!   and nothing else is served then; at the end of every turn, a connection
-//!   with input waiting has an event coming or is listed to be served again.
-//!   (A connection whose event and whose serving again both spend a budget
-//!   in one turn is listed twice, and served twice the next turn:
-//!   `Coverage::listed_twice` counts it);
+//!   with input waiting has an event coming or is listed to be served again;
+//!   a key is listed once, and one whose event this turn already spent a new
+//!   budget is left to the next turn (one turn, one budget:
+//!   `Coverage::left_to_next_turn` counts them);
 //! - accepting: at most `ACCEPT_BUDGET` attempts per `accept_pending`, and
 //!   one `accept_pending` per listener per turn (on its event, or else
 //!   because the budget ran out last turn);
@@ -1009,8 +1009,9 @@ pub struct Coverage {
     pub several_connections: u64,
     /// Most connections open at once in any run.
     pub most_open: u64,
-    /// Turns in which a connection was listed twice to be served again.
-    pub listed_twice: u64,
+    /// Connections listed to be served again whose event in that turn spent
+    /// a new budget, so that serving them again was left to the next turn.
+    pub left_to_next_turn: u64,
     /// Calls to `accept_pending` that spent the accept budget.
     pub accept_budget_spent: u64,
     /// Connections rejected at `max_connections`.
@@ -1054,7 +1055,7 @@ impl Coverage {
         self.lingered += other.lingered;
         self.several_connections += other.several_connections;
         self.most_open = self.most_open.max(other.most_open);
-        self.listed_twice += other.listed_twice;
+        self.left_to_next_turn += other.left_to_next_turn;
         self.accept_budget_spent += other.accept_budget_spent;
         self.rejected += other.rejected;
         self.unregistered += other.unregistered;
@@ -1610,11 +1611,16 @@ impl<D: Decide> World<D> {
         self.start_calls();
         let mut unique: Vec<usize> = Vec::new();
         for &key in listed {
-            if !unique.contains(&key) {
-                unique.push(key);
-            } else {
-                self.coverage.listed_twice += 1;
+            if unique.contains(&key) {
+                return Err(format!("key {key} was listed twice to be served again"));
             }
+            // Listed anew by its event this turn: it has had this turn's
+            // budget, and is served next turn instead.
+            if self.connections.get(key).is_some_and(|c| c.is_listed_again()) {
+                self.coverage.left_to_next_turn += 1;
+                continue;
+            }
+            unique.push(key);
         }
         // The key may belong to a newer connection than the one that
         // listed it: serving that one is harmless, like a spurious event.
@@ -1711,25 +1717,12 @@ impl<D: Decide> World<D> {
             ));
         }
         // The budget is checked after each read, so one read may take the
-        // call past it, but no read may follow. The read that finds a line
-        // too long is not charged to the budget (`Connection::advance`
-        // counts only reads that end in `ReadOutcome::Read`); the lingering
-        // that follows reads on with the whole budget.
-        let after = closed
-            .as_ref()
-            .map(|closed| closed.connection.state())
-            .or_else(|| self.connections.get(key).map(|c| c.state()));
-        let too_long = Some(Finish::LineTooLong);
-        let uncharged = if before.finish() != too_long && after.and_then(State::finish) == too_long
-        {
-            call.max_read
-        } else {
-            0
-        };
+        // call past it, but no read may follow; every read is charged,
+        // whatever it found (an over-long line, the peer's EOF).
         let over_budget = if calls == 1 {
-            call.read_bytes - call.last_read >= TURN_READ_BUDGET_BYTES + uncharged
+            call.read_bytes - call.last_read >= TURN_READ_BUDGET_BYTES
         } else {
-            call.read_bytes > calls * (TURN_READ_BUDGET_BYTES + call.max_read) + uncharged
+            call.read_bytes > calls * (TURN_READ_BUDGET_BYTES + call.max_read)
         };
         if call.read_bytes > 0 && over_budget {
             return Err(format!(
