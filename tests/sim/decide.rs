@@ -14,27 +14,10 @@ pub trait Decide {
     }
 }
 
-/// SplitMix64 (Steele, Lea and Flood, 2014): a tiny generator whose output
-/// is fixed by this code, not by a crate version, so a seed recorded today
-/// replays the same scenario for as long as this file is unchanged.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+/// The seeded generator the tools use too: its output is fixed by its code
+/// (`tools/kit`), not by a crate version, so a seed recorded today replays
+/// the same scenario for as long as that code is unchanged.
+pub use echod_kit::SplitMix64;
 
 impl Decide for SplitMix64 {
     fn pick(&mut self, n: u64) -> u64 {

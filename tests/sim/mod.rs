@@ -90,7 +90,7 @@
 //!
 //! This file is shared: `tests/simulation.rs` runs it from seeds, and the
 //! fuzz targets under `fuzz/` include it with `#[path]`, so it depends on
-//! nothing but `echod`, `mio` and `std`.
+//! nothing but `echod`, `echod-kit` (its seeded generator), `mio` and `std`.
 #![allow(dead_code, unused_imports)] // Each includer uses a different subset.
 
 use std::cell::RefCell;
@@ -1616,7 +1616,11 @@ impl<D: Decide> World<D> {
             }
             // Listed anew by its event this turn: it has had this turn's
             // budget, and is served next turn instead.
-            if self.connections.get(key).is_some_and(|c| c.is_listed_again()) {
+            if self
+                .connections
+                .get(key)
+                .is_some_and(|c| c.is_listed_again())
+            {
                 self.coverage.left_to_next_turn += 1;
                 continue;
             }
