@@ -29,35 +29,43 @@
 //! `Server::run` is the loop: wait for events, handle each, tidy up.
 //! Listeners and connections are registered with a `Token`; a connection's
 //! token is its key in a `slab::Slab`, so an event leads straight to its
-//! connection. Only `server.rs` touches the poll instance.
+//! connection. `Connections` (`connections.rs`) holds them all and applies
+//! what each asks for next; it reaches the poll instance only through the
+//! `Registrar` the loop lends it, which is how the simulation in `tests/sim`
+//! runs the same code on a simulated kernel.
 //!
 //! # 3. A connection is a small state machine
 //!
 //! `Connection` reads, finds complete lines (`framing`), writes them back at
 //! once, and reports which readiness it needs next: reading while open,
 //! writing too while it owes output, writing only while paused because its
-//! client is not reading its echoes. The server re-registers only when that
-//! answer changes. One connection's error closes that connection, never the
-//! server.
+//! client is not reading its echoes. What its work finds (the peer's EOF, an
+//! over-long line, output full) goes to one table, `transition`, the only
+//! place its `State` changes. The loop re-registers only when the answer
+//! changes. One connection's error closes that connection, never the server.
 //!
 //! # 4. Bounded everything
 //!
-//! A connection's bytes live in one `Buffer` (echoes owed, then the line not
-//! yet finished), borrowed from a pool only while data is in flight, so an
-//! idle connection owns no buffer. The owed output has a high-water mark
-//! (`max-pending-bytes`), the unfinished line a limit (`max-line-bytes`),
-//! the server a connection limit: memory is bounded by configuration, not by
-//! what clients do.
+//! Reads land in one buffer for the whole loop (`ReadBuffer`), and complete
+//! lines are echoed from there; a connection keeps only what is left over,
+//! in a `Buffer` of its own: echoes the socket did not take, then the line
+//! not yet finished. An idle connection owns no buffer. The owed output has
+//! a high-water mark (`max-pending-bytes`), the unfinished line a limit
+//! (`max-line-bytes`), the server a connection limit: memory is bounded by
+//! configuration, not by what clients do.
 //!
-//! Reading order: this page, `server`, `connection`, `buffer`, `framing`;
-//! then `config` (the settings), `cli` (the command line, with `args` for
-//! reading option values), `listener` and `logging` for the daemon around
-//! them; `control` is what a loop hears from outside its sockets (signals,
-//! shutdown requests) and tells besides echoes (stats, systemd, a worker's
-//! totals); `workers` runs one loop, or one per `--workers` thread;
-//! `systemd` speaks socket activation and `sd_notify`; `probe` is the
-//! `echod probe` health check, a client of the daemon.
-//! `docs/ARCHITECTURE.md` has the same map with each module's invariants.
+//! # Reading order
+//!
+//! This page; the core, `server`, `connections`, `connection` (with `state`,
+//! the words it and the loop speak), `buffer`, `framing`; then the daemon
+//! around it: `control` (what a loop hears from outside its sockets and
+//! tells besides echoes: signals, shutdown requests, stats, systemd, a
+//! worker's totals), `workers` (one loop, or one per `--workers` thread),
+//! `config` (the settings), `cli` (the command line, with `args` for option
+//! values), `listener` and `socket` (the sockets), `logging`, and as needed
+//! `systemd`, `summary`, `allocator` and `probe` (the `echod probe` health
+//! check, a client of the daemon). `docs/ARCHITECTURE.md` has the same map
+//! with each module's invariants.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
