@@ -8,7 +8,7 @@
 //!
 //! With `--workers N`, echod scales the way nginx does, shared-nothing: N
 //! threads, each running its own `Server` (its own `Poll`, connections,
-//! buffer pool and listening sockets), and no state shared between them
+//! read buffer and listening sockets), and no state shared between them
 //! but a `Summary` each publishes once a second. Each worker binds its own
 //! socket on every address with `SO_REUSEPORT`, so the kernel spreads new
 //! connections among the workers by a hash of the connection's addresses;
