@@ -103,6 +103,23 @@ pub(crate) fn seconds(value: OsString, option: &str) -> Result<Duration, UsageEr
         })
 }
 
+/// Parses a timeout in seconds, where 0 turns it off (`None`). A value
+/// that is not 0 but comes to less than a millisecond, the resolution of
+/// echod's clock, is refused rather than silently meaning "never".
+pub(crate) fn timeout(value: OsString, option: &str) -> Result<Option<Duration>, UsageError> {
+    let text = value.to_string_lossy().into_owned();
+    let timeout = seconds(value, option)?;
+    if timeout.is_zero() {
+        return Ok(None);
+    }
+    if timeout < Duration::from_millis(1) {
+        return Err(UsageError(format!(
+            "invalid {option} '{text}': below a millisecond; give 0 to turn it off"
+        )));
+    }
+    Ok(Some(timeout))
+}
+
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

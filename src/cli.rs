@@ -9,10 +9,11 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::args::{UsageError, number, seconds, size, string};
+use crate::args::{UsageError, number, seconds, size, string, timeout};
 use crate::config::{
     Config, DEFAULT_PORT, Listen, MAX_LIMIT_BYTES, MAX_WORKERS, MIN_STATS_INTERVAL,
 };
@@ -66,6 +67,13 @@ Options:
                                closed [default: open-file limit - 32]
       --idle-timeout SECS      Close connections with no traffic for SECS;
                                0 disables [default: 0]
+      --send-timeout SECS      Close a connection owed echoes that takes none
+                               of them for SECS; 0 disables [default: 60]
+      --line-timeout SECS      Close a connection whose unfinished line began
+                               SECS ago; 0 disables [default: 60]
+      --tcp-keepalive SECS     TCP keepalive on client sockets: probe a peer
+                               silent for SECS, every 10 s, 6 times, then
+                               close; 0 disables [default: 60]
       --shutdown-timeout SECS  After SIGINT/SIGTERM, time allowed to deliver
                                owed echoes [default: 5]
       --workers N              Event loops, one thread each, sharing the
@@ -171,8 +179,23 @@ where
                 config.max_connections = Some(n);
             }
             Long("idle-timeout") => {
-                let timeout = seconds(parser.value()?, "--idle-timeout")?;
-                config.idle_timeout = (!timeout.is_zero()).then_some(timeout);
+                config.idle_timeout = timeout(parser.value()?, "--idle-timeout")?;
+            }
+            Long("send-timeout") => {
+                config.send_timeout = timeout(parser.value()?, "--send-timeout")?;
+            }
+            Long("line-timeout") => {
+                config.line_timeout = timeout(parser.value()?, "--line-timeout")?;
+            }
+            Long("tcp-keepalive") => {
+                let idle = timeout(parser.value()?, "--tcp-keepalive")?;
+                if idle.is_some_and(|idle| idle < Duration::from_secs(1)) {
+                    return Err(UsageError(
+                        "invalid --tcp-keepalive: must be 0 or at least 1 second (the kernel counts whole seconds)"
+                            .into(),
+                    ));
+                }
+                config.tcp_keepalive = idle;
             }
             Long("shutdown-timeout") => {
                 config.shutdown_timeout = seconds(parser.value()?, "--shutdown-timeout")?

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::connection::Limits;
+use crate::connection::{Limits, Timeouts};
 use crate::framing::Framing;
 
 /// Port for the default addresses. Unassigned by IANA, easy to type.
@@ -38,6 +38,37 @@ pub const DEFAULT_MAX_PENDING_BYTES: usize = 1024 * 1024;
 /// every common supervisor before SIGKILL (`docker stop` 10 s, Kubernetes
 /// 30 s, systemd 90 s).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long echoes may be owed to a client that takes none of them before
+/// echod closes the connection (`send-timeout`), like nginx's `send_timeout`.
+/// Backpressure pauses a client that does not read; this ends one that never
+/// will (gone, or a reader stopped on purpose), which would otherwise hold
+/// its owed echoes and its connection slot forever. A client that takes even
+/// one byte in that time restarts the clock, so a slow reader is never cut.
+/// 60 seconds is nginx's default.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a line may take from its first byte to its end before echod
+/// closes the connection (`line-timeout`), like nginx's
+/// `client_header_timeout`: a client that sends one byte every few seconds
+/// (slowloris) cannot hold a slot and a line's buffer forever. No person at
+/// a keyboard and no program takes a minute over one line.
+pub const DEFAULT_LINE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// TCP keepalive on accepted sockets (`tcp-keepalive`): after this long
+/// with nothing sent either way, the kernel probes the peer every
+/// `KEEPALIVE_INTERVAL`, and after `KEEPALIVE_PROBES` unanswered probes the
+/// connection fails and echod closes it. It ends connections to peers that
+/// vanished (a host powered off, a path gone) and would otherwise stay open
+/// forever, silent. 60 seconds detects one within about two minutes; redis
+/// uses 300.
+pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Time between keepalive probes once they have started.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Unanswered keepalive probes after which the kernel declares the peer gone.
+pub const KEEPALIVE_PROBES: u32 = 6;
 
 /// Descriptors kept out of `max-connections` when it is derived from the
 /// open-file limit, besides one per listener: the poll instance, its waker,
@@ -91,6 +122,15 @@ pub struct Config {
     /// Close a connection after this long with no bytes moving; `None`:
     /// never. Never `Some(Duration::ZERO)`.
     pub idle_timeout: Option<Duration>,
+    /// Close a connection that owes echoes and has had none of them taken
+    /// for this long; `None`: never. Never `Some(Duration::ZERO)`.
+    pub send_timeout: Option<Duration>,
+    /// Close a connection whose unfinished line began this long ago;
+    /// `None`: never. Never `Some(Duration::ZERO)`.
+    pub line_timeout: Option<Duration>,
+    /// TCP keepalive idle time on accepted sockets; `None`: no keepalive.
+    /// Never `Some(Duration::ZERO)`.
+    pub tcp_keepalive: Option<Duration>,
     /// How long to deliver owed echoes after a shutdown request; zero
     /// closes at once.
     pub shutdown_timeout: Duration,
@@ -113,6 +153,9 @@ impl Default for Config {
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             max_connections: None,
             idle_timeout: None,
+            send_timeout: Some(DEFAULT_SEND_TIMEOUT),
+            line_timeout: Some(DEFAULT_LINE_TIMEOUT),
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             stats_interval: None,
             workers: 1,
@@ -125,6 +168,20 @@ impl Config {
     /// The per-connection limits this configuration sets.
     pub fn limits(&self) -> Limits {
         Limits::new(self.framing, self.max_line_bytes, self.max_pending_bytes)
+    }
+
+    /// The per-connection timeouts this configuration sets, in milliseconds.
+    pub fn timeouts(&self) -> Timeouts {
+        let ms = |timeout: Option<Duration>| {
+            timeout.map_or(0, |timeout| {
+                u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
+            })
+        };
+        Timeouts {
+            idle_ms: ms(self.idle_timeout),
+            send_ms: ms(self.send_timeout),
+            line_ms: ms(self.line_timeout),
+        }
     }
 }
 

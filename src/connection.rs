@@ -37,6 +37,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use log::trace;
 use mio::Interest;
@@ -64,6 +65,29 @@ pub const LINGER_MS: u64 = 2_000;
 pub trait Stream: Read + Write {
     /// Shuts down the sending half (sends FIN after any queued data).
     fn shutdown_write(&self) -> io::Result<()>;
+}
+
+/// How long a connection may wait for each thing, in milliseconds; 0 for
+/// forever. Taken from `Config` once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// No bytes moving either way (`--idle-timeout`).
+    pub idle_ms: u64,
+    /// Echoes owed, and not one byte of them taken (`--send-timeout`).
+    pub send_ms: u64,
+    /// A line begun and not finished (`--line-timeout`).
+    pub line_ms: u64,
+}
+
+impl Timeouts {
+    /// The shortest timeout that is on: no deadline can become due sooner
+    /// than this after it starts to run. `None` if all are off.
+    pub fn shortest_ms(&self) -> Option<u64> {
+        [self.idle_ms, self.send_ms, self.line_ms]
+            .into_iter()
+            .filter(|&ms| ms > 0)
+            .min()
+    }
 }
 
 /// The per-connection limits, taken from `Config` once.
@@ -102,6 +126,11 @@ impl Limits {
 /// One client connection.
 #[derive(Debug)]
 pub struct Connection<S> {
+    /// The connection id every log line about it shows (`conn 17`): drawn
+    /// from `NEXT_CONNECTION_ID` when accepted, so never reused while the
+    /// process runs, unlike its slab key (docs/PROTOCOL.md, "Connection
+    /// ids"); the deadline queue tells its entries apart by it too.
+    id: u64,
     stream: S,
     /// What reads left over: pending output, then the unfinished line. Holds
     /// no storage while nothing is left over.
@@ -126,6 +155,12 @@ pub struct Connection<S> {
     /// When bytes last moved either way, in server clock milliseconds; for
     /// a lingering connection, when it sent its FIN.
     last_active_ms: u64,
+    /// The last time a write took output, or a call began owing nothing:
+    /// while echoes are owed, since when they have waited without progress.
+    owing_since_ms: u64,
+    /// The last time a call began with no unfinished line: while a line is
+    /// unfinished, when its first byte was read.
+    line_since_ms: u64,
 }
 
 /// What the state table decides on: something one step of work found out.
@@ -170,10 +205,17 @@ enum Next {
     Return(Step),
 }
 
+/// The id the next connection gets, in any event loop of this process,
+/// like nginx's connection counter: ids are unique across workers. Relaxed
+/// is enough: only uniqueness matters, not an order between threads.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
 impl<S: Stream> Connection<S> {
-    /// A newly accepted connection; it holds no buffer until it reads.
+    /// A newly accepted connection, with the next connection id; it holds
+    /// no buffer until it reads.
     pub fn new(stream: S, peer: SocketAddr, now_ms: u64) -> Connection<S> {
         Connection {
+            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
             stream,
             buffer: Buffer::default(),
             state: State::Open,
@@ -183,6 +225,8 @@ impl<S: Stream> Connection<S> {
             listed_again: false,
             bytes_echoed: 0,
             last_active_ms: now_ms,
+            owing_since_ms: now_ms,
+            line_since_ms: now_ms,
         }
     }
 
@@ -211,6 +255,14 @@ impl<S: Stream> Connection<S> {
         read_buffer: &mut ReadBuffer,
         now_ms: u64,
     ) -> Step {
+        // The send and line timers run only while something waits: output
+        // owed, or a line begun, after this call began, began now.
+        if self.buffer.pending_len() == 0 {
+            self.owing_since_ms = now_ms;
+        }
+        if self.buffer.unfinished().is_empty() {
+            self.line_since_ms = now_ms;
+        }
         match self.advance(ready, limits, read_buffer, now_ms) {
             Ok(Step::Close(reason)) => Step::Close(reason),
             Ok(step) => {
@@ -238,19 +290,51 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// The close reason for a connection that has been inactive since
-    /// `last_active_ms`, if it has waited too long: `idle_ms` for an open
-    /// connection (0: forever), `LINGER_MS` for one lingering after its FIN.
-    pub fn expired(&self, now_ms: u64, idle_ms: u64) -> Option<CloseReason> {
-        let quiet_ms = now_ms.saturating_sub(self.last_active_ms);
-        match self.state {
+    /// The connection's earliest deadline, and the reason it closes with
+    /// when that passes: `LINGER_MS` after our FIN for a lingering
+    /// connection (whatever the timeouts); otherwise the soonest of the
+    /// idle, send and line timeouts that are on and apply. `None` if nothing
+    /// it waits for has a deadline.
+    pub fn deadline(&self, timeouts: &Timeouts) -> Option<(u64, CloseReason)> {
+        if let State::Lingering(finish) = self.state {
             // The peer has had our FIN for a while; its close reason is the
             // one that made us stop, not the wait.
-            State::Lingering(finish) if quiet_ms >= LINGER_MS => Some(finish.into()),
-            State::Lingering(_) => None,
-            _ if idle_ms > 0 && quiet_ms >= idle_ms => Some(CloseReason::IdleTimeout),
-            _ => None,
+            return Some((self.last_active_ms + LINGER_MS, finish.into()));
         }
+        let on = |timeout_ms: u64, applies: bool, since_ms: u64| {
+            (timeout_ms > 0 && applies).then_some(since_ms.saturating_add(timeout_ms))
+        };
+        let candidates = [
+            (
+                on(
+                    timeouts.send_ms,
+                    self.buffer.pending_len() > 0,
+                    self.owing_since_ms,
+                ),
+                CloseReason::SendTimeout,
+            ),
+            (
+                on(
+                    timeouts.line_ms,
+                    !self.buffer.unfinished().is_empty(),
+                    self.line_since_ms,
+                ),
+                CloseReason::LineTimeout,
+            ),
+            (
+                on(timeouts.idle_ms, true, self.last_active_ms),
+                CloseReason::IdleTimeout,
+            ),
+        ];
+        candidates
+            .into_iter()
+            .filter_map(|(due, reason)| Some((due?, reason)))
+            .min_by_key(|(due, _)| *due)
+    }
+
+    /// The connection id its log lines show.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Marks the connection as listed to be served again next turn; false
@@ -529,6 +613,7 @@ impl<S: Stream> Connection<S> {
         if sent > 0 {
             self.bytes_echoed += sent as u64;
             self.last_active_ms = now_ms;
+            self.owing_since_ms = now_ms;
         }
     }
 }
@@ -947,20 +1032,115 @@ mod tests {
         assert_close(h.ready(READABLE), "connection reset");
     }
 
+    /// The deadline as (when, reason's log text).
+    fn deadline(h: &Harness, timeouts: Timeouts) -> Option<(u64, String)> {
+        h.connection
+            .deadline(&timeouts)
+            .map(|(due, reason)| (due, reason.to_string()))
+    }
+
+    const IDLE_1S: Timeouts = Timeouts {
+        idle_ms: 1000,
+        send_ms: 0,
+        line_ms: 0,
+    };
+    const SEND_AND_LINE: Timeouts = Timeouts {
+        idle_ms: 0,
+        send_ms: 300,
+        line_ms: 500,
+    };
+
     #[test]
-    fn expiry_idle_for_the_open_linger_for_the_finished() {
+    fn the_idle_timer_runs_from_the_last_byte_moved() {
         let mut h = Harness::crlf();
-        assert!(h.connection.expired(999, 1000).is_none());
+        assert_eq!(deadline(&h, Timeouts::default()), None, "all off");
+        assert_eq!(deadline(&h, IDLE_1S), Some((1000, "idle timeout".into())));
+        h.room(ROOMY).arrive([bytes(b"a\r\n")]);
+        let Harness {
+            connection,
+            limits,
+            read_buffer,
+        } = &mut h;
+        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 700));
+        assert_eq!(deadline(&h, IDLE_1S), Some((1700, "idle timeout".into())));
+    }
+
+    #[test]
+    fn the_send_timer_runs_only_while_echoes_are_owed_and_restarts_on_progress() {
+        let mut h = Harness::crlf();
+        assert_eq!(deadline(&h, SEND_AND_LINE), None, "nothing owed");
+        h.room(2).arrive([bytes(b"abcd\r\n")]);
+        let Harness {
+            connection,
+            limits,
+            read_buffer,
+        } = &mut h;
+        // 2 bytes taken at 100 ms, 4 still owed: the clock runs from then.
+        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 100));
         assert_eq!(
-            h.connection.expired(1000, 1000).map(|r| r.to_string()),
-            Some("idle timeout".into())
+            deadline(&h, SEND_AND_LINE),
+            Some((400, "send timeout".into()))
         );
-        assert!(h.connection.expired(u64::MAX, 0).is_none(), "0: never");
+        h.room(1);
+        let Harness {
+            connection,
+            limits,
+            read_buffer,
+        } = &mut h;
+        assert_wait(connection.on_ready(Readiness::WRITE, limits, read_buffer, 350));
+        assert_eq!(
+            deadline(&h, SEND_AND_LINE),
+            Some((650, "send timeout".into()))
+        );
+        h.room(ROOMY);
+        let Harness {
+            connection,
+            limits,
+            read_buffer,
+        } = &mut h;
+        assert_wait(connection.on_ready(Readiness::WRITE, limits, read_buffer, 360));
+        assert_eq!(deadline(&h, SEND_AND_LINE), None, "all delivered");
+    }
+
+    #[test]
+    fn the_line_timer_runs_from_a_lines_first_byte_to_its_end() {
+        let mut h = Harness::crlf();
+        h.room(ROOMY).arrive([bytes(b"ha")]);
+        let Harness {
+            connection,
+            limits,
+            read_buffer,
+        } = &mut h;
+        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 100));
+        // More of the same line later does not restart it.
+        h.arrive([bytes(b"lf")]);
+        let Harness {
+            connection,
+            limits,
+            read_buffer,
+        } = &mut h;
+        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 400));
+        assert_eq!(
+            deadline(&h, SEND_AND_LINE),
+            Some((100 + 500, "line timeout".into()))
+        );
+        h.arrive([bytes(b"\r\n")]);
+        let Harness {
+            connection,
+            limits,
+            read_buffer,
+        } = &mut h;
+        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 450));
+        assert_eq!(deadline(&h, SEND_AND_LINE), None, "the line ended");
+        assert_eq!(h.written(), b"half\r\n");
+    }
+
+    #[test]
+    fn a_lingering_connection_has_the_linger_deadline_whatever_the_timeouts() {
+        let mut h = Harness::crlf();
         assert_wait(h.shutdown());
-        assert!(h.connection.expired(LINGER_MS - 1, 0).is_none());
-        assert_eq!(
-            h.connection.expired(LINGER_MS, 0).map(|r| r.to_string()),
-            Some("server shutdown".into())
-        );
+        let expected = Some((LINGER_MS, "server shutdown".into()));
+        assert_eq!(deadline(&h, Timeouts::default()), expected);
+        assert_eq!(deadline(&h, IDLE_1S), expected);
     }
 }

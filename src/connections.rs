@@ -10,6 +10,8 @@
 //! It logs nothing on a close: a `Closed` goes back to the caller, which
 //! keeps the totals and writes the close line.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
 
@@ -20,6 +22,7 @@ use slab::Slab;
 use crate::buffer::ReadBuffer;
 use crate::connection::{
     CloseReason, Connection, FIRST_INTEREST, Finish, Limits, Readiness, State, Step, Stream,
+    Timeouts,
 };
 
 /// Connections accepted from one listener per turn, so that a connect flood
@@ -129,17 +132,27 @@ pub struct Connections<S> {
     read_buffer: ReadBuffer,
     /// The limits every connection is driven with.
     limits: Limits,
+    /// The timeouts every connection is held to.
+    timeouts: Timeouts,
+    /// When to look at a connection's deadlines next: `(due_ms, key, id)`,
+    /// soonest first (see `expire`). Every open connection has an entry
+    /// while any timeout is on, and one more while it lingers; an entry
+    /// whose key now holds another connection (a different `id`), or none,
+    /// is stale and dropped when it comes up.
+    deadlines: BinaryHeap<Reverse<(u64, usize, u64)>>,
 }
 
 impl<S: Stream> Connections<S> {
     /// No connections yet.
-    pub fn new(limits: Limits) -> Connections<S> {
+    pub fn new(limits: Limits, timeouts: Timeouts) -> Connections<S> {
         Connections {
             slab: Slab::new(),
             again: Vec::new(),
             again_now: Vec::new(),
             read_buffer: ReadBuffer::default(),
             limits,
+            timeouts,
+            deadlines: BinaryHeap::new(),
         }
     }
 
@@ -218,7 +231,12 @@ impl<S: Stream> Connections<S> {
                 tell(Accept::Unregistered { peer, err });
                 continue;
             }
-            entry.insert(Connection::new(stream, peer, now_ms));
+            let id = entry.insert(Connection::new(stream, peer, now_ms)).id();
+            // Nothing can come due sooner than the shortest timeout.
+            if let Some(shortest_ms) = self.timeouts.shortest_ms() {
+                self.deadlines
+                    .push(Reverse((now_ms.saturating_add(shortest_ms), key, id)));
+            }
             tell(Accept::Accepted { key, peer });
         }
         AcceptEnd::BudgetSpent
@@ -293,19 +311,55 @@ impl<S: Stream> Connections<S> {
         closed
     }
 
-    /// Closes every connection that has waited too long: `idle_ms` with no
-    /// bytes moving (0: never), or `LINGER_MS` after our FIN.
-    pub fn expire(&mut self, now_ms: u64, idle_ms: u64) -> Vec<Closed<S>> {
-        // A sweep of every connection: a few nanoseconds each.
-        let expired: Vec<(usize, CloseReason)> = self
-            .slab
-            .iter()
-            .filter_map(|(key, connection)| Some((key, connection.expired(now_ms, idle_ms)?)))
-            .collect();
-        expired
-            .into_iter()
-            .map(|(key, reason)| self.close(key, reason))
-            .collect()
+    /// Closes every connection whose deadline has passed (see
+    /// `Connection::deadline`), with that deadline's reason.
+    ///
+    /// No connection is looked at before an entry of its own comes due, so
+    /// the cost is a heap operation per entry due, not a sweep of every
+    /// connection. An entry is a time at which a deadline *may* have come:
+    /// when it comes up, the connection's true deadline is worked out; past,
+    /// it closes; still to come, the entry goes back for the earlier of that
+    /// deadline and the shortest timeout from now, the soonest any deadline
+    /// that starts to run later could be due. Updating timestamps on every
+    /// read and write thus costs the hot path nothing here.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Closed<S>> {
+        let mut closed = Vec::new();
+        while let Some(&Reverse((due_ms, key, id))) = self.deadlines.peek() {
+            if due_ms > now_ms {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(connection) = self.slab.get(key).filter(|c| c.id() == id) else {
+                continue; // Stale: that connection has closed.
+            };
+            let lingering = matches!(connection.state(), State::Lingering(_));
+            match connection.deadline(&self.timeouts) {
+                Some((at_ms, reason)) if at_ms <= now_ms => {
+                    closed.push(self.close(key, reason));
+                }
+                next => {
+                    let recheck_ms = self
+                        .timeouts
+                        .shortest_ms()
+                        .map(|ms| now_ms.saturating_add(ms));
+                    // A lingering connection's own entry (see `apply`)
+                    // follows its linger deadline alone.
+                    let again_ms = match (next, recheck_ms) {
+                        (Some((at_ms, _)), Some(recheck_ms)) if !lingering => at_ms.min(recheck_ms),
+                        (Some((at_ms, _)), _) => at_ms,
+                        (None, Some(recheck_ms)) => recheck_ms,
+                        (None, None) => continue,
+                    };
+                    self.deadlines.push(Reverse((again_ms, key, id)));
+                }
+            }
+        }
+        closed
+    }
+
+    /// The earliest entry in the deadline queue, for the loop's poll timeout.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.deadlines.peek().map(|&Reverse((due_ms, _, _))| due_ms)
     }
 
     /// Closes every connection, whatever it was waiting for.
@@ -340,6 +394,15 @@ impl<S: Stream> Connections<S> {
                 self.limits.max_line_bytes,
                 connection.peer()
             );
+        }
+        // Lingering has a deadline of its own, shorter than any timeout and
+        // on even when they are off: give it an entry of its own.
+        if !matches!(state_before, State::Lingering(_)) {
+            if let State::Lingering(_) = connection.state() {
+                if let Some((due_ms, _)) = connection.deadline(&self.timeouts) {
+                    self.deadlines.push(Reverse((due_ms, key, connection.id())));
+                }
+            }
         }
         match step {
             Step::Close(reason) => return Some(self.close(key, reason)),

@@ -84,9 +84,6 @@ pub struct Server {
     /// `connections.len()` never exceeds it: a connection beyond it is
     /// accepted and closed at once.
     max_connections: usize,
-    /// A connection with no bytes moving for this long is closed; `None`:
-    /// never.
-    idle_timeout: Option<Duration>,
     /// How long a graceful shutdown may take before the connections left
     /// are cut off.
     shutdown_timeout: Duration,
@@ -352,10 +349,7 @@ impl Server {
             ..self.totals
         });
         self.control.publish(|| self.summary());
-        let idle_ms = self
-            .idle_timeout
-            .map_or(0, |timeout| timeout.as_millis() as u64);
-        let closed = self.connections.expire(self.now_ms, idle_ms);
+        let closed = self.connections.expire(self.now_ms);
         self.record_closes(closed);
     }
 

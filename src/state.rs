@@ -162,6 +162,10 @@ pub enum CloseReason {
     LineTooLong,
     /// No bytes moved either way for `idle-timeout`.
     IdleTimeout,
+    /// Echoes were owed and the peer took none of them for `send-timeout`.
+    SendTimeout,
+    /// A line was begun and not finished within `line-timeout`.
+    LineTimeout,
     /// The server shut down; every echo owed was delivered.
     ServerShutdown,
     /// The server's shutdown timeout expired before the connection finished
@@ -218,6 +222,8 @@ impl fmt::Display for CloseReason {
             CloseReason::PeerFinished => f.write_str("peer finished"),
             CloseReason::LineTooLong => f.write_str("line too long"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::SendTimeout => f.write_str("send timeout"),
+            CloseReason::LineTimeout => f.write_str("line timeout"),
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
             CloseReason::ShutdownTimeout => f.write_str("shutdown timeout"),
             CloseReason::Io(err) => write!(f, "{err}"),

@@ -42,6 +42,10 @@ pub struct Closes {
     pub line_too_long: u64,
     /// No bytes moved for `idle-timeout`.
     pub idle_timeout: u64,
+    /// Owed echoes not taken for `send-timeout`.
+    pub send_timeout: u64,
+    /// A line not finished within `line-timeout`.
+    pub line_timeout: u64,
     /// Closed by a graceful shutdown after delivering every echo.
     pub server_shutdown: u64,
     /// Cut off when the shutdown timeout expired.
@@ -74,6 +78,8 @@ impl Closes {
             CloseReason::PeerFinished => &mut self.peer_finished,
             CloseReason::LineTooLong => &mut self.line_too_long,
             CloseReason::IdleTimeout => &mut self.idle_timeout,
+            CloseReason::SendTimeout => &mut self.send_timeout,
+            CloseReason::LineTimeout => &mut self.line_timeout,
             CloseReason::ServerShutdown => &mut self.server_shutdown,
             CloseReason::ShutdownTimeout => &mut self.shutdown_timeout,
             CloseReason::Io(_) => &mut self.error,
@@ -108,6 +114,8 @@ impl AddAssign for Closes {
         self.peer_finished += other.peer_finished;
         self.line_too_long += other.line_too_long;
         self.idle_timeout += other.idle_timeout;
+        self.send_timeout += other.send_timeout;
+        self.line_timeout += other.line_timeout;
         self.server_shutdown += other.server_shutdown;
         self.shutdown_timeout += other.shutdown_timeout;
         self.error += other.error;
@@ -143,8 +151,8 @@ impl fmt::Display for Interval<'_> {
         write!(
             f,
             "{} open (peak {}), {} accepted, {} rejected; {lines_per_sec:.1} lines/s, {} over {secs:.1} s; \
-             {} paused; closed: {} peer finished, {} line too long, {} idle timeout, {} server shutdown, \
-             {} shutdown timeout, {} error; {} probes",
+             {} paused; closed: {} peer finished, {} line too long, {} idle timeout, {} send timeout, \
+             {} line timeout, {} server shutdown, {} shutdown timeout, {} error; {} probes",
             now.open_connections,
             now.peak_connections,
             now.accepted,
@@ -154,6 +162,8 @@ impl fmt::Display for Interval<'_> {
             closes.peer_finished,
             closes.line_too_long,
             closes.idle_timeout,
+            closes.send_timeout,
+            closes.line_timeout,
             closes.server_shutdown,
             closes.shutdown_timeout,
             closes.error,
@@ -197,10 +207,14 @@ mod tests {
         closes.record(&CloseReason::ServerShutdown, true);
         closes.record(&CloseReason::LineTooLong, false);
         closes.record(&CloseReason::ShutdownTimeout, false);
+        closes.record(&CloseReason::SendTimeout, false);
+        closes.record(&CloseReason::LineTimeout, false);
         let expected = Closes {
             peer_finished: 1,
             line_too_long: 1,
             idle_timeout: 1,
+            send_timeout: 1,
+            line_timeout: 1,
             server_shutdown: 1,
             shutdown_timeout: 1,
             error: 1,
@@ -243,7 +257,8 @@ mod tests {
         assert_eq!(
             line,
             "3 open (peak 5), 14 accepted, 2 rejected; 500.0 lines/s, 2.0 MiB/s over 10.0 s; \
-             1 paused; closed: 7 peer finished, 0 line too long, 0 idle timeout, 0 server shutdown, \
+             1 paused; closed: 7 peer finished, 0 line too long, 0 idle timeout, 0 send timeout, 0 line timeout, \
+             0 server shutdown, \
              0 shutdown timeout, 0 error; 4 probes"
         );
     }

@@ -13,7 +13,7 @@ use mio::net::TcpListener;
 use mio::{Interest, Poll, Token, Waker};
 
 use super::{HOUSEKEEPING_INTERVAL, LISTENERS, LOG_TARGET, SIGNALS, Server, WAKER};
-use crate::config::{Config, RESERVED_DESCRIPTORS};
+use crate::config::{Config, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, RESERVED_DESCRIPTORS};
 use crate::connections::Connections;
 use crate::control::{Control, ShutdownRequests, Wiring};
 use crate::listener::{self, BindError, MAX_LISTENERS};
@@ -81,6 +81,18 @@ impl Server {
         let waker = Waker::new(poll.registry(), WAKER).map_err(StartError::Setup)?;
         let mut local_addrs = Vec::new();
         for (i, listener) in listeners.iter_mut().take(MAX_LISTENERS).enumerate() {
+            // Accepted sockets inherit the listener's keepalive settings on
+            // Linux (as they do TCP_NODELAY), so set once here, they cost no
+            // system call per connection.
+            if let Some(idle) = config.tcp_keepalive {
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(idle)
+                    .with_interval(KEEPALIVE_INTERVAL)
+                    .with_retries(KEEPALIVE_PROBES);
+                socket2::SockRef::from(&*listener)
+                    .set_tcp_keepalive(&keepalive)
+                    .map_err(StartError::Setup)?;
+            }
             poll.registry()
                 .register(listener, Token(LISTENERS.start + i), Interest::READABLE)
                 .map_err(StartError::Setup)?;
@@ -108,9 +120,8 @@ impl Server {
             poll,
             listeners,
             local_addrs,
-            connections: Connections::new(config.limits()),
+            connections: Connections::new(config.limits(), config.timeouts()),
             max_connections,
-            idle_timeout: config.idle_timeout,
             shutdown_timeout: config.shutdown_timeout,
             shutdowns: ShutdownRequests::new(waker),
             control,

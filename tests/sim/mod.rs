@@ -104,6 +104,7 @@ use echod::Framing;
 use echod::buffer::READ_CHUNK_BYTES;
 use echod::connection::{
     CloseReason, Finish, LINGER_MS, Limits, Readiness, State, Stream, TURN_READ_BUDGET_BYTES,
+    Timeouts,
 };
 use echod::connections::{
     ACCEPT_BUDGET, Accept, AcceptEnd, Closed, Connections, EXPIRY_SWEEP_MS, Listener, Registrar,
@@ -1226,7 +1227,16 @@ impl<D: Decide> World<D> {
             registrar: SimRegistrar(Rc::clone(&kernel)),
             listener: SimListener(Rc::clone(&kernel)),
             kernel,
-            connections: Connections::new(scenario.limits),
+            // The send and line timeouts are off: the model below knows
+            // only the idle timeout and the linger.
+            connections: Connections::new(
+                scenario.limits,
+                Timeouts {
+                    idle_ms: scenario.idle_ms,
+                    send_ms: 0,
+                    line_ms: 0,
+                },
+            ),
             keys: BTreeMap::new(),
             accept_again: false,
             next_sweep_ms: EXPIRY_SWEEP_MS,
@@ -2006,7 +2016,7 @@ impl<D: Decide> World<D> {
                 (key, expected)
             })
             .collect();
-        let closed = self.connections.expire(now_ms, self.idle_ms);
+        let closed = self.connections.expire(now_ms);
         for (key, expected) in &expected {
             let got = closed
                 .iter()
@@ -2116,7 +2126,11 @@ impl<D: Decide> World<D> {
             CloseReason::ShutdownTimeout if via == Via::Deadline => {
                 return prefix_of(id, written, echo);
             }
-            CloseReason::IdleTimeout | CloseReason::ShutdownTimeout => {
+            // The send and line timeouts are off in the simulation.
+            CloseReason::IdleTimeout
+            | CloseReason::ShutdownTimeout
+            | CloseReason::SendTimeout
+            | CloseReason::LineTimeout => {
                 return Err(format!("peer {id}: closed ({name}) via {via:?}"));
             }
         };
@@ -2205,6 +2219,8 @@ pub fn reason_name(reason: &CloseReason) -> &'static str {
         CloseReason::PeerFinished => "peer finished",
         CloseReason::LineTooLong => "line too long",
         CloseReason::IdleTimeout => "idle timeout",
+        CloseReason::SendTimeout => "send timeout",
+        CloseReason::LineTimeout => "line timeout",
         CloseReason::ServerShutdown => "server shutdown",
         CloseReason::ShutdownTimeout => "shutdown timeout",
         CloseReason::Io(_) => "socket error",
