@@ -574,7 +574,7 @@ const FILE_EXTENSIONS: [&str; 12] = [
 
 /// Whether a code span names a file or directory of the tree: one word,
 /// with a `/` or a file extension, not absolute (`/proc/PID` is the
-/// system's), not a bare extension (`.socket`), and not build output
+/// system's, `~/.cargo/bin` the user's), not a bare extension (`.socket`), and not build output
 /// (`target/...`), which a fresh clone does not have yet, or what
 /// `fuzz/run.sh` writes (`fuzz/out/`).
 fn cited_path(span: &str) -> Option<&str> {
@@ -582,6 +582,7 @@ fn cited_path(span: &str) -> Option<&str> {
     let looks_like_path =
         span.contains('/') || FILE_EXTENSIONS.iter().any(|ext| span.ends_with(ext));
     let excluded = span.starts_with('/')
+        || span.starts_with('~')
         || span.starts_with('$')
         || span.contains("://")
         || (span.starts_with('.') && !span.contains('/'))
