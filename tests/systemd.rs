@@ -206,10 +206,10 @@ fn shipped_units_pass_systemd_analyze_verify() {
     let mut units = Vec::new();
     for name in ["echod.service", "echod.socket"] {
         let text = std::fs::read_to_string(source.join(name)).expect("read a shipped unit");
-        let text = text.replace("/usr/local/bin/echod", env!("CARGO_BIN_EXE_echod"));
+        let text = text.replace("/usr/bin/echod", env!("CARGO_BIN_EXE_echod"));
         assert!(
             name != "echod.service" || text.contains(env!("CARGO_BIN_EXE_echod")),
-            "ExecStart= no longer names /usr/local/bin/echod"
+            "ExecStart= no longer names /usr/bin/echod"
         );
         let path = dir.join(name);
         std::fs::write(&path, text).expect("write a unit copy");
