@@ -468,7 +468,15 @@ mod tests {
             let targets: Vec<(String, LevelFilter)> = d.targets;
             (d.level, targets, d.ignored)
         };
-        let cases: &[(&str, Option<LevelFilter>, &[(&str, LevelFilter)], &[&str])] = &[
+        // RUST_LOG, then the level, the target levels and the ignored
+        // directives it gives.
+        type Case<'a> = (
+            &'a str,
+            Option<LevelFilter>,
+            &'a [(&'a str, LevelFilter)],
+            &'a [&'a str],
+        );
+        let cases: &[Case<'_>] = &[
             ("", None, &[], &[]),
             ("debug", Some(Debug), &[], &[]),
             ("WARN", Some(Warn), &[], &[]),
