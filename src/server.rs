@@ -19,10 +19,17 @@
 //! A connection's token is its slab key, so dispatch is a lookup with no map
 //! and no offset. The few reserved tokens sit at the top of the range, which
 //! a slab key can never reach.
+//!
+//! A slab key is reused as soon as its connection closes, so the log does
+//! not name connections by key: each accepted connection gets a connection
+//! id, counted up from 1 across the whole process (every worker draws from
+//! the same counter), like nginx's connection number (`*17`) or redis's
+//! client id. Its accept, warning and close lines all say `conn 17`.
 
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -35,7 +42,7 @@ use crate::connections::{Accept, AcceptEnd, Closed, Connections, EXPIRY_SWEEP_MS
 use crate::control::{Control, Flow, Request, ShutdownHandle, ShutdownRequests};
 use crate::listener::MAX_LISTENERS;
 use crate::socket::Socket;
-use crate::summary::{Closes, Summary};
+use crate::summary::{Closes, ConnectionCounts, Summary, counted};
 
 mod setup;
 
@@ -66,6 +73,12 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(EXPIRY_SWEEP_MS);
 /// After `accept` fails for want of descriptors, wait this long before trying
 /// again (unless a connection closes first and frees one).
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// The connection id the next accepted connection gets, in any event loop
+/// of this process: ids never repeat while the process runs, whichever
+/// worker serves the connection. Relaxed is enough: only uniqueness
+/// matters, not an order between threads.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The echo server. `bind` it, then `run` it.
 pub struct Server {
@@ -122,6 +135,10 @@ pub struct Server {
     /// Accepts and rejections, and the lines, bytes and close reasons of
     /// the connections closed so far; `summary` adds the open connections.
     totals: Summary,
+    /// `connection_ids[key]` is the connection id (see the module docs) of
+    /// the open connection at slab key `key`; entries at keys with no open
+    /// connection are stale. Grows to the most connections open at once.
+    connection_ids: Vec<u64>,
 }
 
 impl Server {
@@ -262,6 +279,7 @@ impl Server {
         };
         let (now, max_connections) = (self.now, self.max_connections);
         let (totals, control) = (&mut self.totals, &mut self.control);
+        let connection_ids = &mut self.connection_ids;
         let end = self.connections.accept_pending(
             listener,
             self.poll.registry(),
@@ -273,7 +291,12 @@ impl Server {
                 // line names the peer of every connection that did anything.
                 Accept::Accepted { key, peer } => {
                     totals.accepted += 1;
-                    debug!("conn {key}: accepted from {peer}");
+                    let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+                    if connection_ids.len() <= key {
+                        connection_ids.resize(key + 1, 0);
+                    }
+                    connection_ids[key] = id;
+                    debug!("conn {id}: accepted from {peer}");
                 }
                 Accept::Rejected { peer } => {
                     totals.rejected += 1;
@@ -308,20 +331,26 @@ impl Server {
             connection,
             reason,
         } = closed;
+        let id = self.connection_id(key);
         self.totals.lines += connection.lines();
         self.totals.bytes += connection.bytes_echoed();
         let received_nothing = !connection.received_any();
         self.totals.closes.record(&reason, received_nothing);
         if Closes::is_probe(&reason, received_nothing) {
             debug!(
-                "conn {key}: closed without sending anything ({reason}); peer {}",
+                "conn {id}: closed without sending anything ({reason}); peer {}",
                 connection.peer()
             );
         } else {
+            let counts = ConnectionCounts {
+                framing: self.connections.limits().framing,
+                lines_received: connection.lines(),
+                bytes_echoed: connection.bytes_echoed(),
+                bytes_owed: connection.pending_bytes() as u64,
+                received_any: connection.received_any(),
+            };
             info!(
-                "conn {key}: closed ({reason}); {} lines, {} bytes echoed; peer {}",
-                connection.lines(),
-                connection.bytes_echoed(),
+                "conn {id}: closed ({reason}); {counts}; peer {}",
                 connection.peer()
             );
         }
@@ -333,6 +362,12 @@ impl Server {
         if self.accept_paused_until.take().is_some() {
             self.accept_again = true;
         }
+    }
+
+    /// The connection id of the connection at slab key `key`; 0, which no
+    /// connection has, if none was recorded there.
+    fn connection_id(&self, key: usize) -> u64 {
+        self.connection_ids.get(key).copied().unwrap_or(0)
     }
 
     fn record_closes(&mut self, closed: Vec<Closed<Socket>>) {
@@ -383,16 +418,16 @@ impl Server {
     fn begin_shutdown(&mut self, why: &str) -> Flow {
         if self.shutdown_deadline.is_some() {
             warn!(
-                "{}{why} again: exiting now, {} connections still open",
+                "{}{why} again: exiting now, {} still open",
                 self.control.label(),
-                self.connections.len()
+                counted(self.connections.len(), "connection")
             );
             return Flow::Stop;
         }
         info!(
-            "{}{why}: no longer accepting; delivering owed echoes to {} connections (up to {:?})",
+            "{}{why}: no longer accepting; delivering owed echoes to {} (up to {:?})",
             self.control.label(),
-            self.connections.len(),
+            counted(self.connections.len(), "connection"),
             self.shutdown_timeout
         );
         self.shutdown_deadline = Some(self.now + self.shutdown_timeout);

@@ -180,7 +180,7 @@ fn notifies_ready_status_and_stopping() {
     // Sent once a second while it changes.
     let mut client = connect(addr);
     assert_echoes(&mut client, b"counted\r\n");
-    receive_until(&socket, "STATUS=1 connections open, 1 served, 0 rejected");
+    receive_until(&socket, "STATUS=1 connection open, 1 served, 0 rejected");
 
     daemon.signal(libc::SIGTERM);
     let stopping = receive_until(&socket, "STOPPING=1");

@@ -122,6 +122,7 @@ impl Server {
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
             shutdown_deadline: None,
             totals: Summary::default(),
+            connection_ids: Vec::new(),
         })
     }
 }
