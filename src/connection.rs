@@ -37,6 +37,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use log::trace;
 use mio::Interest;
@@ -110,6 +111,10 @@ pub struct Connection<S> {
     state: State,
     /// The peer's address, for the log lines that open and close it.
     peer: SocketAddr,
+    /// The connection id every log line about it shows (`conn 17`): drawn
+    /// from `NEXT_CONNECTION_ID` when accepted, so never reused while the
+    /// process runs (docs/PROTOCOL.md, "Connection ids").
+    id: u64,
     /// Complete lines received (each echoed unless the connection failed).
     lines: u64,
     /// Whether the peer has sent a byte; one that never did is a
@@ -170,14 +175,21 @@ enum Next {
     Return(Step),
 }
 
+/// The id the next connection gets, in any event loop of this process,
+/// like nginx's connection counter: ids are unique across workers. Relaxed
+/// is enough: only uniqueness matters, not an order between threads.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
 impl<S: Stream> Connection<S> {
-    /// A newly accepted connection; it holds no buffer until it reads.
+    /// A newly accepted connection, with the next connection id; it holds
+    /// no buffer until it reads.
     pub fn new(stream: S, peer: SocketAddr, now_ms: u64) -> Connection<S> {
         Connection {
             stream,
             buffer: Buffer::default(),
             state: State::Open,
             peer,
+            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
             lines: 0,
             received_any: false,
             listed_again: false,
@@ -273,6 +285,11 @@ impl<S: Stream> Connection<S> {
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The connection id its log lines show.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The current state.
@@ -412,7 +429,7 @@ impl<S: Stream> Connection<S> {
                 return Ok(Next::Return(Step::Wait));
             }
         };
-        trace!("{}: {} -> {}", self.peer, self.state, next_state);
+        trace!("conn {}: {} -> {}", self.id, self.state, next_state);
         self.state = next_state;
         Ok(next)
     }

@@ -81,6 +81,8 @@ pub enum Accept {
     Accepted {
         /// The new connection's key.
         key: usize,
+        /// Its connection id, which the log shows (`Connection::id`).
+        id: u64,
         /// Its peer.
         peer: SocketAddr,
     },
@@ -218,8 +220,8 @@ impl<S: Stream> Connections<S> {
                 tell(Accept::Unregistered { peer, err });
                 continue;
             }
-            entry.insert(Connection::new(stream, peer, now_ms));
-            tell(Accept::Accepted { key, peer });
+            let id = entry.insert(Connection::new(stream, peer, now_ms)).id();
+            tell(Accept::Accepted { key, id, peer });
         }
         AcceptEnd::BudgetSpent
     }
@@ -336,7 +338,8 @@ impl<S: Stream> Connections<S> {
             // Under the loop's log target, where this line has always been.
             warn!(
                 target: "echod::server",
-                "conn {key}: line longer than max-line-bytes ({}) from {}; closing after the lines before it",
+                "conn {}: line longer than max-line-bytes ({}) from {}; closing after the lines before it",
+                connection.id(),
                 self.limits.max_line_bytes,
                 connection.peer()
             );

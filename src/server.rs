@@ -21,15 +21,12 @@
 //! a slab key can never reach.
 //!
 //! A slab key is reused as soon as its connection closes, so the log does
-//! not name connections by key: each accepted connection gets a connection
-//! id, counted up from 1 across the whole process (every worker draws from
-//! the same counter), like nginx's connection number (`*17`) or redis's
-//! client id. Its accept, warning and close lines all say `conn 17`.
+//! not name connections by key but by their connection id
+//! (`Connection::id`), never reused while the process runs.
 
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -73,12 +70,6 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(EXPIRY_SWEEP_MS);
 /// After `accept` fails for want of descriptors, wait this long before trying
 /// again (unless a connection closes first and frees one).
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
-
-/// The connection id the next accepted connection gets, in any event loop
-/// of this process: ids never repeat while the process runs, whichever
-/// worker serves the connection. Relaxed is enough: only uniqueness
-/// matters, not an order between threads.
-static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The echo server. `bind` it, then `run` it.
 pub struct Server {
@@ -135,10 +126,6 @@ pub struct Server {
     /// Accepts and rejections, and the lines, bytes and close reasons of
     /// the connections closed so far; `summary` adds the open connections.
     totals: Summary,
-    /// `connection_ids[key]` is the connection id (see the module docs) of
-    /// the open connection at slab key `key`; entries at keys with no open
-    /// connection are stale. Grows to the most connections open at once.
-    connection_ids: Vec<u64>,
 }
 
 impl Server {
@@ -279,7 +266,6 @@ impl Server {
         };
         let (now, max_connections) = (self.now, self.max_connections);
         let (totals, control) = (&mut self.totals, &mut self.control);
-        let connection_ids = &mut self.connection_ids;
         let end = self.connections.accept_pending(
             listener,
             self.poll.registry(),
@@ -289,13 +275,8 @@ impl Server {
                 // At debug: a health check that connects and closes would
                 // otherwise put a line a check into the info log. The close
                 // line names the peer of every connection that did anything.
-                Accept::Accepted { key, peer } => {
+                Accept::Accepted { id, peer, .. } => {
                     totals.accepted += 1;
-                    let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-                    if connection_ids.len() <= key {
-                        connection_ids.resize(key + 1, 0);
-                    }
-                    connection_ids[key] = id;
                     debug!("conn {id}: accepted from {peer}");
                 }
                 Accept::Rejected { peer } => {
@@ -327,11 +308,9 @@ impl Server {
     /// Counts a closed connection in the totals and logs why it closed.
     fn record_close(&mut self, closed: Closed<Socket>) {
         let Closed {
-            key,
-            connection,
-            reason,
+            connection, reason, ..
         } = closed;
-        let id = self.connection_id(key);
+        let id = connection.id();
         self.totals.lines += connection.lines();
         self.totals.bytes += connection.bytes_echoed();
         let received_nothing = !connection.received_any();
@@ -362,12 +341,6 @@ impl Server {
         if self.accept_paused_until.take().is_some() {
             self.accept_again = true;
         }
-    }
-
-    /// The connection id of the connection at slab key `key`; 0, which no
-    /// connection has, if none was recorded there.
-    fn connection_id(&self, key: usize) -> u64 {
-        self.connection_ids.get(key).copied().unwrap_or(0)
     }
 
     fn record_closes(&mut self, closed: Vec<Closed<Socket>>) {

@@ -201,3 +201,24 @@ fn an_unreadable_rust_log_warns_even_when_it_hides_warnings() {
         "{log:?}"
     );
 }
+
+// Issue 11: the trace lines named the peer and the warnings the slab key,
+// so one connection's lines could not be followed by one id.
+#[test]
+fn regression_11_warnings_and_traces_carry_the_connection_id() {
+    let (mut daemon, addr) = Daemon::start(&["--log-level", "trace", "--max-line-bytes", "16"]);
+    let peer = serve_one(addr, format!("{}\r\n", "x".repeat(40)).as_bytes());
+    let id = daemon.connection_id_of(peer);
+    let warning = daemon.wait_for_log(&format!("conn {id}: line longer than max-line-bytes (16)"));
+    assert!(warning.contains(" WARN  "), "{warning}");
+    daemon.wait_for_log(&format!("conn {id}: closed (line too long)"));
+    let log = daemon.log_so_far();
+    assert!(
+        log.iter()
+            .any(|line| line.contains(&format!("conn {id}: open -> "))),
+        "no state change traced under conn {id}:\n{}",
+        log.join("\n")
+    );
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+}

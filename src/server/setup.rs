@@ -122,7 +122,6 @@ impl Server {
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
             shutdown_deadline: None,
             totals: Summary::default(),
-            connection_ids: Vec::new(),
         })
     }
 }

@@ -1871,7 +1871,7 @@ impl<D: Decide> World<D> {
         let mut open = open_before;
         for accept in told {
             match accept {
-                Accept::Accepted { key, peer } => {
+                Accept::Accepted { key, peer, .. } => {
                     let id = usize::from(peer.port() - PEER_PORT);
                     if open >= self.max_connections {
                         return Err(format!(
