@@ -187,7 +187,18 @@ fn markdown_section<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
 /// The cells of a Markdown table row, trimmed.
 fn cells(row: &str) -> Vec<&str> {
     let inner = row.trim().trim_start_matches('|').trim_end_matches('|');
-    inner.split('|').map(str::trim).collect()
+    // A pipe escaped as `\|` is text inside a cell, as GitHub renders it.
+    let mut cells = Vec::new();
+    let mut start = 0;
+    let bytes = inner.as_bytes();
+    for (i, &byte) in bytes.iter().enumerate() {
+        if byte == b'|' && (i == 0 || bytes[i - 1] != b'\\') {
+            cells.push(inner[start..i].trim());
+            start = i + 1;
+        }
+    }
+    cells.push(inner[start..].trim());
+    cells
 }
 
 #[test]
