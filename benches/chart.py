@@ -10,8 +10,11 @@ import json
 import math
 import sys
 
+# One colour per peer of benches/e2e/peers.rs; a peer missing here is drawn
+# in black.
 COLORS = {
     "echod": "#d62728",
+    "floor": "#2ca02c",
     "tokio-current": "#1f77b4",
     "tokio-multi": "#17becf",
     "threads": "#7f7f7f",

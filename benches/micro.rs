@@ -112,3 +112,81 @@ fn echo_event<const PER_EVENT: usize>(bencher: Bencher) {
         });
     assert_eq!(conn.pending_bytes(), 0);
 }
+
+/// `n` idle connections accepted evenly over a minute, with the default
+/// timeouts, as a steady population would be.
+fn idle_population(n: usize) -> echod::connections::Connections<Memory> {
+    use echod::config::Config;
+    use echod::connections::{AcceptEnd, Connections, Listener, Registrar};
+    use mio::Interest;
+
+    struct NoRegistry;
+    impl Registrar<Memory> for NoRegistry {
+        fn register(&self, _: &mut Memory, _: usize, _: Interest) -> io::Result<()> {
+            Ok(())
+        }
+        fn reregister(&self, _: &mut Memory, _: usize, _: Interest) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    struct Clients(std::cell::Cell<usize>);
+    impl Listener<Memory> for Clients {
+        fn accept(&self) -> io::Result<(Memory, SocketAddr)> {
+            if self.0.get() == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.0.set(self.0.get() - 1);
+            let memory = Memory {
+                input: VecDeque::new(),
+                written: 0,
+            };
+            Ok((memory, ([127, 0, 0, 1], 1).into()))
+        }
+    }
+
+    let config = Config::default();
+    let mut connections = Connections::new(config.limits(), config.timeouts());
+    for second in 0..60u64 {
+        let clients = Clients(std::cell::Cell::new(n / 60));
+        while matches!(
+            connections.accept_pending(&clients, &NoRegistry, usize::MAX, second * 1000, |_| {}),
+            AcceptEnd::BudgetSpent
+        ) {}
+    }
+    connections
+}
+
+/// What the deadline queue costs the loop at 20,000 idle connections with
+/// the default timeouts: one second's `expire` (the housekeeping tick), in
+/// which the connections whose look falls in that second (about 1/60 of
+/// them: the shortest timeout is 60 s, and nothing is owed or begun) are
+/// looked at and put back.
+#[divan::bench(consts = [20_000])]
+fn expire_one_second<const CONNECTIONS: usize>(bencher: Bencher) {
+    let mut connections = idle_population(CONNECTIONS);
+    let mut now_ms = 60_000;
+    bencher.bench_local(|| {
+        now_ms += 1000;
+        let closed = connections.expire(black_box(now_ms));
+        assert!(closed.is_empty(), "idle connections have no deadline");
+    });
+}
+
+/// The same second as a sweep would spend it: every connection's deadline
+/// worked out, as echod did before the queue.
+#[divan::bench(consts = [20_000])]
+fn sweep_one_second<const CONNECTIONS: usize>(bencher: Bencher) {
+    let connections = idle_population(CONNECTIONS);
+    let timeouts = echod::config::Config::default().timeouts();
+    bencher.bench_local(|| {
+        let due = connections
+            .iter()
+            .filter(|(_, connection)| {
+                connection
+                    .deadline(&timeouts)
+                    .is_some_and(|(at_ms, _)| at_ms <= black_box(120_000))
+            })
+            .count();
+        assert_eq!(due, 0);
+    });
+}

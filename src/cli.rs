@@ -5,15 +5,17 @@
 //! the problem. It reads the daemon's options into a `Config` (whose
 //! defaults and bounds live in `config`) and hands what follows `echod probe`
 //! to the probe's own parser (`probe::parse_args`). Nothing here touches a
-//! socket or the environment.
+//! socket or the environment, with one exception: a host name given to
+//! `--listen` is resolved here, once, at start (as nginx resolves the name
+//! in `listen localhost:1234`), and every address it resolves to is bound.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::args::{UsageError, number, seconds, size, string, timeout};
+use crate::args::{UsageError, number_in, seconds, size, string, timeout};
 use crate::config::{
     Config, DEFAULT_PORT, Listen, MAX_LIMIT_BYTES, MAX_WORKERS, MIN_STATS_INTERVAL,
 };
@@ -52,9 +54,12 @@ Usage: echod [OPTIONS]
        echod probe [ADDR] [--timeout MS]
 
 Options:
-  -l, --listen ADDR            Listen on ADDR (IP:PORT, e.g. 0.0.0.0:12321 or
-                               [::]:7). Repeatable; replaces the default
-                               addresses [default: 127.0.0.1:12321, [::1]:12321]
+  -l, --listen ADDR            Listen on ADDR: IP:PORT or HOST:PORT, e.g.
+                               0.0.0.0:12321, [::]:7 or localhost:7 (a host
+                               name is resolved at start, and every address
+                               it has is bound). Repeatable, each address
+                               once; replaces the default addresses
+                               [default: 127.0.0.1:12321, [::1]:12321]
   -p, --port PORT              Port for the default addresses; 0 lets the OS
                                choose [default: 12321]
       --framing MODE           crlf: lines end at CR LF; lf: at LF;
@@ -141,14 +146,22 @@ where
         match arg {
             Short('l') | Long("listen") => {
                 let value = string(parser.value()?, "--listen")?;
-                let address = value.parse::<SocketAddr>().map_err(|_| {
-                    UsageError(format!(
-                        "invalid --listen address '{value}': expected IP:PORT such as 127.0.0.1:12321 or [::1]:12321"
-                    ))
-                })?;
-                addresses.push(address);
+                for address in listen_addresses(&value)? {
+                    // Port 0 twice is two sockets on two ports the OS
+                    // picks; any other address twice could only fail to
+                    // bind, as "Address already in use".
+                    if address.port() != 0 && addresses.contains(&address) {
+                        return Err(UsageError(format!(
+                            "--listen {address} is given twice (by '{value}'): give each address once"
+                        )));
+                    }
+                    addresses.push(address);
+                }
             }
-            Short('p') | Long("port") => port = Some(number::<u16>(parser.value()?, "--port")?),
+            Short('p') | Long("port") => {
+                let port_number = number_in(parser.value()?, "--port", 0, u16::MAX.into())?;
+                port = Some(u16::try_from(port_number).expect("number_in kept it within u16"));
+            }
             Long("framing") => {
                 config.framing = match string(parser.value()?, "--framing")?.as_str() {
                     "crlf" => Framing::Crlf,
@@ -170,13 +183,10 @@ where
                     size(parser.value()?, "--max-pending-bytes", 1, MAX_LIMIT_BYTES)?;
             }
             Long("max-connections") => {
-                let n = number::<usize>(parser.value()?, "--max-connections")?;
-                if n == 0 {
-                    return Err(UsageError(
-                        "invalid --max-connections '0': must be at least 1".into(),
-                    ));
-                }
-                config.max_connections = Some(n);
+                let n = number_in(parser.value()?, "--max-connections", 1, u64::MAX)?;
+                // Beyond usize (on a 32-bit host) is beyond any open-file
+                // limit: as good as unlimited.
+                config.max_connections = Some(usize::try_from(n).unwrap_or(usize::MAX));
             }
             Long("idle-timeout") => {
                 config.idle_timeout = timeout(parser.value()?, "--idle-timeout")?;
@@ -201,13 +211,8 @@ where
                 config.shutdown_timeout = seconds(parser.value()?, "--shutdown-timeout")?
             }
             Long("workers") => {
-                let n = number::<usize>(parser.value()?, "--workers")?;
-                if !(1..=MAX_WORKERS).contains(&n) {
-                    return Err(UsageError(format!(
-                        "invalid --workers '{n}': must be between 1 and {MAX_WORKERS}"
-                    )));
-                }
-                config.workers = n;
+                let n = number_in(parser.value()?, "--workers", 1, MAX_WORKERS as u64)?;
+                config.workers = usize::try_from(n).expect("at most MAX_WORKERS, a usize");
             }
             Long("stats-interval") => {
                 let interval = seconds(parser.value()?, "--stats-interval")?;
@@ -256,6 +261,45 @@ where
         config,
         listen_given,
     })
+}
+
+/// The addresses one `--listen` value names: an `IP:PORT`, or every
+/// address `HOST:PORT` resolves to (each once, in the resolver's order).
+///
+/// # Errors
+///
+/// If it is neither, or the host name does not resolve.
+fn listen_addresses(value: &str) -> Result<Vec<SocketAddr>, UsageError> {
+    if let Ok(address) = value.parse::<SocketAddr>() {
+        return Ok(vec![address]);
+    }
+    let well_formed = value
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !well_formed {
+        return Err(UsageError(format!(
+            "invalid --listen address '{value}': expected IP:PORT or HOST:PORT such as \
+             127.0.0.1:12321, [::1]:12321 or localhost:12321"
+        )));
+    }
+    let resolved = value.to_socket_addrs().map_err(|err| {
+        UsageError(format!(
+            "invalid --listen address '{value}': cannot resolve it: {err}"
+        ))
+    })?;
+    let mut addresses: Vec<SocketAddr> = Vec::new();
+    for address in resolved {
+        // A resolver may list an address twice (once per /etc/hosts line).
+        if !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
+    if addresses.is_empty() {
+        return Err(UsageError(format!(
+            "invalid --listen address '{value}': the name has no address"
+        )));
+    }
+    Ok(addresses)
 }
 
 #[cfg(test)]
@@ -343,10 +387,29 @@ mod tests {
     fn errors_name_the_problem() {
         let cases: &[(&[&str], &str)] = &[
             (&["--bogus"], "invalid option '--bogus'"),
-            (&["--port", "70000"], "invalid --port '70000'"),
+            (
+                &["--port", "70000"],
+                "invalid --port '70000': must be between 0 and 65535",
+            ),
+            (
+                &["--port", "http"],
+                "invalid --port 'http': expected a whole number",
+            ),
             (
                 &["--listen", "localhost"],
                 "invalid --listen address 'localhost'",
+            ),
+            (
+                &["-l", "127.0.0.1:7", "-l", "127.0.0.1:7"],
+                "--listen 127.0.0.1:7 is given twice (by '127.0.0.1:7')",
+            ),
+            (
+                &["--idle-timeout", "99999999999999999999"],
+                "invalid --idle-timeout '99999999999999999999': too large: at most 31536000 seconds",
+            ),
+            (
+                &["--max-connections", "99999999999999999999"],
+                "invalid --max-connections '99999999999999999999': must be at least 1",
             ),
             (&["--framing", "cr"], "invalid --framing 'cr'"),
             (&["--max-line-bytes", "1"], "must be between 2 and"),
@@ -375,6 +438,39 @@ mod tests {
             assert!(
                 err.contains(expected),
                 "{args:?}: got '{err}', want '{expected}'"
+            );
+        }
+    }
+
+    #[test]
+    fn listen_takes_host_names_and_binds_every_address() {
+        let Listen::Addresses(addresses) = parse(&["--listen", "localhost:7"])
+            .expect("localhost resolves")
+            .listen
+        else {
+            panic!("--listen gives addresses");
+        };
+        assert!(!addresses.is_empty());
+        for address in &addresses {
+            assert!(
+                address.ip().is_loopback() && address.port() == 7,
+                "{address}"
+            );
+        }
+        // Port 0 twice is two ephemeral ports, not a clash.
+        assert_eq!(
+            parse(&["-l", "127.0.0.1:0", "-l", "127.0.0.1:0"])
+                .expect("port 0 twice")
+                .listen,
+            Listen::Addresses(vec!["127.0.0.1:0".parse().unwrap(); 2])
+        );
+        // A name and an address that overlap are one address twice.
+        let err = parse(&["-l", "127.0.0.1:7", "-l", "localhost:7"]);
+        if addresses.contains(&"127.0.0.1:7".parse().unwrap()) {
+            let err = err.expect_err("127.0.0.1:7 twice");
+            assert!(
+                err.contains("--listen 127.0.0.1:7 is given twice (by 'localhost:7')"),
+                "{err}"
             );
         }
     }

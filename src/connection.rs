@@ -496,7 +496,7 @@ impl<S: Stream> Connection<S> {
                 return Ok(Next::Return(Step::Wait));
             }
         };
-        trace!("{}: {} -> {}", self.peer, self.state, next_state);
+        trace!("conn {}: {} -> {}", self.id, self.state, next_state);
         self.state = next_state;
         Ok(next)
     }

@@ -29,6 +29,10 @@ use crate::connection::{
 /// cannot starve the clients already connected.
 pub const ACCEPT_BUDGET: usize = 128;
 
+/// Stale entries the deadline queue may hold beyond twice the open
+/// connections before they are swept out (see `drop_stale_deadlines`).
+const STALE_DEADLINES_SLACK: usize = 64;
+
 /// How often `expire` must be called for `idle-timeout` and `LINGER_MS` to
 /// be kept to within this much: the loop's housekeeping interval.
 pub const EXPIRY_SWEEP_MS: u64 = 1_000;
@@ -84,6 +88,8 @@ pub enum Accept {
     Accepted {
         /// The new connection's key.
         key: usize,
+        /// Its connection id, which the log shows (`Connection::id`).
+        id: u64,
         /// Its peer.
         peer: SocketAddr,
     },
@@ -237,7 +243,7 @@ impl<S: Stream> Connections<S> {
                 self.deadlines
                     .push(Reverse((now_ms.saturating_add(shortest_ms), key, id)));
             }
-            tell(Accept::Accepted { key, peer });
+            tell(Accept::Accepted { key, id, peer });
         }
         AcceptEnd::BudgetSpent
     }
@@ -390,7 +396,8 @@ impl<S: Stream> Connections<S> {
             // Under the loop's log target, where this line has always been.
             warn!(
                 target: "echod::server",
-                "conn {key}: line longer than max-line-bytes ({}) from {}; closing after the lines before it",
+                "conn {}: line longer than max-line-bytes ({}) from {}; closing after the lines before it",
+                connection.id(),
                 self.limits.max_line_bytes,
                 connection.peer()
             );
@@ -430,10 +437,33 @@ impl<S: Stream> Connections<S> {
     /// dropped, which also removes it from the epoll set (an explicit
     /// deregister would cost an `epoll_ctl`).
     fn close(&mut self, key: usize, reason: CloseReason) -> Closed<S> {
+        let connection = self.slab.remove(key);
+        self.drop_stale_deadlines();
         Closed {
             key,
-            connection: self.slab.remove(key),
+            connection,
             reason,
+        }
+    }
+
+    /// A closed connection's entries stay in the deadline queue until they
+    /// come up, so that a close costs no search. Once stale entries
+    /// outnumber the live ones, drop them all in one pass (linear, and
+    /// needed only after as many closes as there are entries, so constant
+    /// per close), and give back the memory: clients that churn cannot make
+    /// the queue grow past twice the open connections.
+    fn drop_stale_deadlines(&mut self) {
+        let live = 2 * self.slab.len() + STALE_DEADLINES_SLACK;
+        if self.deadlines.len() <= live {
+            return;
+        }
+        let slab = &self.slab;
+        self.deadlines.retain(|&Reverse((_, key, id))| {
+            slab.get(key)
+                .is_some_and(|connection| connection.id() == id)
+        });
+        if self.deadlines.capacity() > 2 * live {
+            self.deadlines.shrink_to(live);
         }
     }
 }

@@ -34,7 +34,7 @@ use mio::{Interest, Registry, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::summary::{Interval, Summary};
+use crate::summary::{Interval, Summary, counted};
 use crate::systemd::Notifier;
 
 /// A repeated warning is logged at most once per this interval; the ones in
@@ -319,7 +319,8 @@ impl Control {
     pub fn stopping(&mut self, open_connections: usize) {
         if let Some(notifier) = self.notifier.as_mut() {
             notifier.stopping(&format!(
-                "stopping: delivering owed echoes to {open_connections} connections"
+                "stopping: delivering owed echoes to {}",
+                counted(open_connections, "connection")
             ));
         }
     }
@@ -378,7 +379,8 @@ impl Control {
             warn!(
                 target: self.target,
                 "accept failed: {err}; pausing new connections until descriptors free up \
-                 ({suppressed} more failures since the last warning)"
+                 ({} more since the last warning)",
+                counted(suppressed, "failure")
             );
         }
     }
@@ -389,13 +391,15 @@ impl Control {
         if let Some(suppressed) = self.rejections.overdue(now) {
             warn!(
                 target: self.target,
-                "max-connections ({max_connections}): {suppressed} more connections rejected"
+                "max-connections ({max_connections}): {} more rejected",
+                counted(suppressed, "connection")
             );
         }
         if let Some(suppressed) = self.accept_failures.overdue(now) {
             warn!(
                 target: self.target,
-                "accept: {suppressed} more failures for want of descriptors"
+                "accept: {} more for want of descriptors",
+                counted(suppressed, "failure")
             );
         }
     }
@@ -486,8 +490,10 @@ fn request_for(signal: i32) -> Option<Request> {
 /// The STATUS line systemd shows for the service (`systemctl status`).
 fn status(summary: &Summary) -> String {
     format!(
-        "{} connections open, {} served, {} rejected",
-        summary.open_connections, summary.accepted, summary.rejected
+        "{} open, {} served, {} rejected",
+        counted(summary.open_connections, "connection"),
+        summary.accepted,
+        summary.rejected
     )
 }
 
@@ -557,6 +563,11 @@ mod tests {
             status(&summary),
             "3 connections open, 10 served, 2 rejected"
         );
+        let one = Summary {
+            open_connections: 1,
+            ..summary
+        };
+        assert_eq!(status(&one), "1 connection open, 10 served, 2 rejected");
     }
 
     #[test]

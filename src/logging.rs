@@ -27,6 +27,13 @@
 //! itself, because its `println!` panics when standard output fails.
 //! UTC only: a local offset cannot be read safely once threads exist.
 //!
+//! `RUST_LOG` is read here, not by `simple_logger` (which takes a bare level
+//! and silently ignores anything else). It takes the directives of
+//! `env_logger` that name a level: `debug`, `echod=debug`,
+//! `warn,echod::server=trace`; a directive that cannot be read is ignored,
+//! and one warning line in the log names it. `--log-level` (and `-q`)
+//! replace `RUST_LOG` altogether.
+//!
 //! The library itself only calls `log` macros; this module is used by
 //! `main`, which is the only place a logger is installed.
 
@@ -55,24 +62,30 @@ const MAX_MESSAGE_BYTES: usize = 4096;
 /// queued (the final summary, say) before the process exits.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The level of every target no directive names, unless `RUST_LOG` or
+/// `--log-level` says otherwise.
+const DEFAULT_LEVEL: LevelFilter = LevelFilter::Info;
+
 /// Installs the logger: `level` if given, else `RUST_LOG`, else `info`.
 ///
-/// `simple_logger` decides which records pass (the level, `RUST_LOG`, and
-/// mio's module level); this module formats and writes them.
+/// `simple_logger` decides which records pass (the level, `RUST_LOG`'s
+/// per-target levels, and mio's module level); this module formats and
+/// writes them. Directives of `RUST_LOG` that cannot be read are named in
+/// one warning, the first line of the log.
 ///
 /// # Errors
 ///
 /// If the relay's thread cannot be started, or a logger is already
 /// installed.
 pub fn init(level: Option<LevelFilter>) -> io::Result<()> {
-    let mut filter = SimpleLogger::new()
-        .with_level(LevelFilter::Info)
-        // mio logs through `log` too; its detail is not an operator's concern.
-        .with_module_level("mio", LevelFilter::Warn)
-        .env();
-    if let Some(level) = level {
-        filter = filter.with_level(level);
-    }
+    let directives = match level {
+        Some(level) => Directives {
+            level: Some(level),
+            ..Directives::default()
+        },
+        None => Directives::parse(&std::env::var("RUST_LOG").unwrap_or_default()),
+    };
+    let filter = directives.filter();
     let max_level = filter.max_level();
     // A duplicate of descriptor 1, owned by the relay. Failing (out of
     // descriptors) leaves nowhere to write: lines are then discarded.
@@ -90,6 +103,16 @@ pub fn init(level: Option<LevelFilter>) -> io::Result<()> {
         dropped: Arc::clone(&dropped),
         line: String::new(),
     };
+    if let Some(warning) = directives.warning() {
+        // Past the filter on purpose: the filter is what went wrong, and it
+        // may well hide warnings.
+        let _ = sender.try_send(Message::Line {
+            time: SystemTime::now(),
+            level: Level::Warn,
+            target: module_path!().to_owned(),
+            text: warning,
+        });
+    }
     thread::Builder::new()
         .name("echod-log".into())
         .spawn(move || relay.run())?;
@@ -102,6 +125,26 @@ pub fn init(level: Option<LevelFilter>) -> io::Result<()> {
     log::set_boxed_logger(Box::new(handoff)).map_err(io::Error::other)?;
     log::set_max_level(max_level);
     Ok(())
+}
+
+/// What `RUST_LOG` asks for: `LEVEL`, `TARGET=LEVEL`, or a comma-separated
+/// list of them, as `env_logger` reads them. A `TARGET` covers the targets
+/// that start with it (`echod` covers `echod::server`).
+///
+/// A bare `TARGET`, which `env_logger` reads as "everything from it", is
+/// not taken: it would turn a misspelt level (`RUST_LOG=debgu`) into a
+/// target that matches nothing, and silence again. Nor are `/regex`
+/// message filters.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Directives {
+    /// A bare `LEVEL`: the level of every target no directive names; the
+    /// last one given wins.
+    level: Option<LevelFilter>,
+    /// `TARGET=LEVEL`, at most one per target: a later directive for the
+    /// same target replaces the earlier one.
+    targets: Vec<(String, LevelFilter)>,
+    /// Directives that could not be read, as they were written.
+    ignored: Vec<String>,
 }
 
 /// The logger the macros call, on whatever thread they run.
@@ -181,6 +224,68 @@ impl Log for Handoff {
             }
         }
         let _ = done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+}
+
+impl Directives {
+    /// Reads `spec`, a `RUST_LOG` value. Empty directives (`warn,,`, or an
+    /// unset variable) are skipped.
+    fn parse(spec: &str) -> Directives {
+        let mut directives = Directives::default();
+        for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            let parsed = match directive.split_once('=') {
+                None => directive.parse().ok().map(|level| (None, level)),
+                Some((target, level)) => {
+                    let target = target.trim();
+                    let valid_target = !target.is_empty()
+                        && target
+                            .chars()
+                            .all(|c| c.is_alphanumeric() || c == '_' || c == ':' || c == '-');
+                    let level = level.trim().parse().ok();
+                    level
+                        .filter(|_| valid_target)
+                        .map(|level| (Some(target), level))
+                }
+            };
+            match parsed {
+                Some((None, level)) => directives.level = Some(level),
+                Some((Some(target), level)) => {
+                    directives.targets.retain(|(t, _)| t != target);
+                    directives.targets.push((target.to_owned(), level));
+                }
+                None => directives.ignored.push(directive.to_owned()),
+            }
+        }
+        directives
+    }
+
+    /// The filter these directives make: their level (else `DEFAULT_LEVEL`)
+    /// and their targets' levels, with mio at `warn` unless a directive
+    /// names it.
+    fn filter(&self) -> SimpleLogger {
+        let mut filter = SimpleLogger::new().with_level(self.level.unwrap_or(DEFAULT_LEVEL));
+        if !self.targets.iter().any(|(target, _)| target == "mio") {
+            // mio logs through `log` too; its detail is not an operator's
+            // concern unless asked for.
+            filter = filter.with_module_level("mio", LevelFilter::Warn);
+        }
+        for (target, level) in &self.targets {
+            filter = filter.with_module_level(target, *level);
+        }
+        filter
+    }
+
+    /// The warning that names the directives ignored, if any were.
+    fn warning(&self) -> Option<String> {
+        if self.ignored.is_empty() {
+            return None;
+        }
+        let ignored: Vec<String> = self.ignored.iter().map(|d| format!("'{d}'")).collect();
+        Some(format!(
+            "RUST_LOG: ignoring {}: expected LEVEL or TARGET=LEVEL, comma-separated, \
+             with LEVEL one of off, error, warn, info, debug, trace",
+            ignored.join(", ")
+        ))
     }
 }
 
@@ -353,6 +458,89 @@ mod tests {
             assert_eq!((year, month, day), expected, "day {days}");
             previous = (year, month, day);
         }
+    }
+
+    #[test]
+    fn rust_log_takes_levels_and_target_levels() {
+        use LevelFilter::{Debug, Info, Trace, Warn};
+        let parsed = |spec| {
+            let d = Directives::parse(spec);
+            let targets: Vec<(String, LevelFilter)> = d.targets;
+            (d.level, targets, d.ignored)
+        };
+        // RUST_LOG, then the level, the target levels and the ignored
+        // directives it gives.
+        type Case<'a> = (
+            &'a str,
+            Option<LevelFilter>,
+            &'a [(&'a str, LevelFilter)],
+            &'a [&'a str],
+        );
+        let cases: &[Case<'_>] = &[
+            ("", None, &[], &[]),
+            ("debug", Some(Debug), &[], &[]),
+            ("WARN", Some(Warn), &[], &[]),
+            ("echod=debug", None, &[("echod", Debug)], &[]),
+            ("warn,echod=debug", Some(Warn), &[("echod", Debug)], &[]),
+            (
+                " info , echod::server=trace,mio=debug ",
+                Some(Info),
+                &[("echod::server", Trace), ("mio", Debug)],
+                &[],
+            ),
+            // A later directive for the same target wins.
+            ("echod=trace,echod=warn", None, &[("echod", Warn)], &[]),
+            ("loud", None, &[], &["loud"]),
+            ("echod", None, &[], &["echod"]),
+            (
+                "echod=loud,=debug,debug",
+                Some(Debug),
+                &[],
+                &["echod=loud", "=debug"],
+            ),
+            (
+                "warn,echod=debug/conn",
+                Some(Warn),
+                &[],
+                &["echod=debug/conn"],
+            ),
+        ];
+        for &(spec, level, targets, ignored) in cases {
+            let targets: Vec<(String, LevelFilter)> =
+                targets.iter().map(|&(t, l)| (t.to_owned(), l)).collect();
+            let ignored: Vec<String> = ignored.iter().map(|&d| d.to_owned()).collect();
+            assert_eq!(parsed(spec), (level, targets, ignored), "RUST_LOG={spec:?}");
+        }
+        assert_eq!(Directives::parse("warn,echod=debug").warning(), None);
+        let warning = Directives::parse("loud,echod=x")
+            .warning()
+            .expect("a warning");
+        assert!(
+            warning.starts_with("RUST_LOG: ignoring 'loud', 'echod=x': expected LEVEL"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn rust_log_target_levels_filter_by_target() {
+        let enabled = |spec, level, target| {
+            Directives::parse(spec)
+                .filter()
+                .enabled(&Metadata::builder().level(level).target(target).build())
+        };
+        assert!(enabled("echod=debug", Level::Debug, "echod::server"));
+        assert!(!enabled("echod=debug", Level::Debug, "other"));
+        assert!(enabled("echod=debug", Level::Info, "other"));
+        assert!(!enabled("echod=debug", Level::Trace, "echod::connection"));
+        assert!(!enabled("warn,echod=debug", Level::Info, "other"));
+        assert!(!enabled("trace", Level::Info, "mio::poll"));
+        assert!(enabled("trace,mio=debug", Level::Debug, "mio::poll"));
+        assert_eq!(
+            Directives::parse("warn,echod::server=trace")
+                .filter()
+                .max_level(),
+            LevelFilter::Trace
+        );
     }
 
     #[test]

@@ -19,6 +19,10 @@
 //! A connection's token is its slab key, so dispatch is a lookup with no map
 //! and no offset. The few reserved tokens sit at the top of the range, which
 //! a slab key can never reach.
+//!
+//! A slab key is reused as soon as its connection closes, so the log does
+//! not name connections by key but by their connection id
+//! (`Connection::id`), never reused while the process runs.
 
 use std::io;
 use std::net::SocketAddr;
@@ -35,7 +39,7 @@ use crate::connections::{Accept, AcceptEnd, Closed, Connections, EXPIRY_SWEEP_MS
 use crate::control::{Control, Flow, Request, ShutdownHandle, ShutdownRequests};
 use crate::listener::MAX_LISTENERS;
 use crate::socket::Socket;
-use crate::summary::{Closes, Summary};
+use crate::summary::{Closes, ConnectionCounts, Summary, counted};
 
 mod setup;
 
@@ -268,9 +272,9 @@ impl Server {
                 // At debug: a health check that connects and closes would
                 // otherwise put a line a check into the info log. The close
                 // line names the peer of every connection that did anything.
-                Accept::Accepted { key, peer } => {
+                Accept::Accepted { id, peer, .. } => {
                     totals.accepted += 1;
-                    debug!("conn {key}: accepted from {peer}");
+                    debug!("conn {id}: accepted from {peer}");
                 }
                 Accept::Rejected { peer } => {
                     totals.rejected += 1;
@@ -301,24 +305,28 @@ impl Server {
     /// Counts a closed connection in the totals and logs why it closed.
     fn record_close(&mut self, closed: Closed<Socket>) {
         let Closed {
-            key,
-            connection,
-            reason,
+            connection, reason, ..
         } = closed;
+        let id = connection.id();
         self.totals.lines += connection.lines();
         self.totals.bytes += connection.bytes_echoed();
         let received_nothing = !connection.received_any();
         self.totals.closes.record(&reason, received_nothing);
         if Closes::is_probe(&reason, received_nothing) {
             debug!(
-                "conn {key}: closed without sending anything ({reason}); peer {}",
+                "conn {id}: closed without sending anything ({reason}); peer {}",
                 connection.peer()
             );
         } else {
+            let counts = ConnectionCounts {
+                framing: self.connections.limits().framing,
+                lines_received: connection.lines(),
+                bytes_echoed: connection.bytes_echoed(),
+                bytes_owed: connection.pending_bytes() as u64,
+                received_any: connection.received_any(),
+            };
             info!(
-                "conn {key}: closed ({reason}); {} lines, {} bytes echoed; peer {}",
-                connection.lines(),
-                connection.bytes_echoed(),
+                "conn {id}: closed ({reason}); {counts}; peer {}",
                 connection.peer()
             );
         }
@@ -377,16 +385,16 @@ impl Server {
     fn begin_shutdown(&mut self, why: &str) -> Flow {
         if self.shutdown_deadline.is_some() {
             warn!(
-                "{}{why} again: exiting now, {} connections still open",
+                "{}{why} again: exiting now, {} still open",
                 self.control.label(),
-                self.connections.len()
+                counted(self.connections.len(), "connection")
             );
             return Flow::Stop;
         }
         info!(
-            "{}{why}: no longer accepting; delivering owed echoes to {} connections (up to {:?})",
+            "{}{why}: no longer accepting; delivering owed echoes to {} (up to {:?})",
             self.control.label(),
-            self.connections.len(),
+            counted(self.connections.len(), "connection"),
             self.shutdown_timeout
         );
         self.shutdown_deadline = Some(self.now + self.shutdown_timeout);

@@ -1,14 +1,18 @@
-//! Counters an operator reads: the shutdown and SIGUSR1 summary, and the
-//! periodic `--stats-interval` line.
+//! Counters an operator reads: the shutdown and SIGUSR1 summary, the
+//! periodic `--stats-interval` line, and the counts on a connection's close
+//! line (`ConnectionCounts`).
 //!
 //! Everything here is plain arithmetic on counters; the loop decides when
-//! to take a `Summary`, and `control` when to log it.
+//! to take a `Summary`, and `control` when to log it. Every count a log
+//! line shows goes through `counted`, so that it reads "1 line" and
+//! "2 lines", never "1 lines".
 
 use std::fmt;
 use std::ops::AddAssign;
 use std::time::Duration;
 
 use crate::connection::CloseReason;
+use crate::framing::Framing;
 
 /// What the server has done since it started.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +23,8 @@ pub struct Summary {
     pub peak_connections: usize,
     /// Connections open when the summary was taken.
     pub open_connections: usize,
-    /// Complete lines received (and echoed, unless their connection failed).
+    /// Complete lines received: each is echoed unless its connection failed
+    /// or was cut off first, so this may exceed the lines `bytes` holds.
     pub lines: u64,
     /// Bytes written back to clients.
     pub bytes: u64,
@@ -69,6 +74,50 @@ pub struct Interval<'a> {
     pub elapsed: Duration,
 }
 
+/// What one connection did, as its close line reports it:
+/// `3 lines received, 120 bytes echoed`.
+///
+/// Lines are counted as they arrive and bytes as they are written, so the
+/// two can differ: a connection cut off by the shutdown timeout has
+/// received lines whose echoes it never delivered, and says how many bytes
+/// were owed; one that sent bytes but never ended a line says so too,
+/// rather than a bare "0 lines".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    /// How input was divided: with `Framing::Raw` there are no lines to
+    /// count, and only bytes are shown.
+    pub framing: Framing,
+    /// Complete lines received.
+    pub lines_received: u64,
+    /// Bytes written back to the client.
+    pub bytes_echoed: u64,
+    /// Echoes still owed when the connection closed: never delivered.
+    pub bytes_owed: u64,
+    /// Whether the client sent any byte at all.
+    pub received_any: bool,
+}
+
+/// `n` and `noun`, with an `s` unless `n` is 1: `1 line`, `0 lines`,
+/// `2 lines`. Every noun echod counts in its log makes its plural that way.
+pub fn counted(n: impl Into<Count>, noun: &'static str) -> Counted {
+    Counted {
+        n: n.into().0,
+        noun,
+    }
+}
+
+/// A count for `counted`: any unsigned integer the counters use.
+#[derive(Debug, Clone, Copy)]
+pub struct Count(u64);
+
+/// A number and what it counts, displayed with the right plural; made by
+/// `counted`.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted {
+    n: u64,
+    noun: &'static str,
+}
+
 impl Closes {
     /// Counts one close. `received_nothing` says that the client never sent
     /// a byte; if it also closed the connection itself, it was a probe.
@@ -98,14 +147,79 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} connections served (peak {} at once, {} open), {} lines and {} bytes echoed, {} rejected",
-            self.accepted,
+            "{} served (peak {} at once, {} open), {} received, {} echoed, {} rejected; {}",
+            counted(self.accepted, "connection"),
             self.peak_connections,
             self.open_connections,
-            self.lines,
-            self.bytes,
-            self.rejected
+            counted(self.lines, "line"),
+            counted(self.bytes, "byte"),
+            self.rejected,
+            self.closes,
         )
+    }
+}
+
+/// `closed: 7 peer finished, 0 line too long, ...; 4 probes`: the closes by
+/// reason, as the stats line and the summary both end.
+impl fmt::Display for Closes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "closed: {} peer finished, {} line too long, {} idle timeout, {} send timeout, \
+             {} line timeout, {} server shutdown, {} shutdown timeout, {} error; {}",
+            self.peer_finished,
+            self.line_too_long,
+            self.idle_timeout,
+            self.send_timeout,
+            self.line_timeout,
+            self.server_shutdown,
+            self.shutdown_timeout,
+            self.error,
+            counted(self.probes, "probe"),
+        )
+    }
+}
+
+impl fmt::Display for ConnectionCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.framing != Framing::Raw {
+            write!(f, "{} received", counted(self.lines_received, "line"))?;
+            if self.lines_received == 0 && self.received_any {
+                // Without this, a client that never ended its line (`nc`
+                // without `-C`) reads as one that sent nothing.
+                f.write_str(" (bytes arrived, but no complete line)")?;
+            }
+            f.write_str(", ")?;
+        }
+        write!(f, "{} echoed", counted(self.bytes_echoed, "byte"))?;
+        if self.bytes_owed > 0 {
+            write!(
+                f,
+                ", {} owed not delivered",
+                counted(self.bytes_owed, "byte")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Counted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = if self.n == 1 { "" } else { "s" };
+        write!(f, "{} {}{plural}", self.n, self.noun)
+    }
+}
+
+impl From<u64> for Count {
+    fn from(n: u64) -> Count {
+        Count(n)
+    }
+}
+
+impl From<usize> for Count {
+    fn from(n: usize) -> Count {
+        // usize is at most 64 bits on every platform Rust supports.
+        Count(n as u64)
     }
 }
 
@@ -147,27 +261,17 @@ impl fmt::Display for Interval<'_> {
         let secs = self.elapsed.as_secs_f64().max(1e-3);
         let lines_per_sec = now.lines.saturating_sub(before.lines) as f64 / secs;
         let bytes_per_sec = now.bytes.saturating_sub(before.bytes) as f64 / secs;
-        let closes = &now.closes;
         write!(
             f,
             "{} open (peak {}), {} accepted, {} rejected; {lines_per_sec:.1} lines/s, {} over {secs:.1} s; \
-             {} paused; closed: {} peer finished, {} line too long, {} idle timeout, {} send timeout, \
-             {} line timeout, {} server shutdown, {} shutdown timeout, {} error; {} probes",
+             {} paused; {}",
             now.open_connections,
             now.peak_connections,
             now.accepted,
             now.rejected,
             PerSecond(bytes_per_sec),
             now.paused_connections,
-            closes.peer_finished,
-            closes.line_too_long,
-            closes.idle_timeout,
-            closes.send_timeout,
-            closes.line_timeout,
-            closes.server_shutdown,
-            closes.shutdown_timeout,
-            closes.error,
-            closes.probes,
+            now.closes,
         )
     }
 }
@@ -261,6 +365,89 @@ mod tests {
              0 server shutdown, \
              0 shutdown timeout, 0 error; 4 probes"
         );
+    }
+
+    #[test]
+    fn counts_take_a_plural_unless_one() {
+        let cases = [
+            (0, "line", "0 lines"),
+            (1, "line", "1 line"),
+            (2, "line", "2 lines"),
+            (1, "listening socket", "1 listening socket"),
+            (16_384, "byte", "16384 bytes"),
+        ];
+        for (n, noun, expected) in cases {
+            assert_eq!(counted(n as u64, noun).to_string(), expected);
+        }
+        assert_eq!(counted(1_usize, "probe").to_string(), "1 probe");
+    }
+
+    #[test]
+    fn summary_says_what_was_received_echoed_and_closed() {
+        let summary = Summary {
+            accepted: 1,
+            peak_connections: 1,
+            lines: 1,
+            bytes: 1,
+            closes: Closes {
+                peer_finished: 1,
+                probes: 1,
+                ..Closes::default()
+            },
+            ..Summary::default()
+        };
+        assert_eq!(
+            summary.to_string(),
+            "1 connection served (peak 1 at once, 0 open), 1 line received, 1 byte echoed, \
+             0 rejected; closed: 1 peer finished, 0 line too long, 0 idle timeout, \
+             0 send timeout, 0 line timeout, 0 server shutdown, 0 shutdown timeout, 0 error; \
+             1 probe"
+        );
+    }
+
+    #[test]
+    fn close_counts_say_what_happened() {
+        let counts = |framing, lines_received, bytes_echoed, bytes_owed, received_any| {
+            ConnectionCounts {
+                framing,
+                lines_received,
+                bytes_echoed,
+                bytes_owed,
+                received_any,
+            }
+            .to_string()
+        };
+        use Framing::{Crlf, Lf, Raw};
+        let cases = [
+            (
+                counts(Crlf, 1, 15, 0, true),
+                "1 line received, 15 bytes echoed",
+            ),
+            (
+                counts(Lf, 2, 16, 0, true),
+                "2 lines received, 16 bytes echoed",
+            ),
+            // `nc` without -C: bytes came, no line ended, nothing echoed.
+            (
+                counts(Crlf, 0, 0, 0, true),
+                "0 lines received (bytes arrived, but no complete line), 0 bytes echoed",
+            ),
+            // Cut off by the shutdown timeout: the lines were received,
+            // their echoes were not all delivered.
+            (
+                counts(Crlf, 20_000, 65_536, 1, true),
+                "20000 lines received, 65536 bytes echoed, 1 byte owed not delivered",
+            ),
+            // Raw framing has no lines to count.
+            (counts(Raw, 0, 1, 0, true), "1 byte echoed"),
+            (
+                counts(Raw, 0, 4, 6, true),
+                "4 bytes echoed, 6 bytes owed not delivered",
+            ),
+        ];
+        for (got, expected) in cases {
+            assert_eq!(got, expected);
+        }
     }
 
     #[test]

@@ -88,8 +88,8 @@ pub fn run(
 ) -> Result<Summary, RunError> {
     if let Some(inherited) = &inherited {
         info!(
-            "socket activation: serving {} listening sockets passed by systemd",
-            inherited.len()
+            "socket activation: serving {} passed by systemd",
+            crate::summary::counted(inherited.len(), "listening socket")
         );
     }
     if config.workers > 1 {

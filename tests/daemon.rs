@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use echod::cli::USAGE;
 use echod::probe;
+use echod::summary::counted;
 
 use common::{DEADLINE, assert_echoes, assert_receives, connect, read_to_eof};
 use process::{Daemon, Exhausted, StdoutReader, push_until_paused};
@@ -114,6 +115,49 @@ fn bad_option_exits_64_with_one_line_error() {
     }
 }
 
+// Issue 11: out-of-range numbers said "expected a whole number" or
+// "expected seconds", and the same --listen twice failed as "Address
+// already in use" with exit status 71.
+#[test]
+fn regression_11_bad_values_say_the_range_and_duplicates_are_usage_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--port", "70000"],
+            "invalid --port '70000': must be between 0 and 65535",
+        ),
+        (
+            &["--idle-timeout", "99999999999999999999"],
+            "invalid --idle-timeout '99999999999999999999': too large: at most 31536000 seconds (a year)",
+        ),
+        (
+            &["-l", "127.0.0.1:1", "--listen", "127.0.0.1:1"],
+            "--listen 127.0.0.1:1 is given twice (by '127.0.0.1:1'): give each address once",
+        ),
+    ];
+    for (args, problem) in cases {
+        let mut daemon = Daemon::spawn(args);
+        let status = daemon.wait_exit();
+        let stderr = daemon.stderr().to_owned();
+        assert_eq!(status.code(), Some(EXIT_USAGE), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert_eq!(first, format!("echod: {problem}"), "{args:?}");
+    }
+}
+
+// Issue 11: `--listen localhost:1234` was refused (IP only), while
+// `echod probe localhost:12321` worked.
+#[test]
+fn regression_11_listen_takes_a_host_name() {
+    let mut daemon = Daemon::spawn(&["--listen", "localhost:0"]);
+    let addr = daemon.listening_addr();
+    assert!(addr.ip().is_loopback(), "localhost resolved to {addr}");
+    let mut client = connect(addr);
+    assert_echoes(&mut client, b"by name\r\n");
+    drop(client);
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+}
+
 #[test]
 fn a_gone_stderr_reader_does_not_change_the_exit_status() {
     // A supervisor's log reader may be gone: writing to standard error then
@@ -200,8 +244,9 @@ fn sigterm_delivers_owed_echoes_and_exits_0() {
     let lines = received.windows(2).filter(|w| w == b"\r\n").count();
     assert!(
         stopped.contains(&format!(
-            " {lines} lines and {} bytes echoed",
-            received.len()
+            " {} received, {} echoed",
+            counted(lines, "line"),
+            counted(received.len(), "byte")
         )),
         "the client received {lines} lines, {} bytes; echod says: {stopped}",
         received.len()
@@ -256,10 +301,15 @@ fn shutdown_timeout_bounds_the_wait() {
         (Duration::from_millis(500)..Duration::from_secs(5)).contains(&elapsed),
         "took {elapsed:?}"
     );
-    // The `stopped:` summary does not count closes by reason, and no stats
-    // line comes after the cut: the close line is its only record.
-    daemon.wait_for_log("closed (shutdown timeout)");
-    daemon.wait_for_log("stopped:");
+    // The close line says the echoes owed were never delivered, and the
+    // `stopped:` summary counts the cut among the closes by reason.
+    let closed = daemon.wait_for_log("closed (shutdown timeout)");
+    assert!(
+        closed.contains(" bytes owed not delivered; peer "),
+        "{closed}"
+    );
+    let stopped = daemon.wait_for_log("stopped:");
+    assert!(stopped.contains(", 1 shutdown timeout,"), "{stopped}");
     drop(client);
 }
 
@@ -273,7 +323,7 @@ fn sigusr1_logs_summary_and_keeps_serving() {
     daemon.signal(libc::SIGUSR1);
     let summary = daemon.wait_for_log("summary:");
     assert!(
-        summary.contains("1 open") && summary.contains("5 lines and 40 bytes echoed"),
+        summary.contains("1 open") && summary.contains("5 lines received, 40 bytes echoed"),
         "{summary}"
     );
     assert_echoes(&mut client, b"after SIGUSR1\r\n");

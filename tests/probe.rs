@@ -90,7 +90,7 @@ fn probe_passes_against_the_daemon_in_every_framing() {
         assert_eq!(daemon.wait_exit().code(), Some(0), "{framing}");
         let stopped = daemon.wait_for_log("stopped: ");
         assert!(
-            stopped.contains("stopped: 1 connections served")
+            stopped.contains("stopped: 1 connection served")
                 && stopped.contains(" 30 bytes echoed"),
             "{framing}: {stopped}"
         );

@@ -339,15 +339,20 @@ fn sigterm_under_load_delivers_every_owed_echo_and_exits_0() {
     );
     assert!(
         stopped.contains(&format!(
-            " {received_lines} lines and {received_bytes} bytes echoed"
+            " {received_lines} lines received, {received_bytes} bytes echoed"
         )),
         "the clients received {received_lines} lines, {received_bytes} bytes; echod says: {stopped}"
     );
-    // The `stopped:` summary does not count closes by reason, so the
-    // per-connection close lines are the only record of a cut at exit.
+    // Both records of a cut at exit: the `stopped:` summary's count of
+    // closes by reason, and the connection's own close line.
+    assert!(
+        stopped.contains(", 0 shutdown timeout,"),
+        "a connection was cut at the shutdown timeout: {stopped}"
+    );
     let log = daemon.full_log();
     assert!(
-        !log.iter().any(|line| line.contains("shutdown timeout")),
+        !log.iter()
+            .any(|line| line.contains("closed (shutdown timeout)")),
         "a connection was cut at the shutdown timeout"
     );
 }

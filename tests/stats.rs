@@ -59,7 +59,7 @@ fn stats_line_counts_connections_closes_and_probes() {
         "0 rejected",
         "1 paused",
         "closed: 1 peer finished, 1 line too long,",
-        "0 error; 1 probes",
+        "0 error; 1 probe",
     ]);
     assert!(line.contains(" INFO "), "stats are logged at info: {line}");
     // Logged before the stats line that counted it.
@@ -94,7 +94,7 @@ fn probes_stay_out_of_the_info_log() {
     client.shutdown(Shutdown::Write).expect("half-close");
     assert_eq!(read_to_eof(&mut client), b"");
     daemon.wait_for_log(&format!(
-        "closed (peer finished); 1 lines, 15 bytes echoed; peer {client_addr}"
+        "closed (peer finished); 1 line received, 15 bytes echoed; peer {client_addr}"
     ));
     daemon.wait_for_stats(&[&format!("; {PROBES} probes"), "1 peer finished"]);
 

@@ -180,7 +180,7 @@ fn notifies_ready_status_and_stopping() {
     // Sent once a second while it changes.
     let mut client = connect(addr);
     assert_echoes(&mut client, b"counted\r\n");
-    receive_until(&socket, "STATUS=1 connections open, 1 served, 0 rejected");
+    receive_until(&socket, "STATUS=1 connection open, 1 served, 0 rejected");
 
     daemon.signal(libc::SIGTERM);
     let stopping = receive_until(&socket, "STOPPING=1");
@@ -206,10 +206,10 @@ fn shipped_units_pass_systemd_analyze_verify() {
     let mut units = Vec::new();
     for name in ["echod.service", "echod.socket"] {
         let text = std::fs::read_to_string(source.join(name)).expect("read a shipped unit");
-        let text = text.replace("/usr/local/bin/echod", env!("CARGO_BIN_EXE_echod"));
+        let text = text.replace("/usr/bin/echod", env!("CARGO_BIN_EXE_echod"));
         assert!(
             name != "echod.service" || text.contains(env!("CARGO_BIN_EXE_echod")),
-            "ExecStart= no longer names /usr/local/bin/echod"
+            "ExecStart= no longer names /usr/bin/echod"
         );
         let path = dir.join(name);
         std::fs::write(&path, text).expect("write a unit copy");

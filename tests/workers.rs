@@ -88,7 +88,7 @@ fn two_workers_serve_every_connection_and_stop_on_sigterm() {
         .unwrap_or_else(|| panic!("no total line:\n{}", log.join("\n")));
     assert!(
         total.contains(&format!(
-            "{CLIENTS} lines and {bytes} bytes echoed, 0 rejected"
+            "{CLIENTS} lines received, {bytes} bytes echoed, 0 rejected"
         )),
         "{total}"
     );

@@ -19,17 +19,24 @@
 //!
 //! echo-bench is a package of its own (`tools/echo-bench`); the benchmark
 //! builds it first, with its own profile, so it never drives a stale one.
+//! Before that it says what it will run and about how long it will take.
 //!
 //! ```text
 //! cargo bench --bench e2e                      # everything (about 15 minutes)
 //! cargo bench --bench e2e -- --runs 3 --secs 2 --only pingpong-100
 //! cargo bench --bench e2e -- --json results.json   # for benches/chart.py
 //! cargo bench --bench e2e -- --test            # each part once, briefly (CI)
+//! cargo bench --bench e2e -- --help            # every option, with defaults
 //! ```
+//!
+//! Modules: `plan` (the parts, the command line, the estimate), `peers`
+//! and `floor` (the servers compared), `measure` (reading a server from
+//! outside).
 
 mod floor;
 mod measure;
 mod peers;
+mod plan;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -41,100 +48,16 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use echod_kit::args::{self, UsageError};
 use echod_kit::process::{self, Signal};
 use measure::Strace;
 use peers::Peer;
+use plan::{Options, Workload};
 
 /// Environment variable that makes this binary serve as a peer.
 const PEER_ENV: &str = "ECHOD_BENCH_PEER";
 
-/// A load shape.
-#[derive(Debug, Clone, Copy)]
-struct Workload {
-    name: &'static str,
-    title: &'static str,
-    conns: usize,
-    pipeline: usize,
-    line_bytes: usize,
-    /// Another client pushes 64 MiB at the server without reading, meanwhile.
-    abuser: bool,
-}
-
-const WORKLOADS: [Workload; 7] = [
-    Workload {
-        name: "pingpong-1",
-        title: "1 connection, ping-pong, 64 B lines (latency)",
-        conns: 1,
-        pipeline: 1,
-        line_bytes: 64,
-        abuser: false,
-    },
-    Workload {
-        name: "pingpong-10",
-        title: "10 connections, ping-pong, 64 B lines",
-        conns: 10,
-        pipeline: 1,
-        line_bytes: 64,
-        abuser: false,
-    },
-    Workload {
-        name: "pingpong-100",
-        title: "100 connections, ping-pong, 64 B lines",
-        conns: 100,
-        pipeline: 1,
-        line_bytes: 64,
-        abuser: false,
-    },
-    Workload {
-        name: "pingpong-1000",
-        title: "1,000 connections, ping-pong, 64 B lines",
-        conns: 1000,
-        pipeline: 1,
-        line_bytes: 64,
-        abuser: false,
-    },
-    Workload {
-        name: "pipeline-10x64",
-        title: "10 connections, pipeline of 64 lines of 64 B (throughput)",
-        conns: 10,
-        pipeline: 64,
-        line_bytes: 64,
-        abuser: false,
-    },
-    Workload {
-        name: "bandwidth-4k",
-        title: "1 connection, pipeline of 16 lines of 4 KiB (bandwidth)",
-        conns: 1,
-        pipeline: 16,
-        line_bytes: 4096,
-        abuser: false,
-    },
-    Workload {
-        name: "abuse-100",
-        title: "100 connections ping-pong while another client pushes 64 MiB without reading",
-        conns: 100,
-        pipeline: 1,
-        line_bytes: 64,
-        abuser: true,
-    },
-];
-
 /// Bytes the abusive client tries to push.
 const ABUSE_BYTES: usize = 64 << 20;
-
-struct Options {
-    test: bool,
-    runs: usize,
-    secs: f64,
-    only: Option<String>,
-    json: Option<PathBuf>,
-    /// Load before each measurement, so that connection set-up (a thread
-    /// per connection, say) is not measured.
-    warmup: f64,
-    idle_conns: usize,
-    counts: bool,
-}
 
 fn main() {
     if let Ok(name) = std::env::var(PEER_ENV) {
@@ -145,10 +68,14 @@ fn main() {
         }
         return;
     }
-    let options = match parse_args() {
-        Ok(options) => options,
+    let options = match plan::parse_args(std::env::args_os().skip(1)) {
+        Ok(plan::Command::Run(options)) => options,
+        Ok(plan::Command::Help) => {
+            print!("{}", plan::usage());
+            return;
+        }
         Err(err) => {
-            eprintln!("e2e: {err}");
+            eprintln!("e2e: {err}\nTry 'cargo bench --bench e2e -- --help' for more information.");
             std::process::exit(2);
         }
     };
@@ -158,63 +85,22 @@ fn main() {
     }
 }
 
-fn parse_args() -> Result<Options, UsageError> {
-    use lexopt::prelude::*;
-    let mut options = Options {
-        test: false,
-        runs: 5,
-        secs: 3.0,
-        only: None,
-        json: None,
-        warmup: 1.0,
-        idle_conns: 10_000,
-        counts: true,
-    };
-    let mut parser = lexopt::Parser::from_env();
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Long("test") => options.test = true,
-            // Passed by `cargo bench`; this harness always benchmarks.
-            Long("bench") => {}
-            Long("runs") => options.runs = args::number(parser.value()?, "--runs")?,
-            Long("secs") => options.secs = args::number(parser.value()?, "--secs")?,
-            Long("only") => options.only = Some(args::string(parser.value()?, "--only")?),
-            Long("json") => options.json = Some(parser.value()?.into()),
-            Long("idle-conns") => {
-                options.idle_conns = args::number(parser.value()?, "--idle-conns")?
-            }
-            Long("no-counts") => options.counts = false,
-            // A filter word, as `cargo bench NAME` passes it.
-            Value(name) => options.only = Some(args::string(name, "NAME")?),
-            _ => return Err(arg.unexpected().into()),
-        }
-    }
-    if options.test {
-        options.runs = 1;
-        options.secs = 0.3;
-        options.warmup = 0.2;
-        options.idle_conns = options.idle_conns.min(200);
-    }
-    if options.runs == 0 || options.secs.is_nan() || options.secs <= 0.0 {
-        return Err(UsageError("--runs and --secs must be above 0".into()));
-    }
-    Ok(options)
-}
-
-/// `--only NAME` selects the part of that name, or failing one, every part
-/// whose name contains NAME (`pingpong` selects all four ping-pong loads).
-fn selected(options: &Options, name: &str) -> bool {
-    options.only.as_deref().is_none_or(|only| {
-        let exact = WORKLOADS.iter().any(|w| w.name == only) || only == "counts";
-        if exact {
-            name == only
-        } else {
-            name.contains(only)
-        }
-    })
-}
-
 fn run(options: &Options) -> Result<(), String> {
+    if options.parts().is_empty() {
+        // Only a bare NAME gets here (`--only` naming no part is refused):
+        // `cargo bench NAME` passes it to every benchmark, and it may be
+        // another one's.
+        let only = options.only.as_deref().unwrap_or_default();
+        let parts: Vec<&str> = plan::part_names().collect();
+        eprintln!(
+            "e2e: no part matches '{only}', so nothing runs here (the parts are {})",
+            parts.join(", ")
+        );
+        return Ok(());
+    }
+    // Said first: a plain `cargo bench` lands here, and the whole
+    // comparison is a quarter of an hour.
+    eprint!("{}", options.announcement(Peer::ALL.len()));
     build_echo_bench()?;
     // Up to 10,000 idle clients are held open at once.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
@@ -224,17 +110,17 @@ fn run(options: &Options) -> Result<(), String> {
     print!("{out}");
     let mut json = Vec::new();
 
-    for workload in WORKLOADS.iter().filter(|w| selected(options, w.name)) {
+    for workload in options.workloads() {
         let rows = compare(options, workload, &pinning)?;
         let table = table(options, workload, &rows);
         print!("{table}");
         json.push(workload_json(workload, &rows));
     }
-    if selected(options, "counts") && options.counts {
+    if options.selected(plan::COUNTS) {
         let counts = counts(options)?;
         print!("{counts}");
     }
-    if selected(options, "idle") {
+    if options.selected(plan::IDLE) {
         let (text, rows) = idle(options)?;
         print!("{text}");
         json.push(rows);
@@ -712,8 +598,9 @@ fn workload_json(workload: &Workload, rows: &[(Peer, Vec<Sample>)]) -> String {
 /// System calls and instructions per echoed line, from fixed line counts.
 fn counts(options: &Options) -> Result<String, String> {
     let mut out = String::new();
-    let (conns, per_conn) = if options.test { (10, 20) } else { (100, 500) };
-    let _ = writeln!(out, "\n## counts: 100 connections, ping-pong, 64 B lines\n");
+    let shape = options.counts_shape();
+    let (conns, per_conn) = (shape.conns, shape.lines_per_conn);
+    let _ = writeln!(out, "\n{}\n", plan::counts_heading(shape));
     let have_strace = measure::have("strace", "-V");
     let have_valgrind = measure::have("valgrind", "--version");
     let no_pin = Pinning { enabled: false };
@@ -755,7 +642,7 @@ fn counts(options: &Options) -> Result<String, String> {
             None
         };
         let instructions = if have_valgrind {
-            let (n1, n2) = if options.test { (5, 10) } else { (20, 120) };
+            let (n1, n2) = shape.callgrind_lines;
             let mut totals = Vec::new();
             for n in [n1, n2] {
                 let file = dir.join(format!("{}-{n}.callgrind", peer.name()));

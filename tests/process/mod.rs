@@ -296,6 +296,33 @@ impl Daemon {
         }
     }
 
+    /// The connection id echod gave the connection from `peer`, read from
+    /// its accept line (logged at `debug`), wherever it is in the log so
+    /// far; waits for it until `DEADLINE`.
+    #[track_caller]
+    pub fn connection_id_of(&mut self, peer: SocketAddr) -> u64 {
+        let suffix = format!(": accepted from {peer}");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            self.log.extend(self.stdout.try_iter());
+            if let Some(line) = self.log.iter().find(|line| line.ends_with(&suffix)) {
+                let id = line
+                    .split_once("] conn ")
+                    .and_then(|(_, rest)| rest.split_once(':'))
+                    .and_then(|(id, _)| id.parse().ok());
+                return id.unwrap_or_else(|| panic!("no connection id in {line:?}"));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => self.log.push(line),
+                Err(err) => panic!(
+                    "no accept line for {peer} within {DEADLINE:?} ({err}); log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
     /// Sends `signal` (a `libc::SIG*` number) to the child.
     #[track_caller]
     pub fn signal(&self, signal: libc::c_int) {
@@ -411,11 +438,10 @@ pub fn push_until_paused(daemon: &mut Daemon, stream: &mut TcpStream, line: &[u8
         line.ends_with(b"\r\n") && !line[..line.len() - 1].contains(&b'\n'),
         "one CRLF line, please"
     );
-    // Set on the way from open to paused; see `Connection::set_state`.
-    let needle = format!(
-        "{}: open -> paused",
-        stream.local_addr().expect("client address")
-    );
+    // Traced on the way from open to paused (`Connection::transition`),
+    // under the connection id its accept line gave it.
+    let id = daemon.connection_id_of(stream.local_addr().expect("client address"));
+    let needle = format!("conn {id}: open -> paused");
     let deadline = Instant::now() + DEADLINE;
     stream.set_nonblocking(true).expect("non-blocking");
     let mut sent = Vec::new();

@@ -60,8 +60,7 @@
 //!   shutdown deadline);
 //! - no call spins: it meets `WouldBlock` at most twice more often than it
 //!   makes progress; no call reads more than `TURN_READ_BUDGET_BYTES` plus
-//!   one read (and the read that found a line too long, which
-//!   `Connection::advance` does not charge to the budget), and a connection
+//!   one read (every read is charged, whatever it found), and a connection
 //!   is listed to be served again only after a full budget;
 //! - the buffer stays within `Limits::max_buffer_bytes`, the bytes owed
 //!   within the high-water mark plus one read and one line, and a paused
@@ -1882,7 +1881,7 @@ impl<D: Decide> World<D> {
         let mut open = open_before;
         for accept in told {
             match accept {
-                Accept::Accepted { key, peer } => {
+                Accept::Accepted { key, peer, .. } => {
                     let id = usize::from(peer.port() - PEER_PORT);
                     if open >= self.max_connections {
                         return Err(format!(

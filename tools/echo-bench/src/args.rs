@@ -55,9 +55,15 @@ Options:
 Connections beyond 16,000 to an IPv4 loopback target are spread over source
 addresses 127.0.0.1, 127.0.0.2, ... so that ephemeral ports do not run out.
 
+The header line naming the run goes to stderr at the start and begins the
+summary on stdout, except when both are on one terminal: then it is printed
+once. Progress lines end with the phase they measured: (connecting),
+(warm-up), (draining), or nothing while measuring.
+
 Exit status: 0 if every line came back intact, 1 if any error was counted
-(mismatch, early close, timeout, failed connect), 2 for a bad command line or
-a run that cannot start.
+(mismatch, early close, timeout, failed connect; a target that refuses every
+connection is reported as such, on stderr as well), 2 for a bad command line
+or a run that cannot start.
 ";
 
 /// How the server splits input into lines; decides the terminator appended.

@@ -28,7 +28,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, OnceLock};
+use std::sync::{Arc, Barrier, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -58,6 +58,16 @@ pub struct Progress {
     pub lines: AtomicU64,
     pub conns_up: AtomicU64,
     pub errors: AtomicU64,
+}
+
+/// What a load thread tells the progress reporter, as it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Milestone {
+    /// Every thread's connections are up (or failed) and the load began, at
+    /// the instant in the run's `OnceLock`.
+    LoadStarted,
+    /// The thread has finished, with or without errors.
+    Done,
 }
 
 /// A connection's place in the run.
@@ -92,13 +102,16 @@ impl Conn {
     }
 }
 
-/// Runs one thread's share of the load: connections `ids`.
+/// Runs one thread's share of the load: connections `ids`. It sends
+/// `Milestone::LoadStarted` on `milestones` once `load_start` is set, so
+/// that the reporter can mark the phases from then on.
 pub fn run(
     options: Arc<Options>,
     ids: Vec<u64>,
     barrier: Arc<Barrier>,
     progress: Arc<Progress>,
     load_start: &OnceLock<Instant>,
+    milestones: &mpsc::Sender<Milestone>,
 ) -> io::Result<Report> {
     let mut thread = Thread::new(options, progress)?;
     let connect_start = Instant::now();
@@ -109,6 +122,8 @@ pub fn run(
     barrier.wait();
     connected?;
     load_start.get_or_init(Instant::now);
+    // The reporter may have gone already; the run goes on without it.
+    let _ = milestones.send(Milestone::LoadStarted);
     thread.load()?;
     thread.report.connect_time = connect_time;
     Ok(thread.report)
@@ -163,6 +178,7 @@ impl Thread {
                 all_lines: 0,
                 bytes_sent: 0,
                 bytes_received: 0,
+                connected: 0,
                 measured: Duration::ZERO,
                 connect_time: Duration::ZERO,
                 errors: Errors::default(),
@@ -203,6 +219,7 @@ impl Thread {
                         Ok(true) => {
                             connecting -= 1;
                             self.conns[index].phase = Phase::Open;
+                            self.report.connected += 1;
                             self.progress.conns_up.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(err) => {

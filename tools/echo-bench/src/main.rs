@@ -15,17 +15,17 @@ mod client;
 mod lines;
 mod report;
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use args::{Command, Length, Options, USAGE};
-use client::Progress;
-use report::Report;
+use args::{Command, Options, USAGE};
+use client::{Milestone, Progress};
+use report::{Report, Timeline};
 
 /// Exit status when a line was lost, corrupted or late, or a connection failed.
 const EXIT_ERRORS: u8 = 1;
@@ -79,7 +79,7 @@ fn run(options: Options) -> Result<bool, String> {
     let progress = Arc::new(Progress::default());
     let barrier = Arc::new(Barrier::new(options.threads));
     let load_start: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
-    let (done_tx, done_rx) = mpsc::channel();
+    let (milestones_tx, milestones) = mpsc::channel();
     let mut handles = Vec::new();
     for t in 0..options.threads {
         let ids: Vec<u64> = (t..options.conns)
@@ -91,27 +91,24 @@ fn run(options: Options) -> Result<bool, String> {
             Arc::clone(&progress),
             Arc::clone(&barrier),
         );
-        let (load_start, done_tx) = (Arc::clone(&load_start), done_tx.clone());
+        let (load_start, milestones) = (Arc::clone(&load_start), milestones_tx.clone());
         let handle = thread::Builder::new()
             .name(format!("echo-bench-{t}"))
             .spawn(move || {
-                let result = client::run(options, ids, barrier, progress, &load_start);
-                let _ = done_tx.send(());
+                let result = client::run(options, ids, barrier, progress, &load_start, &milestones);
+                let _ = milestones.send(Milestone::Done);
                 result
             })
             .map_err(|err| format!("cannot start a load thread: {err}"))?;
         handles.push(handle);
     }
-    drop(done_tx);
+    drop(milestones_tx);
 
-    if !options.quiet {
-        eprintln!(
-            "echo-bench {}: {}",
-            options.addr,
-            report::describe(&options)
-        );
+    let header_printed = !options.quiet;
+    if header_printed {
+        eprintln!("{}", report::header(&options));
     }
-    report_progress(&options, &progress, &load_start, &done_rx);
+    report_progress(&options, &progress, &load_start, &milestones);
 
     let mut reports = Vec::new();
     for handle in handles {
@@ -125,27 +122,60 @@ fn run(options: Options) -> Result<bool, String> {
     let text = if options.json {
         summary.json(&options) + "\n"
     } else {
-        summary.text(&options)
+        let with_header = report::summary_repeats_header(
+            header_printed,
+            io::stdout().is_terminal(),
+            io::stderr().is_terminal(),
+        );
+        summary.text(&options, with_header)
     };
     let _ = io::stdout().write_all(text.as_bytes());
+    if summary.connected == 0 {
+        // Said on stderr as well, so that it is seen with --json or with
+        // stdout redirected: nothing was measured at all.
+        let first = summary.errors.examples.first().map_or("", String::as_str);
+        eprintln!(
+            "echo-bench: no connection to {} came up ({first})",
+            options.addr
+        );
+    }
     Ok(summary.errors.total() == 0)
 }
 
-/// Prints one progress line a second on stderr until every thread is done.
+/// Prints a progress line on stderr each second until every thread is
+/// done. Each line covers the interval since the one before and is
+/// labelled with the phase that interval measured: intervals are cut at
+/// the phase boundaries (`Timeline::next_tick`), and the first starts when
+/// the load does, so no line mixes two phases.
 fn report_progress(
     options: &Options,
     progress: &Progress,
     load_start: &OnceLock<Instant>,
-    done: &mpsc::Receiver<()>,
+    milestones: &mpsc::Receiver<Milestone>,
 ) {
     let started = Instant::now();
-    let mut next = started + Duration::from_secs(1);
-    let mut last_lines = 0;
-    let mut last_time = started;
+    let mut timeline = Timeline::new(options);
+    let mut interval_start = started;
+    let mut lines_at_start = 0;
+    let mut next = timeline.next_tick(started);
     let mut running = options.threads;
     while running > 0 {
-        match done.recv_timeout(next.saturating_duration_since(Instant::now())) {
-            Ok(()) => {
+        match milestones.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            Ok(Milestone::LoadStarted) => {
+                if timeline.load_start.is_none()
+                    && let Some(at) = load_start.get()
+                {
+                    // The connecting interval under way ends here unprinted:
+                    // no line was sent in it. The load's intervals count
+                    // from its start.
+                    timeline.load_start = Some(*at);
+                    interval_start = *at;
+                    lines_at_start = progress.lines.load(Ordering::Relaxed);
+                    next = timeline.next_tick(*at);
+                }
+                continue;
+            }
+            Ok(Milestone::Done) => {
                 running -= 1;
                 continue;
             }
@@ -153,24 +183,16 @@ fn report_progress(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
         let now = Instant::now();
-        next += Duration::from_secs(1);
         let lines = progress.lines.load(Ordering::Relaxed);
-        let rate = (lines - last_lines) as f64 / now.duration_since(last_time).as_secs_f64();
-        (last_lines, last_time) = (lines, now);
+        let seconds = now.duration_since(interval_start).as_secs_f64();
+        let rate = (lines - lines_at_start) as f64 / seconds;
+        let phase = timeline.phase_of(interval_start, now);
+        (interval_start, lines_at_start) = (now, lines);
+        // From the tick as scheduled, not as woken, so lines do not drift.
+        next = timeline.next_tick(next);
         if options.quiet {
             continue;
         }
-        let phase = match load_start.get() {
-            None => " (connecting)",
-            Some(start) => {
-                let elapsed = now.duration_since(*start);
-                match options.length {
-                    _ if elapsed < options.warmup => " (warm-up)",
-                    Length::Duration(d) if elapsed >= options.warmup + d => " (draining)",
-                    _ => "",
-                }
-            }
-        };
         eprintln!(
             "{}",
             report::progress_line(

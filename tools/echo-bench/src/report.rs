@@ -1,13 +1,17 @@
 //! What `echo-bench` measures and prints: each thread's `Report` and their
-//! merged total, a progress line each second on stderr, and a
-//! final summary on stdout, as text or as one JSON line.
+//! merged total, a progress line each second on stderr (each labelled with
+//! the phase it measured, from the run's `Timeline`), and a final summary
+//! on stdout, as text or as one JSON line.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::args::Options;
+use crate::args::{Length, Options};
+
+/// How long a progress interval lasts, unless a phase ends sooner.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The percentiles reported, with their labels.
 const PERCENTILES: [(&str, &str, f64); 4] = [
@@ -62,6 +66,8 @@ pub struct Report {
     pub all_lines: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Connections that came up; the others are counted as connect errors.
+    pub connected: u64,
     /// How long the measurement lasted.
     pub measured: Duration,
     /// How long this thread's connections took to come up.
@@ -82,6 +88,7 @@ impl Report {
             total.all_lines += report.all_lines;
             total.bytes_sent += report.bytes_sent;
             total.bytes_received += report.bytes_received;
+            total.connected += report.connected;
             total.measured = total.measured.max(report.measured);
             total.connect_time = total.connect_time.max(report.connect_time);
             total.errors.merge(&report.errors);
@@ -94,18 +101,41 @@ impl Report {
         if secs > 0.0 { count as f64 / secs } else { 0.0 }
     }
 
-    /// The summary for people.
-    pub fn text(&self, options: &Options) -> String {
+    /// The summary for people, under the run's `header` unless
+    /// `with_header` is false (the header is already on the screen).
+    pub fn text(&self, options: &Options, with_header: bool) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "echo-bench {}: {}", options.addr, describe(options));
+        if with_header {
+            let _ = writeln!(out, "{}", header(options));
+        }
+        if self.connected == 0 {
+            // Nothing was measured, and a connect time would only suggest
+            // otherwise: say what happened, then the errors say why.
+            let _ = writeln!(
+                out,
+                "  connect     failed: none of {} came up",
+                connections(options.conns)
+            );
+            self.write_errors(&mut out);
+            return out;
+        }
         let warmup = if options.warmup.is_zero() {
             String::new()
         } else {
             format!(" after {:.2} s warm-up", options.warmup.as_secs_f64())
         };
+        let up = if self.connected == options.conns as u64 {
+            "connections".to_string()
+        } else {
+            format!(
+                "{} of {} connections",
+                thousands(self.connected),
+                thousands(options.conns as u64)
+            )
+        };
         let _ = writeln!(
             out,
-            "  measured    {:.2} s{warmup} (connections up in {})",
+            "  measured    {:.2} s{warmup} ({up} up in {})",
             self.measured.as_secs_f64(),
             human_duration(self.connect_time.as_nanos() as u64)
         );
@@ -134,6 +164,13 @@ impl Report {
             }
             let _ = writeln!(out, " max {}", human_duration(self.latency.max()));
         }
+        self.write_errors(&mut out);
+        out
+    }
+
+    /// The summary's last line: no errors, or how many of each kind and
+    /// the first few.
+    fn write_errors(&self, out: &mut String) {
         let errors = &self.errors;
         if errors.total() == 0 {
             let _ = writeln!(out, "  errors      none");
@@ -152,7 +189,6 @@ impl Report {
                 let _ = writeln!(out, "              {example}");
             }
         }
-        out
     }
 
     /// The summary as one JSON object on one line. Latencies are in
@@ -161,9 +197,10 @@ impl Report {
         let mut out = String::from("{");
         let _ = write!(
             out,
-            "\"addr\":\"{}\",\"conns\":{},\"pipeline\":{},\"line_bytes\":{},\"framing\":\"{}\",",
+            "\"addr\":\"{}\",\"conns\":{},\"connected\":{},\"pipeline\":{},\"line_bytes\":{},\"framing\":\"{}\",",
             options.addr,
             options.conns,
+            self.connected,
             options.pipeline,
             options.line_bytes,
             options.framing.name()
@@ -222,39 +259,157 @@ impl Report {
     }
 }
 
-/// The run's shape in a few words.
-pub fn describe(options: &Options) -> String {
+/// The line that names the run: its target and its shape, as in
+/// `echo-bench 127.0.0.1:12321: 100 connections, pipeline 1, 64-byte crlf
+/// lines`.
+pub fn header(options: &Options) -> String {
     let load = match options.rate {
         Some(rate) => format!("open loop at {} lines/s", thousands(rate.round() as u64)),
         None => format!("pipeline {}", options.pipeline),
     };
-    let conns = match options.conns {
-        1 => "1 connection".to_string(),
-        n => format!("{} connections", thousands(n as u64)),
-    };
     format!(
-        "{conns}, {load}, {}-byte {} lines",
+        "echo-bench {}: {}, {load}, {}-byte {} lines",
+        options.addr,
+        connections(options.conns),
         options.line_bytes,
         options.framing.name()
     )
 }
 
-/// One progress line.
+/// Whether the summary on stdout starts with the header again. It does,
+/// so that a saved summary says what it measured, unless the header is
+/// already on the same screen: printed at the start on stderr, with both
+/// streams on a terminal.
+pub fn summary_repeats_header(
+    header_printed: bool,
+    stdout_is_terminal: bool,
+    stderr_is_terminal: bool,
+) -> bool {
+    !(header_printed && stdout_is_terminal && stderr_is_terminal)
+}
+
+/// `1 connection`, `1,000 connections`.
+fn connections(n: usize) -> String {
+    match n {
+        1 => "1 connection".to_string(),
+        n => format!("{} connections", thousands(n as u64)),
+    }
+}
+
+/// What the load was doing at a moment of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Connections are being opened; no line is sent yet.
+    Connecting,
+    /// Lines are sent and checked but not recorded.
+    WarmUp,
+    /// Lines are recorded: the figures of the summary.
+    Measuring,
+    /// No new lines; the lines in flight are awaited.
+    Draining,
+}
+
+impl Phase {
+    /// The label a progress line ends with. The measured phase, the one
+    /// that matters, is the one left unlabelled.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Connecting => " (connecting)",
+            Phase::WarmUp => " (warm-up)",
+            Phase::Measuring => "",
+            Phase::Draining => " (draining)",
+        }
+    }
+}
+
+/// When the run's phases begin and end, as far as the reporter knows: the
+/// load's start is learnt when it happens, and the other boundaries follow
+/// from it and the options.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeline {
+    /// When the load began; `None` while connections are being opened.
+    pub load_start: Option<Instant>,
+    /// The warm-up's length, from `load_start`.
+    pub warmup: Duration,
+    /// The measurement's length after the warm-up, when the run is timed;
+    /// a run of `--lines-per-conn` measures until its lines are done.
+    pub measure: Option<Duration>,
+}
+
+impl Timeline {
+    /// The timeline of a run of `options` whose load has not started yet.
+    pub fn new(options: &Options) -> Timeline {
+        Timeline {
+            load_start: None,
+            warmup: options.warmup,
+            measure: match options.length {
+                Length::Duration(d) => Some(d),
+                Length::LinesPerConn(_) => None,
+            },
+        }
+    }
+
+    /// The phase the run is in at `t`.
+    pub fn phase_at(&self, t: Instant) -> Phase {
+        let Some(start) = self.load_start.filter(|start| t >= *start) else {
+            return Phase::Connecting;
+        };
+        let elapsed = t - start;
+        match self.measure {
+            _ if elapsed < self.warmup => Phase::WarmUp,
+            Some(measure) if elapsed >= self.warmup + measure => Phase::Draining,
+            _ => Phase::Measuring,
+        }
+    }
+
+    /// The phase a progress interval from `from` to `to` measured. Intervals
+    /// end at phase boundaries (`next_tick`), so an interval lies in one
+    /// phase; its midpoint decides, so that the few microseconds the
+    /// reporter wakes late do not count.
+    pub fn phase_of(&self, from: Instant, to: Instant) -> Phase {
+        self.phase_at(from + (to.saturating_duration_since(from)) / 2)
+    }
+
+    /// When the progress interval that begins at `from` ends: a second
+    /// later, or at the next phase boundary if that comes first. A phase
+    /// that ends just after a whole second gets a short last interval; its
+    /// rate is noisier, but it is the rate of that phase alone.
+    pub fn next_tick(&self, from: Instant) -> Instant {
+        let tick = from + PROGRESS_INTERVAL;
+        self.next_boundary(from)
+            .map_or(tick, |boundary| boundary.min(tick))
+    }
+
+    /// The first phase boundary after `t`: the end of the warm-up or of the
+    /// measurement, if either is still to come.
+    fn next_boundary(&self, t: Instant) -> Option<Instant> {
+        let start = self.load_start?;
+        let warmup_end = start + self.warmup;
+        let measure_end = self.measure.map(|measure| warmup_end + measure);
+        [Some(warmup_end), measure_end]
+            .into_iter()
+            .flatten()
+            .find(|boundary| *boundary > t)
+    }
+}
+
+/// One progress line: `phase` is the phase the interval measured.
 pub fn progress_line(
     elapsed: Duration,
     rate: f64,
     up: u64,
     conns: usize,
     errors: u64,
-    phase: &str,
+    phase: Phase,
 ) -> String {
     format!(
-        "[{:>6.1}s] {:>12} lines/s  {:>7}/{} connections up  {} errors{phase}",
+        "[{:>6.1}s] {:>12} lines/s  {:>7}/{} connections up  {} errors{}",
         elapsed.as_secs_f64(),
         thousands(rate.round() as u64),
         thousands(up),
         thousands(conns as u64),
-        thousands(errors)
+        thousands(errors),
+        phase.label()
     )
 }
 
@@ -289,6 +444,103 @@ pub fn human_duration(ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::{Command, parse_args};
+
+    fn options(args: &[&str]) -> Options {
+        let argv = std::iter::once("echo-bench").chain(args.iter().copied());
+        match parse_args(argv) {
+            Ok(Command::Run(options)) => options,
+            _ => panic!("{args:?} is a run"),
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// The progress lines a run with `timeline` prints up to `end` (ms after
+    /// the load's start): each interval's end and its phase, as the
+    /// reporter cuts them.
+    fn intervals(timeline: &Timeline, end: u64) -> Vec<(u64, Phase)> {
+        let start = timeline.load_start.expect("the load has started");
+        let at = |t: Instant| (t - start).as_millis() as u64;
+        let mut from = start;
+        let mut out = Vec::new();
+        loop {
+            let to = timeline.next_tick(from);
+            if at(to) > end {
+                return out;
+            }
+            out.push((at(to), timeline.phase_of(from, to)));
+            from = to;
+        }
+    }
+
+    #[test]
+    fn each_progress_interval_is_labelled_with_the_phase_it_measured() {
+        use Phase::*;
+        let mut timeline = Timeline::new(&options(&["-w", "1.5", "-d", "2"]));
+        let before = Instant::now();
+        assert_eq!(timeline.phase_at(before), Connecting);
+        timeline.load_start = Some(before + ms(40));
+        // Warm-up to 1.5 s, measured to 3.5 s, then draining: no interval
+        // straddles a boundary, so the last measured one is not "draining"
+        // and the warm-up's are labelled.
+        assert_eq!(
+            intervals(&timeline, 6_000),
+            [
+                (1_000, WarmUp),
+                (1_500, WarmUp),
+                (2_500, Measuring),
+                (3_500, Measuring),
+                (4_500, Draining),
+                (5_500, Draining),
+            ]
+        );
+        assert_eq!(Measuring.label(), "");
+        assert_eq!(WarmUp.label(), " (warm-up)");
+    }
+
+    #[test]
+    fn an_interval_is_cut_short_where_its_phase_ends() {
+        use Phase::*;
+        let mut timeline = Timeline::new(&options(&["-d", "2.1"]));
+        timeline.load_start = Some(Instant::now());
+        assert_eq!(
+            intervals(&timeline, 3_200),
+            [
+                (1_000, Measuring),
+                (2_000, Measuring),
+                (2_100, Measuring),
+                (3_100, Draining)
+            ]
+        );
+        // A run of a line count has no end known in advance: it measures
+        // until its lines are done.
+        let mut timeline = Timeline::new(&options(&["-n", "10", "-w", "0.5"]));
+        timeline.load_start = Some(Instant::now());
+        assert_eq!(
+            intervals(&timeline, 2_600),
+            [(500, WarmUp), (1_500, Measuring), (2_500, Measuring)]
+        );
+    }
+
+    #[test]
+    fn the_header_is_printed_once_on_a_terminal() {
+        // Printed on stderr at the start, both streams on one terminal.
+        assert!(!summary_repeats_header(true, true, true));
+        // Stdout saved to a file, or progress sent elsewhere: the summary
+        // names its run.
+        assert!(summary_repeats_header(true, false, true));
+        assert!(summary_repeats_header(true, true, false));
+        // --quiet printed no header.
+        assert!(summary_repeats_header(false, true, true));
+        let options = options(&["-c", "100"]);
+        assert_eq!(
+            header(&options),
+            "echo-bench 127.0.0.1:12321: 100 connections, pipeline 1, 64-byte crlf lines"
+        );
+    }
 
     #[test]
     fn numbers_read_naturally() {

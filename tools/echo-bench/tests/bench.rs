@@ -231,6 +231,61 @@ fn a_refused_connection_is_an_error() {
 }
 
 #[test]
+fn a_refused_port_is_reported_as_a_failure_not_as_a_connect_time() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("pick a free port");
+    let output = echo_bench(&["-a", &addr.to_string(), "-c", "3", "-n", "1"]);
+    let text = stdout(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{text}\n{stderr}");
+    assert!(
+        text.contains("connect     failed: none of 3 connections came up"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("up in"),
+        "no connect time for nothing: {text}"
+    );
+    assert!(text.contains("errors      3 (3 connect"), "{text}");
+    let said = format!("echo-bench: no connection to {addr} came up");
+    assert!(
+        stderr.contains(&said) && stderr.contains("refused"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn progress_lines_are_labelled_with_the_phase_they_measured() {
+    let server = TestServer::start_default();
+    let addr = server.addr.to_string();
+    let output = echo_bench(&["-a", &addr, "-w", "0.5", "-d", "1.5"]);
+    let text = stdout(&output);
+    let progress = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}\n{progress}");
+    let labels: Vec<&str> = progress
+        .lines()
+        .filter(|line| line.contains("lines/s"))
+        .map(|line| line.rsplit_once("errors").map_or("", |(_, label)| label))
+        .collect();
+    // The warm-up ends 0.5 s into the load and the measurement a second and
+    // a half later: a warm-up line, then a measured (unlabelled) one. The
+    // drain lasts far less than a second, so no line is labelled with it.
+    let first_measured = labels.iter().position(|label| label.is_empty());
+    assert_eq!(labels.first(), Some(&" (warm-up)"), "{progress}");
+    assert!(first_measured.is_some(), "{progress}");
+    assert!(
+        labels[first_measured.unwrap_or(0)..]
+            .iter()
+            .all(|label| label.is_empty()),
+        "{progress}"
+    );
+    // The progress went elsewhere than a terminal, so the summary names its
+    // run itself.
+    assert!(text.starts_with("echo-bench 127.0.0.1:"), "{text}");
+}
+
+#[test]
 fn remote_targets_and_unbounded_runs_are_refused() {
     let output = echo_bench(&["-a", "192.0.2.1:12321", "-n", "1"]);
     assert_eq!(output.status.code(), Some(2));
