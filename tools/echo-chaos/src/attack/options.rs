@@ -406,7 +406,8 @@ fn validate(options: &AttackOptions) -> Result<(), UsageError> {
     }
     let clients = match options.kind {
         Kind::MemoryFlood => options.clients,
-        Kind::Slowloris | Kind::Slots => options.silent + options.trickle + options.stalled,
+        Kind::Slowloris => options.silent + options.trickle + options.stalled,
+        Kind::Slots => options.silent + options.trickle,
         Kind::DeadPeer => 1,
     };
     if clients > MAX_CLIENTS {
@@ -534,7 +535,7 @@ mod tests {
                 "invalid --line-bytes",
             ),
             (
-                &["slots", "--silent", "1"],
+                &["slots", "--silent", "1", "--trickle", "1"],
                 "must add up to --max-connections",
             ),
             (
