@@ -33,6 +33,9 @@ pub struct Target {
     child: Option<Child>,
     /// The soft descriptor limit to restore after an exhaustion period.
     saved_limit: Option<u64>,
+    /// Set once `exited` has reaped the child: its pid may name another
+    /// process from then on, so it is never signalled again.
+    exit_status: Option<ExitStatus>,
 }
 
 impl Target {
@@ -44,8 +47,32 @@ impl Target {
     ///
     /// If echod cannot be started or does not report an address in time.
     pub fn spawn(echod: &Path, args: &[String]) -> io::Result<Target> {
-        let mut child = Command::new(echod)
-            .args(["-l", "127.0.0.1:0"])
+        Target::spawn_in(&[], echod, "127.0.0.1:0", args)
+    }
+
+    /// Starts `echod -l LISTEN ARGS` as [`Target::spawn`] does, run by
+    /// `wrapper` if it is not empty: `ip netns exec NAME`, which execs echod
+    /// in the namespace, so that the pid is still echod's.
+    ///
+    /// # Errors
+    ///
+    /// If echod cannot be started or does not report an address in time.
+    pub fn spawn_in(
+        wrapper: &[&str],
+        echod: &Path,
+        listen: &str,
+        args: &[String],
+    ) -> io::Result<Target> {
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(echod);
+                command
+            }
+            None => Command::new(echod),
+        };
+        let mut child = command
+            .args(["-l", listen])
             .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -98,6 +125,7 @@ impl Target {
             pid: Some(child.id()),
             child: Some(child),
             saved_limit: None,
+            exit_status: None,
         })
     }
 
@@ -108,6 +136,7 @@ impl Target {
             pid,
             child: None,
             saved_limit: None,
+            exit_status: None,
         }
     }
 
@@ -115,6 +144,26 @@ impl Target {
     /// gone.
     pub fn sample(&self) -> Option<Sample> {
         Sample::read(self.pid?).ok()
+    }
+
+    /// Limits echod's address space (`RLIMIT_AS`, soft and hard) to
+    /// `bytes` with `prlimit(2)`, as `prlimit --as=BYTES` would have at its
+    /// start: every allocation from then on that would pass it fails.
+    ///
+    /// # Errors
+    ///
+    /// If the pid is unknown or `prlimit(2)` refuses.
+    pub fn limit_address_space(&self, bytes: u64) -> io::Result<()> {
+        rlimit::prlimit(self.pid_t()?, Resource::AS, Some((bytes, bytes)), None)
+    }
+
+    /// echod's exit status if the echod started here has exited (it is then
+    /// reaped, and `stop` reports it again); `None` while it runs, or for an
+    /// echod that was already running.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.exit_status = Some(status);
+        Some(status)
     }
 
     /// Lowers echod's soft descriptor limit to `soft`, remembering the old
@@ -161,6 +210,9 @@ impl Target {
     /// echod that was already running.
     pub fn stop(&mut self) -> Option<io::Result<ExitStatus>> {
         let mut child = self.child.take()?;
+        if let Some(status) = self.exit_status {
+            return Some(Ok(status));
+        }
         // The pid is our child's and it has not been reaped (only this
         // function waits for it, once), so it cannot name another process.
         if let Err(err) = process::signal(child.id(), Signal::TERM) {

@@ -7,6 +7,9 @@
 //!   time from `/proc`, the clock tick they are counted in, and signals.
 //! - [`rng`]: [`SplitMix64`], a seeded generator whose output is fixed by
 //!   this code, so a seed replays the same choices.
+//! - [`sockets`]: another process's TCP sockets from `/proc/PID/net/tcp`,
+//!   a duplicate of one of its descriptors to read socket options, and a
+//!   thread moved into a named network namespace.
 //! - [`args`]: option values parsed into numbers, durations and strings,
 //!   with one error type and one wording for every tool.
 //!
@@ -20,5 +23,6 @@
 pub mod args;
 pub mod process;
 pub mod rng;
+pub mod sockets;
 
 pub use rng::SplitMix64;
