@@ -104,7 +104,7 @@ fn echo_event<const PER_EVENT: usize>(bencher: Bencher) {
         .counter(BytesCount::of_slice(&chunk))
         .bench_local(|| {
             conn.stream_mut().input.push_back(chunk.clone());
-            let step = conn.on_ready(ready, &limits, &mut read_buffer, 0);
+            let step = conn.on_ready(ready, &limits, &mut read_buffer, 0, usize::MAX);
             assert!(
                 matches!(step, Step::Wait),
                 "the echo completes in one event"
@@ -145,7 +145,7 @@ fn idle_population(n: usize) -> echod::connections::Connections<Memory> {
     }
 
     let config = Config::default();
-    let mut connections = Connections::new(config.limits(), config.timeouts());
+    let mut connections = Connections::new(config.limits(), config.timeouts(), usize::MAX);
     for second in 0..60u64 {
         let clients = Clients(std::cell::Cell::new(n / 60));
         while matches!(

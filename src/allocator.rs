@@ -1,5 +1,6 @@
-//! The one allocator setting echod makes, so that the memory of a backlog
-//! goes back to the system once it drains.
+//! What echod asks of the allocator, so that the memory of a backlog goes
+//! back to the system once it drains: one setting at start, and a trim
+//! after a burst.
 //!
 //! This is process policy, not buffer logic: `main` applies it once, before
 //! any other thread exists, and `buffer.rs` allocates as if it were not
@@ -40,5 +41,27 @@ pub fn return_large_buffers_to_the_system() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
+    }
+}
+
+/// Asks the allocator to return the free memory it holds to the system.
+///
+/// Buffers below the mapping threshold come from the heap, where memory
+/// freed below a live allocation cannot go back by shrinking the heap's
+/// end: after a burst of stalled readers, tens of MiB would stay resident.
+/// `malloc_trim(3)` releases the free pages inside the heap as well. It
+/// walks the free lists, so the loop calls it only after a large drop in
+/// the buffer memory it holds (`Connections::take_trim_hint`), at most once
+/// a housekeeping tick.
+pub fn give_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim(3) takes an integer and works on the
+        // allocator's own state, under the allocator's lock like any
+        // allocation; it touches no memory of ours.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }

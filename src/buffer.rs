@@ -32,6 +32,8 @@
 //! a few instructions, fewer than a call's prologue and epilogue (see
 //! docs/BENCHMARKS.md for the count).
 
+use std::collections::TryReserveError;
+
 /// The most one read asks for. A larger read would let the output run further
 /// past `max_pending_bytes` before reading pauses; a smaller one costs more
 /// system calls per byte in bulk transfers.
@@ -114,48 +116,58 @@ impl Buffer {
         self.head == self.tail
     }
 
-    /// Bytes of storage held, whether in use or not.
+    /// Bytes of storage held, whether in use or not: exactly what was
+    /// allocated, so that the memory budget counts what the process holds.
     pub fn capacity(&self) -> usize {
-        self.storage.len()
+        self.storage.capacity()
     }
 
     /// Keeps what one read into the `ReadBuffer` left over: `owed`, echoes
     /// the socket did not take, then `unfinished`, the start of a line. The
     /// buffer must be empty: a connection with leftovers reads into its own
     /// storage instead.
+    ///
+    /// # Errors
+    ///
+    /// The allocation failed; nothing is kept.
     #[inline]
-    pub fn keep(&mut self, owed: &[u8], unfinished: &[u8]) {
+    pub fn keep(&mut self, owed: &[u8], unfinished: &[u8]) -> Result<(), TryReserveError> {
         debug_assert!(self.is_empty(), "leftovers kept over leftovers");
         let held = owed.len() + unfinished.len();
         if held == 0 {
-            return;
+            return Ok(());
         }
         self.start_over();
         if self.storage.len() < held {
             // Exactly the size needed: a connection holding half a line costs
             // that half line. A later read behind it grows the storage.
-            self.storage = vec![0; held];
+            self.storage = zeroed(held)?;
         }
         self.storage[..owed.len()].copy_from_slice(owed);
         self.storage[owed.len()..held].copy_from_slice(unfinished);
         self.lines_end = owed.len();
         self.tail = held;
+        Ok(())
     }
 
     /// Returns room behind the leftovers for a read of up to
     /// `READ_CHUNK_BYTES`, compacting or growing (up to `max_capacity`) as
     /// needed.
     ///
-    /// The returned slice may be empty only if `max_capacity` is too small for
-    /// the bytes already held; callers bound what they hold (by pausing and by
-    /// the line limit) well below it.
+    /// The returned slice is empty when `max_capacity` leaves no room for
+    /// the bytes already held: the limits keep that from happening, but the
+    /// memory budget can (the caller then stops reading until it has room).
+    ///
+    /// # Errors
+    ///
+    /// Growing failed; the buffer holds what it held.
     #[inline]
-    pub fn spare_mut(&mut self, max_capacity: usize) -> &mut [u8] {
+    pub fn spare_mut(&mut self, max_capacity: usize) -> Result<&mut [u8], TryReserveError> {
         if self.storage.len() - self.tail < MIN_READ_BYTES {
-            self.make_room(max_capacity);
+            self.make_room(max_capacity)?;
         }
         let end = self.storage.len().min(self.tail + READ_CHUNK_BYTES);
-        &mut self.storage[self.tail..end]
+        Ok(&mut self.storage[self.tail..end])
     }
 
     /// Records that a read put `n` bytes into the slice `spare_mut` returned.
@@ -204,14 +216,19 @@ impl Buffer {
         }
         let held = self.tail - self.head;
         if self.pending_len() == 0 && held <= SHRINK_UNFINISHED_BYTES && held < self.storage.len() {
-            self.move_to_front();
-            self.storage.truncate(held);
-            self.storage.shrink_to_fit();
+            // Kept as they are if even this small allocation fails.
+            if let Ok(mut small) = zeroed(held) {
+                small.copy_from_slice(&self.storage[self.head..self.tail]);
+                self.storage = small;
+                self.lines_end -= self.head;
+                self.tail -= self.head;
+                self.head = 0;
+            }
         }
     }
 
     /// Makes at least `MIN_READ_BYTES` of spare room if `max_capacity` allows.
-    fn make_room(&mut self, max_capacity: usize) {
+    fn make_room(&mut self, max_capacity: usize) -> Result<(), TryReserveError> {
         let live = self.tail - self.head;
         // Moving the live bytes to the front pays for itself when it frees at
         // least as much as it copies. Compacting more eagerly (say, after
@@ -219,16 +236,20 @@ impl Buffer {
         if self.head >= live || self.storage.len() >= max_capacity {
             self.move_to_front();
             if self.storage.len() - self.tail >= MIN_READ_BYTES {
-                return;
+                return Ok(());
             }
         }
         let wanted = (self.tail + MIN_READ_BYTES).max(READ_CHUNK_BYTES);
         let new_len = wanted.next_power_of_two().min(max_capacity.max(self.tail));
         if new_len > self.storage.len() {
-            // Zeroing only the new part; growth is rare and doubles, so its
-            // cost is amortised over the bytes that needed the room.
+            // Exactly `new_len`, so that the capacity counted is the size
+            // asked for. Zeroing only the new part; growth is rare and
+            // doubles, so its cost is amortised over the bytes that needed it.
+            self.storage
+                .try_reserve_exact(new_len - self.storage.len())?;
             self.storage.resize(new_len, 0);
         }
+        Ok(())
     }
 
     /// Moves the live bytes (`head..tail`) to the front of the storage and
@@ -251,13 +272,22 @@ impl Buffer {
     }
 }
 
+/// `len` zeroed bytes in an allocation of exactly that size, or the
+/// allocator's refusal (instead of an abort).
+fn zeroed(len: usize) -> Result<Vec<u8>, TryReserveError> {
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(len)?;
+    bytes.resize(len, 0);
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Copies `bytes` into the buffer as a read behind the leftovers would.
     fn receive(buffer: &mut Buffer, bytes: &[u8]) {
-        let spare = buffer.spare_mut(1 << 20);
+        let spare = buffer.spare_mut(1 << 20).expect("room");
         spare[..bytes.len()].copy_from_slice(bytes);
         buffer.filled(bytes.len());
     }
@@ -265,9 +295,9 @@ mod tests {
     #[test]
     fn nothing_left_over_holds_no_storage() {
         let mut buffer = Buffer::default();
-        buffer.keep(b"", b"");
+        buffer.keep(b"", b"").expect("kept");
         assert_eq!(buffer.capacity(), 0);
-        buffer.keep(b"ab\r\n", b"");
+        buffer.keep(b"ab\r\n", b"").expect("kept");
         assert_eq!(buffer.pending(), b"ab\r\n");
         buffer.consume(4);
         buffer.release();
@@ -277,7 +307,7 @@ mod tests {
     #[test]
     fn leftovers_are_kept_in_an_allocation_of_their_size() {
         let mut buffer = Buffer::default();
-        buffer.keep(b"owed\r\n", b"half");
+        buffer.keep(b"owed\r\n", b"half").expect("kept");
         assert_eq!(
             (buffer.pending(), buffer.unfinished(), buffer.capacity()),
             (&b"owed\r\n"[..], &b"half"[..], 10)
@@ -295,7 +325,7 @@ mod tests {
     #[test]
     fn a_short_unfinished_line_is_shrunk_to_fit() {
         let mut buffer = Buffer::default();
-        buffer.keep(b"", b"ab");
+        buffer.keep(b"", b"ab").expect("kept");
         receive(&mut buffer, b"\r\nhalf");
         buffer.complete(4);
         buffer.consume(4);
@@ -306,7 +336,7 @@ mod tests {
     #[test]
     fn pending_output_keeps_its_storage() {
         let mut buffer = Buffer::default();
-        buffer.keep(b"", b"x");
+        buffer.keep(b"", b"x").expect("kept");
         receive(&mut buffer, b"\r\nowed\r\n");
         buffer.complete(9);
         buffer.release();
@@ -324,7 +354,7 @@ mod tests {
             .chain(b"\r\n")
             .copied()
             .collect::<Vec<u8>>();
-        buffer.keep(b"", b"y");
+        buffer.keep(b"", b"y").expect("kept");
         buffer.discard_unfinished();
         // Fill 15 KiB of lines, write back 10 KiB of them.
         for _ in 0..15 {
@@ -334,7 +364,7 @@ mod tests {
         buffer.consume(10 * 1024);
         // 1 KiB spare is below MIN_READ_BYTES; 10 KiB written >= 5 KiB live, so
         // the live bytes move to the front instead of the buffer growing.
-        let spare = buffer.spare_mut(1 << 20).len();
+        let spare = buffer.spare_mut(1 << 20).expect("room").len();
         assert_eq!((buffer.capacity(), spare), (READ_CHUNK_BYTES, 11 * 1024));
         assert_eq!(buffer.pending(), &line.repeat(5)[..]);
     }
@@ -347,10 +377,24 @@ mod tests {
             receive(&mut buffer, &chunk);
         }
         assert_eq!(buffer.capacity(), 128 * 1024 / 2);
-        let spare = buffer.spare_mut(100 * 1024).len();
+        let spare = buffer.spare_mut(100 * 1024).expect("room").len();
         assert_eq!(
             (buffer.capacity(), spare),
             (100 * 1024, 36 * 1024 - 20 * 1024)
         );
+    }
+
+    #[test]
+    fn a_capped_buffer_compacts_rather_than_grows_and_offers_no_room_when_full() {
+        let mut buffer = Buffer::default();
+        buffer.keep(b"", &[b'z'; 100]).expect("kept");
+        // Capped at what it holds: no room, and no allocation.
+        assert_eq!(buffer.spare_mut(100).expect("no allocation").len(), 0);
+        assert_eq!(buffer.capacity(), 100);
+    }
+
+    #[test]
+    fn an_allocation_the_allocator_refuses_is_an_error_not_an_abort() {
+        assert!(zeroed(usize::MAX / 2).is_err());
     }
 }

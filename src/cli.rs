@@ -17,7 +17,8 @@ use log::LevelFilter;
 
 use crate::args::{UsageError, number_in, seconds, size, string, timeout};
 use crate::config::{
-    Config, DEFAULT_PORT, Listen, MAX_LIMIT_BYTES, MAX_WORKERS, MIN_STATS_INTERVAL,
+    Config, DEFAULT_PORT, Listen, MAX_LIMIT_BYTES, MAX_MEMORY_BYTES, MAX_WORKERS,
+    MIN_STATS_INTERVAL,
 };
 use crate::framing::Framing;
 use crate::listener::MAX_LISTENERS;
@@ -72,6 +73,10 @@ Options:
                                closed [default: open-file limit - 32]
       --idle-timeout SECS      Close connections with no traffic for SECS;
                                0 disables [default: 0]
+      --max-memory SIZE        Buffer memory all clients together may hold;
+                               past it, reading waits and the clients that
+                               hold the most without reading are closed;
+                               0 disables [default: 256MiB]
       --send-timeout SECS      Close a connection owed echoes that takes none
                                of them for SECS; 0 disables [default: 60]
       --line-timeout SECS      Close a connection whose unfinished line began
@@ -190,6 +195,10 @@ where
             }
             Long("idle-timeout") => {
                 config.idle_timeout = timeout(parser.value()?, "--idle-timeout")?;
+            }
+            Long("max-memory") => {
+                let bytes = size(parser.value()?, "--max-memory", 0, MAX_MEMORY_BYTES)?;
+                config.max_memory = (bytes > 0).then_some(bytes);
             }
             Long("send-timeout") => {
                 config.send_timeout = timeout(parser.value()?, "--send-timeout")?;

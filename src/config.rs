@@ -39,6 +39,17 @@ pub const DEFAULT_MAX_PENDING_BYTES: usize = 1024 * 1024;
 /// 30 s, systemd 90 s).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The memory budget (`max-memory`): the most buffer storage all
+/// connections together may hold, in bytes. Past it, echod stops reading
+/// from the connections that need more (their clients feel TCP
+/// backpressure, as at `max-pending-bytes`), and evicts the ones holding
+/// the most without their clients making progress; a client whose echoes
+/// go straight out needs none of it. 256 MiB holds a full 1 MiB backlog for
+/// about 230 clients at once, and keeps a flood of clients that never read
+/// from taking the host's memory (without it, about 1.1 MB each: 21 GiB at
+/// the default max-connections).
+pub const DEFAULT_MAX_MEMORY: usize = 256 << 20;
+
 /// How long echoes may be owed to a client that takes none of them before
 /// echod closes the connection (`send-timeout`), like nginx's `send_timeout`.
 /// Backpressure pauses a client that does not read; this ends one that never
@@ -83,6 +94,9 @@ pub const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
 /// compete for the same cores.
 pub const MAX_WORKERS: usize = 256;
 
+/// Largest `max_memory`.
+pub const MAX_MEMORY_BYTES: usize = 1 << 40;
+
 /// Largest `max_line_bytes` and `max_pending_bytes`, so that buffer sizes
 /// stay far from overflow on any platform.
 pub const MAX_LIMIT_BYTES: usize = 1 << 30;
@@ -122,6 +136,9 @@ pub struct Config {
     /// Close a connection after this long with no bytes moving; `None`:
     /// never. Never `Some(Duration::ZERO)`.
     pub idle_timeout: Option<Duration>,
+    /// The memory budget over every connection's buffer storage, at most
+    /// `MAX_MEMORY_BYTES`; `None`: no budget.
+    pub max_memory: Option<usize>,
     /// Close a connection that owes echoes and has had none of them taken
     /// for this long; `None`: never. Never `Some(Duration::ZERO)`.
     pub send_timeout: Option<Duration>,
@@ -153,6 +170,7 @@ impl Default for Config {
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             max_connections: None,
             idle_timeout: None,
+            max_memory: Some(DEFAULT_MAX_MEMORY),
             send_timeout: Some(DEFAULT_SEND_TIMEOUT),
             line_timeout: Some(DEFAULT_LINE_TIMEOUT),
             tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),

@@ -150,6 +150,10 @@ pub struct Connection<S> {
     /// calls spend its budget: one turn, one budget. Like `received_any`,
     /// it fits in the struct's padding.
     listed_again: bool,
+    /// Whether the connection is on the loop's list of those waiting for
+    /// memory (`Step::Starve`), so that it is listed once. In the padding
+    /// too.
+    starving: bool,
     /// Bytes written back.
     bytes_echoed: u64,
     /// When bytes last moved either way, in server clock milliseconds; for
@@ -191,6 +195,8 @@ enum ReadOutcome {
     More,
     /// The read found something the state table must decide on.
     Found(Input),
+    /// No read was made: the memory budget leaves the buffer no room.
+    Starved,
 }
 
 /// What the state machine does after a transition.
@@ -223,6 +229,7 @@ impl<S: Stream> Connection<S> {
             lines: 0,
             received_any: false,
             listed_again: false,
+            starving: false,
             bytes_echoed: 0,
             last_active_ms: now_ms,
             owing_since_ms: now_ms,
@@ -247,13 +254,17 @@ impl<S: Stream> Connection<S> {
     }
 
     /// Does whatever the readiness allows: writes owed output, reads and
-    /// echoes input, and moves between states. Never blocks.
+    /// echoes input, and moves between states. Never blocks. Its buffer may
+    /// grow by `memory_room` bytes at most (the loop's memory budget); with
+    /// less room than a read needs, it stops reading and returns
+    /// `Step::Starve`.
     pub fn on_ready(
         &mut self,
         ready: Readiness,
         limits: &Limits,
         read_buffer: &mut ReadBuffer,
         now_ms: u64,
+        memory_room: usize,
     ) -> Step {
         // The send and line timers run only while something waits: output
         // owed, or a line begun, after this call began, began now.
@@ -263,11 +274,14 @@ impl<S: Stream> Connection<S> {
         if self.buffer.unfinished().is_empty() {
             self.line_since_ms = now_ms;
         }
-        match self.advance(ready, limits, read_buffer, now_ms) {
+        match self.advance(ready, limits, read_buffer, now_ms, memory_room) {
             Ok(Step::Close(reason)) => Step::Close(reason),
             Ok(step) => {
                 self.buffer.release();
                 step
+            }
+            Err(err) if err.kind() == io::ErrorKind::OutOfMemory => {
+                Step::Close(CloseReason::OutOfMemory)
             }
             Err(err) => Step::Close(CloseReason::Io(err)),
         }
@@ -285,7 +299,8 @@ impl<S: Stream> Connection<S> {
             Ok(Next::Return(step)) => step,
             // Try the write now: the socket may well be writable, and if it
             // is, no event would come to say so.
-            Ok(_) => self.on_ready(Readiness::WRITE, limits, read_buffer, now_ms),
+            // No room is needed: nothing more is read into the buffer.
+            Ok(_) => self.on_ready(Readiness::WRITE, limits, read_buffer, now_ms, 0),
             Err(err) => Step::Close(CloseReason::Io(err)),
         }
     }
@@ -332,6 +347,19 @@ impl<S: Stream> Connection<S> {
             .min_by_key(|(due, _)| *due)
     }
 
+    /// Since when the connection has held buffer storage without the peer
+    /// making progress: the oldest of its owed echoes not taken, or the
+    /// start of its unfinished line. `None` if it holds nothing.
+    pub fn stalled_since_ms(&self) -> Option<u64> {
+        if self.buffer.pending_len() > 0 {
+            Some(self.owing_since_ms)
+        } else if !self.buffer.unfinished().is_empty() {
+            Some(self.line_since_ms)
+        } else {
+            None
+        }
+    }
+
     /// The connection id its log lines show.
     pub fn id(&self) -> u64 {
         self.id
@@ -347,6 +375,16 @@ impl<S: Stream> Connection<S> {
     /// begins.
     pub fn unlist_again(&mut self) {
         self.listed_again = false;
+    }
+
+    /// Marks the connection as waiting for memory; false if it already was.
+    pub fn starve(&mut self) -> bool {
+        !std::mem::replace(&mut self.starving, true)
+    }
+
+    /// Takes the connection off the list of those waiting for memory.
+    pub fn fed(&mut self) {
+        self.starving = false;
     }
 
     /// Whether the connection is listed to be served again next turn.
@@ -403,6 +441,7 @@ impl<S: Stream> Connection<S> {
         limits: &Limits,
         read_buffer: &mut ReadBuffer,
         now_ms: u64,
+        memory_room: usize,
     ) -> io::Result<Step> {
         // Output first: the peer has waited longest for it, and draining it
         // may lift a pause. A writable event with nothing pending is spurious.
@@ -420,9 +459,14 @@ impl<S: Stream> Connection<S> {
                 (State::Open | State::Lingering(_), Some(_)) if budget == 0 => {
                     return Ok(Step::Again);
                 }
-                (State::Open, Some(until)) => {
-                    self.read_and_echo(until, &mut budget, limits, read_buffer, now_ms)?
-                }
+                (State::Open, Some(until)) => self.read_and_echo(
+                    until,
+                    &mut budget,
+                    limits,
+                    read_buffer,
+                    now_ms,
+                    memory_room,
+                )?,
                 (State::Lingering(_), Some(until)) => {
                     self.read_and_discard(until, &mut budget, read_buffer)?
                 }
@@ -436,6 +480,9 @@ impl<S: Stream> Connection<S> {
             };
             match read {
                 ReadOutcome::Blocked => return Ok(Step::Wait),
+                // Input may be left unread, and the kernel will not report
+                // it again: the loop serves the connection once it has room.
+                ReadOutcome::Starved => return Ok(Step::Starve),
                 ReadOutcome::Drained => reading = None,
                 ReadOutcome::More => {}
                 ReadOutcome::Found(input) => match self.transition(input, now_ms)? {
@@ -514,6 +561,7 @@ impl<S: Stream> Connection<S> {
         limits: &Limits,
         read_buffer: &mut ReadBuffer,
         now_ms: u64,
+        memory_room: usize,
     ) -> io::Result<ReadOutcome> {
         let (n, asked, too_long) = if self.buffer.is_empty() {
             let room = read_buffer.room();
@@ -530,15 +578,29 @@ impl<S: Stream> Connection<S> {
             // wake-up per line (redis's "write before sleep").
             let sent = self.send(complete, now_ms)?;
             let unfinished = if scan.too_long { &[][..] } else { unfinished };
-            self.buffer.keep(&complete[sent..], unfinished);
+            // The bytes are read already: they are kept whatever the
+            // budget says, so a connection with nothing left over may go past
+            // it by one read (see `Connections`).
+            self.buffer
+                .keep(&complete[sent..], unfinished)
+                .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
             (n, asked, scan.too_long)
         } else {
-            let room = self.buffer.spare_mut(limits.max_buffer_bytes());
+            let cap = limits
+                .max_buffer_bytes()
+                .min(self.buffer.capacity().saturating_add(memory_room));
+            let room = self
+                .buffer
+                .spare_mut(cap)
+                .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+            // Reading pauses before the owed output reaches the limits' cap
+            // and the line limit closes before the unfinished line does, so
+            // only the memory budget can leave no room. Reading into none
+            // would return 0, which reads as EOF: stop instead.
+            if room.is_empty() {
+                return Ok(ReadOutcome::Starved);
+            }
             let asked = room.len();
-            // Reading pauses before the owed output reaches the cap and the
-            // line limit closes before the unfinished line does, so there is
-            // always room. (Without room, `read` would return 0, read as EOF.)
-            debug_assert!(asked > 0, "no room to read: the buffer bound is broken");
             let Some(n) = read_retrying(&mut self.stream, room)? else {
                 return Ok(ReadOutcome::Blocked);
             };
@@ -805,7 +867,7 @@ mod tests {
                 limits,
                 read_buffer,
             } = self;
-            connection.on_ready(ready, limits, read_buffer, 0)
+            connection.on_ready(ready, limits, read_buffer, 0, usize::MAX)
         }
 
         fn shutdown(&mut self) -> Step {
@@ -1061,7 +1123,7 @@ mod tests {
             limits,
             read_buffer,
         } = &mut h;
-        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 700));
+        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 700, usize::MAX));
         assert_eq!(deadline(&h, IDLE_1S), Some((1700, "idle timeout".into())));
     }
 
@@ -1076,7 +1138,7 @@ mod tests {
             read_buffer,
         } = &mut h;
         // 2 bytes taken at 100 ms, 4 still owed: the clock runs from then.
-        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 100));
+        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 100, usize::MAX));
         assert_eq!(
             deadline(&h, SEND_AND_LINE),
             Some((400, "send timeout".into()))
@@ -1087,7 +1149,7 @@ mod tests {
             limits,
             read_buffer,
         } = &mut h;
-        assert_wait(connection.on_ready(Readiness::WRITE, limits, read_buffer, 350));
+        assert_wait(connection.on_ready(Readiness::WRITE, limits, read_buffer, 350, usize::MAX));
         assert_eq!(
             deadline(&h, SEND_AND_LINE),
             Some((650, "send timeout".into()))
@@ -1098,7 +1160,7 @@ mod tests {
             limits,
             read_buffer,
         } = &mut h;
-        assert_wait(connection.on_ready(Readiness::WRITE, limits, read_buffer, 360));
+        assert_wait(connection.on_ready(Readiness::WRITE, limits, read_buffer, 360, usize::MAX));
         assert_eq!(deadline(&h, SEND_AND_LINE), None, "all delivered");
     }
 
@@ -1111,7 +1173,7 @@ mod tests {
             limits,
             read_buffer,
         } = &mut h;
-        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 100));
+        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 100, usize::MAX));
         // More of the same line later does not restart it.
         h.arrive([bytes(b"lf")]);
         let Harness {
@@ -1119,7 +1181,7 @@ mod tests {
             limits,
             read_buffer,
         } = &mut h;
-        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 400));
+        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 400, usize::MAX));
         assert_eq!(
             deadline(&h, SEND_AND_LINE),
             Some((100 + 500, "line timeout".into()))
@@ -1130,7 +1192,7 @@ mod tests {
             limits,
             read_buffer,
         } = &mut h;
-        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 450));
+        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 450, usize::MAX));
         assert_eq!(deadline(&h, SEND_AND_LINE), None, "the line ended");
         assert_eq!(h.written(), b"half\r\n");
     }
@@ -1142,5 +1204,52 @@ mod tests {
         let expected = Some((LINGER_MS, "server shutdown".into()));
         assert_eq!(deadline(&h, Timeouts::default()), expected);
         assert_eq!(deadline(&h, IDLE_1S), expected);
+    }
+
+    #[test]
+    fn with_no_memory_room_a_connection_with_leftovers_stops_reading_and_starves() {
+        let mut h = Harness::crlf();
+        // Half a line kept: later bytes belong behind it, in its own buffer.
+        h.room(ROOMY).arrive([bytes(b"half")]);
+        assert_wait(h.ready(READABLE));
+        h.arrive([bytes(b" a line\r\n")]);
+        let calls = h.script().read_calls;
+        let Harness {
+            connection,
+            limits,
+            read_buffer,
+        } = &mut h;
+        let step = connection.on_ready(READABLE, limits, read_buffer, 0, 0);
+        assert!(matches!(step, Step::Starve), "{step:?}");
+        // No read was made into no room (it would have looked like EOF).
+        assert_eq!(h.script().read_calls, calls);
+        assert_eq!(h.connection.state(), State::Open);
+        // Served again with room, it reads and echoes what waited.
+        let Harness {
+            connection,
+            limits,
+            read_buffer,
+        } = &mut h;
+        assert_wait(connection.on_ready(
+            Readiness::SERVE_AGAIN,
+            limits,
+            read_buffer,
+            0,
+            usize::MAX,
+        ));
+        assert_eq!(h.written(), b"half a line\r\n");
+    }
+
+    #[test]
+    fn a_connection_with_nothing_left_over_needs_no_memory_room() {
+        let mut h = Harness::crlf();
+        h.room(ROOMY).arrive([bytes(b"ping\r\n")]);
+        let Harness {
+            connection,
+            limits,
+            read_buffer,
+        } = &mut h;
+        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 0, 0));
+        assert_eq!(h.written(), b"ping\r\n");
     }
 }

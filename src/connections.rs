@@ -19,7 +19,7 @@ use log::warn;
 use mio::Interest;
 use slab::Slab;
 
-use crate::buffer::ReadBuffer;
+use crate::buffer::{READ_CHUNK_BYTES, ReadBuffer};
 use crate::connection::{
     CloseReason, Connection, FIRST_INTEREST, Finish, Limits, Readiness, State, Step, Stream,
     Timeouts,
@@ -32,6 +32,19 @@ pub const ACCEPT_BUDGET: usize = 128;
 /// Stale entries the deadline queue may hold beyond twice the open
 /// connections before they are swept out (see `drop_stale_deadlines`).
 const STALE_DEADLINES_SLACK: usize = 64;
+
+/// A connection whose client has made no progress for this long while it
+/// holds buffer storage may be evicted when the memory budget is spent
+/// (`relieve_memory`). Two seconds is many round trips: a client that
+/// reads its echoes, however slowly, takes some within it.
+pub const EVICT_STALLED_MS: u64 = 2_000;
+
+/// Least time between two rounds of evictions.
+const RELIEF_INTERVAL_MS: u64 = 100;
+
+/// Buffer memory freed since the peak after which the allocator is asked to
+/// return it to the system (see `allocator::give_back`).
+const TRIM_AFTER_BYTES: usize = 8 << 20;
 
 /// How often `expire` must be called for `idle-timeout` and `LINGER_MS` to
 /// be kept to within this much: the loop's housekeeping interval.
@@ -146,11 +159,30 @@ pub struct Connections<S> {
     /// whose key now holds another connection (a different `id`), or none,
     /// is stale and dropped when it comes up.
     deadlines: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    /// The memory budget: the most buffer storage the connections may hold
+    /// between them, in bytes (`usize::MAX` when off).
+    memory_limit: usize,
+    /// Buffer storage the connections hold now, counted exactly from each
+    /// buffer's capacity after every call that may change it. It can pass
+    /// `memory_limit` by at most one read per connection that had nothing
+    /// left over (bytes read are kept, never dropped).
+    memory_used: usize,
+    /// Connections that stopped reading for want of memory
+    /// (`Step::Starve`), in the order they did; each is listed once. They
+    /// are served again once the budget has room for a read.
+    starving: Vec<usize>,
+    /// Before this, `relieve_memory` evicts no one: one round of evictions
+    /// has its effect before the next is decided.
+    next_relief_ms: u64,
+    /// The most `memory_used` has been since the allocator was last asked to
+    /// give memory back (`take_trim_hint`).
+    memory_peak: usize,
 }
 
 impl<S: Stream> Connections<S> {
-    /// No connections yet.
-    pub fn new(limits: Limits, timeouts: Timeouts) -> Connections<S> {
+    /// No connections yet; their buffers may hold `memory_limit` bytes
+    /// between them (`usize::MAX`: no budget).
+    pub fn new(limits: Limits, timeouts: Timeouts, memory_limit: usize) -> Connections<S> {
         Connections {
             slab: Slab::new(),
             again: Vec::new(),
@@ -159,6 +191,37 @@ impl<S: Stream> Connections<S> {
             limits,
             timeouts,
             deadlines: BinaryHeap::new(),
+            memory_limit,
+            memory_used: 0,
+            starving: Vec::new(),
+            next_relief_ms: 0,
+            memory_peak: 0,
+        }
+    }
+
+    /// Buffer storage the connections hold now, in bytes.
+    pub fn memory_used(&self) -> usize {
+        self.memory_used
+    }
+
+    /// How many connections wait for memory to read again.
+    pub fn starving(&self) -> usize {
+        self.starving.len()
+    }
+
+    /// What the budget still allows.
+    fn memory_room(&self) -> usize {
+        self.memory_limit.saturating_sub(self.memory_used)
+    }
+
+    /// Counts connection `key`'s storage now that a call changed it from
+    /// `held` bytes.
+    #[inline]
+    fn account(&mut self, key: usize, held: usize) {
+        let now = self.slab.get(key).map_or(0, Connection::buffer_capacity);
+        if now != held {
+            self.memory_used = self.memory_used + now - held;
+            self.memory_peak = self.memory_peak.max(self.memory_used);
         }
     }
 
@@ -191,6 +254,7 @@ impl<S: Stream> Connections<S> {
     /// again: the next poll must not wait.
     pub fn want_another_turn(&self) -> bool {
         !self.again.is_empty()
+            || (!self.starving.is_empty() && self.memory_room() >= READ_CHUNK_BYTES)
     }
 
     /// The keys to be served again next turn, in the order they spent their
@@ -261,6 +325,16 @@ impl<S: Stream> Connections<S> {
                 connection.unlist_again();
             }
         }
+        // Room for a read again: the starving are served with the rest,
+        // in the order they stopped; any the room runs out for stop again.
+        if !self.starving.is_empty() && self.memory_room() >= READ_CHUNK_BYTES {
+            for key in self.starving.drain(..) {
+                if let Some(connection) = self.slab.get_mut(key) {
+                    connection.fed();
+                    self.again_now.push(key);
+                }
+            }
+        }
     }
 
     /// Serves the connections that spent their read budget last turn, in the
@@ -291,15 +365,21 @@ impl<S: Stream> Connections<S> {
         // No connection: the event outlived it (the socket was closed while
         // the event was queued, or before it was served again). Harmless,
         // like any spurious event.
+        let room = self.memory_room();
         let connection = self.slab.get_mut(key)?;
         let waiting = connection.waiting();
-        let step = connection.on_ready(ready, &self.limits, &mut self.read_buffer, now_ms);
+        let held = connection.buffer_capacity();
+        let step = connection.on_ready(ready, &self.limits, &mut self.read_buffer, now_ms, room);
         // The usual outcome, a line echoed in full: the connection waits in
         // the same state, with output pending or not as before, so for the
-        // same readiness: there is nothing to apply.
-        if matches!(step, Step::Wait) && connection.waiting() == waiting {
+        // same readiness, holding the same storage: nothing to apply.
+        if matches!(step, Step::Wait)
+            && connection.waiting() == waiting
+            && connection.buffer_capacity() == held
+        {
             return None;
         }
+        self.account(key, held);
         self.apply(registrar, key, (waiting.interest(), waiting.state), step)
     }
 
@@ -311,7 +391,9 @@ impl<S: Stream> Connections<S> {
         for key in keys {
             let connection = &mut self.slab[key];
             let before = (connection.interest(), connection.state());
+            let held = connection.buffer_capacity();
             let step = connection.begin_shutdown(&self.limits, &mut self.read_buffer, now_ms);
+            self.account(key, held);
             closed.extend(self.apply(registrar, key, before, step));
         }
         closed
@@ -413,6 +495,11 @@ impl<S: Stream> Connections<S> {
         }
         match step {
             Step::Close(reason) => return Some(self.close(key, reason)),
+            Step::Starve => {
+                if self.slab[key].starve() {
+                    self.starving.push(key);
+                }
+            }
             Step::Again => {
                 if self.slab[key].list_again() {
                     self.again.push(key);
@@ -433,11 +520,60 @@ impl<S: Stream> Connections<S> {
         }
     }
 
+    /// When connections are starving and the budget has no room, evicts
+    /// those that hold the most while their clients make no progress
+    /// (nothing of their echoes taken, or their unfinished line not moving,
+    /// for `EVICT_STALLED_MS`), largest first, until an eighth of the budget
+    /// is free: redis's client eviction. Clients that read their echoes keep
+    /// being served, and a connection with nothing left over needs no
+    /// budget at all. At most once every `RELIEF_INTERVAL_MS`.
+    pub fn relieve_memory(&mut self, now_ms: u64) -> Vec<Closed<S>> {
+        if self.starving.is_empty()
+            || self.memory_room() >= READ_CHUNK_BYTES
+            || now_ms < self.next_relief_ms
+        {
+            return Vec::new();
+        }
+        self.next_relief_ms = now_ms + RELIEF_INTERVAL_MS;
+        let mut holders: Vec<(usize, usize)> = self
+            .slab
+            .iter()
+            .filter(|(_, connection)| {
+                connection
+                    .stalled_since_ms()
+                    .is_some_and(|since_ms| now_ms.saturating_sub(since_ms) >= EVICT_STALLED_MS)
+            })
+            .map(|(key, connection)| (connection.buffer_capacity(), key))
+            .collect();
+        holders.sort_unstable_by(|a, b| b.cmp(a));
+        let enough = self.memory_limit - self.memory_limit / 8;
+        let mut closed = Vec::new();
+        for (_, key) in holders {
+            if self.memory_used <= enough {
+                break;
+            }
+            closed.push(self.close(key, CloseReason::Evicted));
+        }
+        closed
+    }
+
+    /// True once the connections hold `TRIM_AFTER_BYTES` less than they
+    /// did at their peak since the last true: time to ask the allocator to
+    /// give the difference back to the system.
+    pub fn take_trim_hint(&mut self) -> bool {
+        if self.memory_peak - self.memory_used < TRIM_AFTER_BYTES {
+            return false;
+        }
+        self.memory_peak = self.memory_used;
+        true
+    }
+
     /// Removes connection `key`; its socket closes when the `Closed` is
     /// dropped, which also removes it from the epoll set (an explicit
     /// deregister would cost an `epoll_ctl`).
     fn close(&mut self, key: usize, reason: CloseReason) -> Closed<S> {
         let connection = self.slab.remove(key);
+        self.memory_used -= connection.buffer_capacity();
         self.drop_stale_deadlines();
         Closed {
             key,

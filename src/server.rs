@@ -34,6 +34,7 @@ use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
 
+use crate::allocator;
 use crate::connection::{CloseReason, Readiness, State};
 use crate::connections::{Accept, AcceptEnd, Closed, Connections, EXPIRY_SWEEP_MS};
 use crate::control::{Control, Flow, Request, ShutdownHandle, ShutdownRequests};
@@ -204,6 +205,8 @@ impl Server {
                 .connections
                 .serve_again(self.poll.registry(), self.now_ms);
             self.record_closes(closed);
+            let evicted = self.connections.relieve_memory(self.now_ms);
+            self.record_closes(evicted);
             if self
                 .accept_paused_until
                 .is_some_and(|until| self.now >= until)
@@ -358,6 +361,9 @@ impl Server {
         });
         self.control.publish(|| self.summary());
         let closed = self.connections.expire(self.now_ms);
+        if self.connections.take_trim_hint() {
+            allocator::give_back();
+        }
         self.record_closes(closed);
     }
 

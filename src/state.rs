@@ -122,6 +122,9 @@ pub enum Step {
     /// The connection used its read budget with input possibly left; serve
     /// it again next turn (the kernel will not report that input again).
     Again,
+    /// The memory budget left no room to read more: serve it again once
+    /// memory is freed (the kernel will not report the input again).
+    Starve,
     /// Close the connection and drop it.
     Close(CloseReason),
 }
@@ -166,6 +169,11 @@ pub enum CloseReason {
     SendTimeout,
     /// A line was begun and not finished within `line-timeout`.
     LineTimeout,
+    /// The memory budget (`max-memory`) was spent, and this connection held
+    /// the most of it without its client making progress.
+    Evicted,
+    /// The allocator refused the connection's buffer more memory.
+    OutOfMemory,
     /// The server shut down; every echo owed was delivered.
     ServerShutdown,
     /// The server's shutdown timeout expired before the connection finished
@@ -224,6 +232,8 @@ impl fmt::Display for CloseReason {
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::SendTimeout => f.write_str("send timeout"),
             CloseReason::LineTimeout => f.write_str("line timeout"),
+            CloseReason::Evicted => f.write_str("evicted for memory"),
+            CloseReason::OutOfMemory => f.write_str("out of memory"),
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
             CloseReason::ShutdownTimeout => f.write_str("shutdown timeout"),
             CloseReason::Io(err) => write!(f, "{err}"),

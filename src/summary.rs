@@ -51,6 +51,10 @@ pub struct Closes {
     pub send_timeout: u64,
     /// A line not finished within `line-timeout`.
     pub line_timeout: u64,
+    /// Evicted when the memory budget was spent.
+    pub evicted: u64,
+    /// The allocator refused the connection memory.
+    pub out_of_memory: u64,
     /// Closed by a graceful shutdown after delivering every echo.
     pub server_shutdown: u64,
     /// Cut off when the shutdown timeout expired.
@@ -129,6 +133,8 @@ impl Closes {
             CloseReason::IdleTimeout => &mut self.idle_timeout,
             CloseReason::SendTimeout => &mut self.send_timeout,
             CloseReason::LineTimeout => &mut self.line_timeout,
+            CloseReason::Evicted => &mut self.evicted,
+            CloseReason::OutOfMemory => &mut self.out_of_memory,
             CloseReason::ServerShutdown => &mut self.server_shutdown,
             CloseReason::ShutdownTimeout => &mut self.shutdown_timeout,
             CloseReason::Io(_) => &mut self.error,
@@ -166,12 +172,15 @@ impl fmt::Display for Closes {
         write!(
             f,
             "closed: {} peer finished, {} line too long, {} idle timeout, {} send timeout, \
-             {} line timeout, {} server shutdown, {} shutdown timeout, {} error; {}",
+             {} line timeout, {} evicted for memory, {} out of memory, {} server shutdown, \
+             {} shutdown timeout, {} error; {}",
             self.peer_finished,
             self.line_too_long,
             self.idle_timeout,
             self.send_timeout,
             self.line_timeout,
+            self.evicted,
+            self.out_of_memory,
             self.server_shutdown,
             self.shutdown_timeout,
             self.error,
@@ -230,6 +239,8 @@ impl AddAssign for Closes {
         self.idle_timeout += other.idle_timeout;
         self.send_timeout += other.send_timeout;
         self.line_timeout += other.line_timeout;
+        self.evicted += other.evicted;
+        self.out_of_memory += other.out_of_memory;
         self.server_shutdown += other.server_shutdown;
         self.shutdown_timeout += other.shutdown_timeout;
         self.error += other.error;
@@ -313,12 +324,16 @@ mod tests {
         closes.record(&CloseReason::ShutdownTimeout, false);
         closes.record(&CloseReason::SendTimeout, false);
         closes.record(&CloseReason::LineTimeout, false);
+        closes.record(&CloseReason::Evicted, false);
+        closes.record(&CloseReason::OutOfMemory, false);
         let expected = Closes {
             peer_finished: 1,
             line_too_long: 1,
             idle_timeout: 1,
             send_timeout: 1,
             line_timeout: 1,
+            evicted: 1,
+            out_of_memory: 1,
             server_shutdown: 1,
             shutdown_timeout: 1,
             error: 1,
@@ -362,7 +377,7 @@ mod tests {
             line,
             "3 open (peak 5), 14 accepted, 2 rejected; 500.0 lines/s, 2.0 MiB/s over 10.0 s; \
              1 paused; closed: 7 peer finished, 0 line too long, 0 idle timeout, 0 send timeout, 0 line timeout, \
-             0 server shutdown, \
+             0 evicted for memory, 0 out of memory, 0 server shutdown, \
              0 shutdown timeout, 0 error; 4 probes"
         );
     }
@@ -400,7 +415,8 @@ mod tests {
             summary.to_string(),
             "1 connection served (peak 1 at once, 0 open), 1 line received, 1 byte echoed, \
              0 rejected; closed: 1 peer finished, 0 line too long, 0 idle timeout, \
-             0 send timeout, 0 line timeout, 0 server shutdown, 0 shutdown timeout, 0 error; \
+             0 send timeout, 0 line timeout, 0 evicted for memory, 0 out of memory, \
+             0 server shutdown, 0 shutdown timeout, 0 error; \
              1 probe"
         );
     }

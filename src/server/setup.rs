@@ -120,7 +120,11 @@ impl Server {
             poll,
             listeners,
             local_addrs,
-            connections: Connections::new(config.limits(), config.timeouts()),
+            connections: Connections::new(
+                config.limits(),
+                config.timeouts(),
+                config.max_memory.unwrap_or(usize::MAX),
+            ),
             max_connections,
             shutdown_timeout: config.shutdown_timeout,
             shutdowns: ShutdownRequests::new(waker),

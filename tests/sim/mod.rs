@@ -1235,6 +1235,8 @@ impl<D: Decide> World<D> {
                     send_ms: 0,
                     line_ms: 0,
                 },
+                // No memory budget: the model below does not know one.
+                usize::MAX,
             ),
             keys: BTreeMap::new(),
             accept_again: false,
@@ -2129,7 +2131,9 @@ impl<D: Decide> World<D> {
             CloseReason::IdleTimeout
             | CloseReason::ShutdownTimeout
             | CloseReason::SendTimeout
-            | CloseReason::LineTimeout => {
+            | CloseReason::LineTimeout
+            | CloseReason::Evicted
+            | CloseReason::OutOfMemory => {
                 return Err(format!("peer {id}: closed ({name}) via {via:?}"));
             }
         };
@@ -2220,6 +2224,8 @@ pub fn reason_name(reason: &CloseReason) -> &'static str {
         CloseReason::IdleTimeout => "idle timeout",
         CloseReason::SendTimeout => "send timeout",
         CloseReason::LineTimeout => "line timeout",
+        CloseReason::Evicted => "evicted for memory",
+        CloseReason::OutOfMemory => "out of memory",
         CloseReason::ServerShutdown => "server shutdown",
         CloseReason::ShutdownTimeout => "shutdown timeout",
         CloseReason::Io(_) => "socket error",
