@@ -128,6 +128,9 @@ fn idle_population(n: usize) -> echod::connections::Connections<Memory> {
         fn reregister(&self, _: &mut Memory, _: usize, _: Interest) -> io::Result<()> {
             Ok(())
         }
+        fn deregister(&self, _: &mut Memory) -> io::Result<()> {
+            Ok(())
+        }
     }
     struct Clients(std::cell::Cell<usize>);
     impl Listener<Memory> for Clients {
@@ -145,11 +148,14 @@ fn idle_population(n: usize) -> echod::connections::Connections<Memory> {
     }
 
     let config = Config::default();
-    let mut connections = Connections::new(config.limits(), config.timeouts(), usize::MAX);
+    let mut connections =
+        Connections::new(config.limits(), config.timeouts(), usize::MAX, usize::MAX);
     for second in 0..60u64 {
         let clients = Clients(std::cell::Cell::new(n / 60));
         while matches!(
-            connections.accept_pending(&clients, &NoRegistry, usize::MAX, second * 1000, |_| {}),
+            connections
+                .accept_pending(&clients, &NoRegistry, usize::MAX, second * 1000, |_| {})
+                .0,
             AcceptEnd::BudgetSpent
         ) {}
     }

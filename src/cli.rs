@@ -73,6 +73,10 @@ Options:
                                closed [default: open-file limit - 32]
       --idle-timeout SECS      Close connections with no traffic for SECS;
                                0 disables [default: 0]
+      --max-connections-per-ip N
+                               Clients one address (an IPv6 /64) may have
+                               open at once; more are accepted and closed;
+                               0 disables [default: 0]
       --max-memory SIZE        Buffer memory all clients together may hold;
                                past it, reading waits and the clients that
                                hold the most without reading are closed;
@@ -195,6 +199,11 @@ where
             }
             Long("idle-timeout") => {
                 config.idle_timeout = timeout(parser.value()?, "--idle-timeout")?;
+            }
+            Long("max-connections-per-ip") => {
+                let n = number_in(parser.value()?, "--max-connections-per-ip", 0, u64::MAX)?;
+                config.max_connections_per_ip =
+                    (n > 0).then(|| usize::try_from(n).unwrap_or(usize::MAX));
             }
             Long("max-memory") => {
                 let bytes = size(parser.value()?, "--max-memory", 0, MAX_MEMORY_BYTES)?;

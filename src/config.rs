@@ -136,6 +136,9 @@ pub struct Config {
     /// Close a connection after this long with no bytes moving; `None`:
     /// never. Never `Some(Duration::ZERO)`.
     pub idle_timeout: Option<Duration>,
+    /// Connections one address (one /64 for IPv6) may hold at once, at
+    /// least 1; `None`: no such limit.
+    pub max_connections_per_ip: Option<usize>,
     /// The memory budget over every connection's buffer storage, at most
     /// `MAX_MEMORY_BYTES`; `None`: no budget.
     pub max_memory: Option<usize>,
@@ -170,6 +173,7 @@ impl Default for Config {
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             max_connections: None,
             idle_timeout: None,
+            max_connections_per_ip: None,
             max_memory: Some(DEFAULT_MAX_MEMORY),
             send_timeout: Some(DEFAULT_SEND_TIMEOUT),
             line_timeout: Some(DEFAULT_LINE_TIMEOUT),

@@ -347,6 +347,12 @@ impl<S: Stream> Connection<S> {
             .min_by_key(|(due, _)| *due)
     }
 
+    /// Since when the connection has been quiet, if it is idle between
+    /// lines: open, owing nothing, no line begun; `None` otherwise.
+    pub fn quiet_since_ms(&self) -> Option<u64> {
+        (self.state == State::Open && self.buffer.is_empty()).then_some(self.last_active_ms)
+    }
+
     /// Since when the connection has held buffer storage without the peer
     /// making progress: the oldest of its owed echoes not taken, or the
     /// start of its unfinished line. `None` if it holds nothing.

@@ -11,9 +11,9 @@
 //! keeps the totals and writes the close line.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use log::warn;
 use mio::Interest;
@@ -32,6 +32,12 @@ pub const ACCEPT_BUDGET: usize = 128;
 /// Stale entries the deadline queue may hold beyond twice the open
 /// connections before they are swept out (see `drop_stale_deadlines`).
 const STALE_DEADLINES_SLACK: usize = 64;
+
+/// A connection quiet for this long (open, owing nothing, no line begun,
+/// no byte moved) gives its slot to a newcomer at `max_connections`. A
+/// second is far longer than any gap in a client's own exchange of lines,
+/// so a client in mid-conversation is never the one displaced.
+pub const DISPLACE_QUIET_MS: u64 = 1_000;
 
 /// A connection whose client has made no progress for this long while it
 /// holds buffer storage may be evicted when the memory budget is spent
@@ -54,7 +60,7 @@ pub const EXPIRY_SWEEP_MS: u64 = 1_000;
 /// under its key, and to change what it is registered for. `server.rs`
 /// implements it over mio's `Registry`; the simulation over its own kernel.
 /// A stream is deregistered by dropping it (closing a socket removes it
-/// from the epoll set), so there is no `deregister`.
+/// from the epoll set); `deregister` is for a key reused before then.
 pub trait Registrar<S> {
     /// Registers `stream` under token `key` for `interest`.
     ///
@@ -70,6 +76,15 @@ pub trait Registrar<S> {
     ///
     /// As `register`.
     fn reregister(&self, stream: &mut S, key: usize, interest: Interest) -> io::Result<()>;
+
+    /// Removes `stream` from the poll instance before it is dropped: only
+    /// where its key is given to another stream at once (a displaced
+    /// connection), so that no event of the old one can reach the new.
+    ///
+    /// # Errors
+    ///
+    /// As `register`.
+    fn deregister(&self, stream: &mut S) -> io::Result<()>;
 }
 
 /// A listening socket, as the accept loop sees it.
@@ -106,8 +121,15 @@ pub enum Accept {
         /// Its peer.
         peer: SocketAddr,
     },
-    /// Accepted and closed at once: `max_connections` are open.
+    /// Accepted and closed at once: `max_connections` are open, and none
+    /// has been quiet long enough to give its slot up.
     Rejected {
+        /// Its peer.
+        peer: SocketAddr,
+    },
+    /// Accepted and closed at once: its address (its /64, for IPv6)
+    /// already has `max_connections_per_ip` open.
+    TooManyFromAddress {
         /// Its peer.
         peer: SocketAddr,
     },
@@ -177,12 +199,46 @@ pub struct Connections<S> {
     /// The most `memory_used` has been since the allocator was last asked to
     /// give memory back (`take_trim_hint`).
     memory_peak: usize,
+    /// Most connections from one address (one /64 for IPv6); `usize::MAX`
+    /// when off.
+    max_per_address: usize,
+    /// Open connections by address, kept only while `max_per_address` is
+    /// on; an address with none has no entry.
+    per_address: HashMap<AddressKey, usize>,
+}
+
+/// What the per-address limit counts by: an IPv4 address, or the /64 an
+/// IPv6 address is in (one host or site usually holds a whole /64, so a
+/// limit per address would be no limit at all). IPv4-mapped IPv6
+/// addresses count as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AddressKey {
+    V4(u32),
+    V6(u64),
+}
+
+impl AddressKey {
+    fn of(peer: SocketAddr) -> AddressKey {
+        match peer.ip() {
+            IpAddr::V4(ip) => AddressKey::V4(ip.to_bits()),
+            IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+                Some(ip) => AddressKey::V4(ip.to_bits()),
+                None => AddressKey::V6((ip.to_bits() >> 64) as u64),
+            },
+        }
+    }
 }
 
 impl<S: Stream> Connections<S> {
     /// No connections yet; their buffers may hold `memory_limit` bytes
-    /// between them (`usize::MAX`: no budget).
-    pub fn new(limits: Limits, timeouts: Timeouts, memory_limit: usize) -> Connections<S> {
+    /// between them, and one address may hold `max_per_address` of them
+    /// (`usize::MAX` for either: no bound).
+    pub fn new(
+        limits: Limits,
+        timeouts: Timeouts,
+        memory_limit: usize,
+        max_per_address: usize,
+    ) -> Connections<S> {
         Connections {
             slab: Slab::new(),
             again: Vec::new(),
@@ -196,6 +252,8 @@ impl<S: Stream> Connections<S> {
             starving: Vec::new(),
             next_relief_ms: 0,
             memory_peak: 0,
+            max_per_address,
+            per_address: HashMap::new(),
         }
     }
 
@@ -268,6 +326,14 @@ impl<S: Stream> Connections<S> {
     /// is spent. The listener is edge-triggered: one event may stand for
     /// many queued connections, and none of them will be announced again.
     /// Each attempt is reported to `tell`, in order.
+    ///
+    /// At `max_connections`, a newcomer takes the slot of the connection
+    /// that has been quiet the longest (open, owing nothing, no line begun,
+    /// nothing moved for `DISPLACE_QUIET_MS`): it is closed, and returned
+    /// with the reason `Displaced`. Only when none is that quiet is the
+    /// newcomer refused. So slots held by clients that do nothing cannot
+    /// lock out the ones that come to echo (nginx reclaims idle keepalive
+    /// connections the same way).
     pub fn accept_pending(
         &mut self,
         listener: &impl Listener<S>,
@@ -275,13 +341,20 @@ impl<S: Stream> Connections<S> {
         max_connections: usize,
         now_ms: u64,
         mut tell: impl FnMut(Accept),
-    ) -> AcceptEnd {
+    ) -> (AcceptEnd, Vec<Closed<S>>) {
+        let mut displaced = Vec::new();
+        // The quietest connections, quietest last, found once per call.
+        let mut quietest: Option<Vec<(u64, usize, u64)>> = None;
         for _ in 0..ACCEPT_BUDGET {
             let (mut stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return AcceptEnd::Empty,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    return (AcceptEnd::Empty, displaced);
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) if out_of_descriptors(&err) => return AcceptEnd::OutOfDescriptors(err),
+                Err(err) if out_of_descriptors(&err) => {
+                    return (AcceptEnd::OutOfDescriptors(err), displaced);
+                }
                 Err(err) => {
                     // ECONNABORTED and the like: that one connection failed
                     // before we took it, the listener is fine.
@@ -289,11 +362,24 @@ impl<S: Stream> Connections<S> {
                     continue;
                 }
             };
-            if self.slab.len() >= max_connections {
-                // Accepting and closing at once tells the client plainly; a
-                // connection left in the backlog would just hang.
-                tell(Accept::Rejected { peer });
+            // Accepting and closing at once tells the client plainly; a
+            // connection left in the backlog would just hang.
+            let address = AddressKey::of(peer);
+            if self.max_per_address != usize::MAX
+                && self.per_address.get(&address).copied().unwrap_or(0) >= self.max_per_address
+            {
+                tell(Accept::TooManyFromAddress { peer });
                 continue;
+            }
+            if self.slab.len() >= max_connections {
+                let candidates = quietest.get_or_insert_with(|| self.quietest(now_ms));
+                match self.displace(registrar, candidates, now_ms) {
+                    Some(closed) => displaced.push(closed),
+                    None => {
+                        tell(Accept::Rejected { peer });
+                        continue;
+                    }
+                }
             }
             let entry = self.slab.vacant_entry();
             let key = entry.key();
@@ -307,9 +393,64 @@ impl<S: Stream> Connections<S> {
                 self.deadlines
                     .push(Reverse((now_ms.saturating_add(shortest_ms), key, id)));
             }
+            if self.max_per_address != usize::MAX {
+                *self.per_address.entry(address).or_insert(0) += 1;
+            }
             tell(Accept::Accepted { key, id, peer });
         }
-        AcceptEnd::BudgetSpent
+        (AcceptEnd::BudgetSpent, displaced)
+    }
+
+    /// Up to `ACCEPT_BUDGET` connections quiet for `DISPLACE_QUIET_MS` or
+    /// more, as `(quiet since, key, id)`, the quietest last.
+    fn quietest(&self, now_ms: u64) -> Vec<(u64, usize, u64)> {
+        let mut quiet: Vec<(u64, usize, u64)> = self
+            .slab
+            .iter()
+            .filter_map(|(key, connection)| {
+                let since_ms = connection.quiet_since_ms()?;
+                (now_ms.saturating_sub(since_ms) >= DISPLACE_QUIET_MS).then_some((
+                    since_ms,
+                    key,
+                    connection.id(),
+                ))
+            })
+            .collect();
+        // A full sort only of the few that are needed: the rest stay.
+        if quiet.len() > ACCEPT_BUDGET {
+            quiet.select_nth_unstable(ACCEPT_BUDGET);
+            quiet.truncate(ACCEPT_BUDGET);
+        }
+        quiet.sort_unstable_by(|a, b| b.cmp(a));
+        quiet
+    }
+
+    /// Closes the quietest candidate that is still open and still quiet.
+    fn displace(
+        &mut self,
+        registrar: &impl Registrar<S>,
+        candidates: &mut Vec<(u64, usize, u64)>,
+        now_ms: u64,
+    ) -> Option<Closed<S>> {
+        while let Some((_, key, id)) = candidates.pop() {
+            let still_quiet = self.slab.get(key).is_some_and(|connection| {
+                connection.id() == id
+                    && connection.quiet_since_ms().is_some_and(|since_ms| {
+                        now_ms.saturating_sub(since_ms) >= DISPLACE_QUIET_MS
+                    })
+            });
+            if still_quiet {
+                let mut closed = self.close(key, CloseReason::Displaced);
+                // Its socket stays open until the loop has logged the close,
+                // and its key goes to the newcomer now. A failure leaves the
+                // old socket registered until it is dropped, this turn: an
+                // event of its, already taken, then looks spurious to the
+                // newcomer, which tolerates it.
+                let _ = registrar.deregister(closed.connection.stream_mut());
+                return Some(closed);
+            }
+        }
+        None
     }
 
     /// Starts a turn: the connections listed to be served again so far are
@@ -574,6 +715,15 @@ impl<S: Stream> Connections<S> {
     fn close(&mut self, key: usize, reason: CloseReason) -> Closed<S> {
         let connection = self.slab.remove(key);
         self.memory_used -= connection.buffer_capacity();
+        if self.max_per_address != usize::MAX {
+            let address = AddressKey::of(connection.peer());
+            if let Some(open) = self.per_address.get_mut(&address) {
+                *open -= 1;
+                if *open == 0 {
+                    self.per_address.remove(&address);
+                }
+            }
+        }
         self.drop_stale_deadlines();
         Closed {
             key,

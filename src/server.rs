@@ -266,7 +266,7 @@ impl Server {
         };
         let (now, max_connections) = (self.now, self.max_connections);
         let (totals, control) = (&mut self.totals, &mut self.control);
-        let end = self.connections.accept_pending(
+        let (end, displaced) = self.connections.accept_pending(
             listener,
             self.poll.registry(),
             max_connections,
@@ -283,12 +283,17 @@ impl Server {
                     totals.rejected += 1;
                     control.rejected(now, peer, max_connections);
                 }
+                Accept::TooManyFromAddress { peer } => {
+                    totals.rejected += 1;
+                    debug!("max-connections-per-ip reached: closed a new connection from {peer}");
+                }
                 Accept::Unregistered { peer, err } => {
                     warn!("conn from {peer}: cannot register: {err}");
                 }
             },
         );
         totals.peak_connections = totals.peak_connections.max(self.connections.len());
+        self.record_closes(displaced);
         match end {
             AcceptEnd::Empty => {}
             AcceptEnd::BudgetSpent => self.accept_again = true,

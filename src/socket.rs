@@ -90,6 +90,10 @@ impl<S: Source> Registrar<S> for Registry {
     fn reregister(&self, stream: &mut S, key: usize, interest: Interest) -> io::Result<()> {
         Registry::reregister(self, stream, Token(key), interest)
     }
+
+    fn deregister(&self, stream: &mut S) -> io::Result<()> {
+        Registry::deregister(self, stream)
+    }
 }
 
 /// mio's listener hands out `Socket`s (already non-blocking).

@@ -174,6 +174,9 @@ pub enum CloseReason {
     Evicted,
     /// The allocator refused the connection's buffer more memory.
     OutOfMemory,
+    /// `max-connections` were open and this one, quiet the longest, gave
+    /// its slot to a new client.
+    Displaced,
     /// The server shut down; every echo owed was delivered.
     ServerShutdown,
     /// The server's shutdown timeout expired before the connection finished
@@ -234,6 +237,7 @@ impl fmt::Display for CloseReason {
             CloseReason::LineTimeout => f.write_str("line timeout"),
             CloseReason::Evicted => f.write_str("evicted for memory"),
             CloseReason::OutOfMemory => f.write_str("out of memory"),
+            CloseReason::Displaced => f.write_str("displaced by a new client"),
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
             CloseReason::ShutdownTimeout => f.write_str("shutdown timeout"),
             CloseReason::Io(err) => write!(f, "{err}"),

@@ -55,6 +55,8 @@ pub struct Closes {
     pub evicted: u64,
     /// The allocator refused the connection memory.
     pub out_of_memory: u64,
+    /// Quiet the longest at max-connections: its slot went to a new client.
+    pub displaced: u64,
     /// Closed by a graceful shutdown after delivering every echo.
     pub server_shutdown: u64,
     /// Cut off when the shutdown timeout expired.
@@ -135,6 +137,7 @@ impl Closes {
             CloseReason::LineTimeout => &mut self.line_timeout,
             CloseReason::Evicted => &mut self.evicted,
             CloseReason::OutOfMemory => &mut self.out_of_memory,
+            CloseReason::Displaced => &mut self.displaced,
             CloseReason::ServerShutdown => &mut self.server_shutdown,
             CloseReason::ShutdownTimeout => &mut self.shutdown_timeout,
             CloseReason::Io(_) => &mut self.error,
@@ -172,8 +175,8 @@ impl fmt::Display for Closes {
         write!(
             f,
             "closed: {} peer finished, {} line too long, {} idle timeout, {} send timeout, \
-             {} line timeout, {} evicted for memory, {} out of memory, {} server shutdown, \
-             {} shutdown timeout, {} error; {}",
+             {} line timeout, {} evicted for memory, {} out of memory, {} displaced, \
+             {} server shutdown, {} shutdown timeout, {} error; {}",
             self.peer_finished,
             self.line_too_long,
             self.idle_timeout,
@@ -181,6 +184,7 @@ impl fmt::Display for Closes {
             self.line_timeout,
             self.evicted,
             self.out_of_memory,
+            self.displaced,
             self.server_shutdown,
             self.shutdown_timeout,
             self.error,
@@ -241,6 +245,7 @@ impl AddAssign for Closes {
         self.line_timeout += other.line_timeout;
         self.evicted += other.evicted;
         self.out_of_memory += other.out_of_memory;
+        self.displaced += other.displaced;
         self.server_shutdown += other.server_shutdown;
         self.shutdown_timeout += other.shutdown_timeout;
         self.error += other.error;
@@ -326,6 +331,7 @@ mod tests {
         closes.record(&CloseReason::LineTimeout, false);
         closes.record(&CloseReason::Evicted, false);
         closes.record(&CloseReason::OutOfMemory, false);
+        closes.record(&CloseReason::Displaced, false);
         let expected = Closes {
             peer_finished: 1,
             line_too_long: 1,
@@ -334,6 +340,7 @@ mod tests {
             line_timeout: 1,
             evicted: 1,
             out_of_memory: 1,
+            displaced: 1,
             server_shutdown: 1,
             shutdown_timeout: 1,
             error: 1,
@@ -377,7 +384,7 @@ mod tests {
             line,
             "3 open (peak 5), 14 accepted, 2 rejected; 500.0 lines/s, 2.0 MiB/s over 10.0 s; \
              1 paused; closed: 7 peer finished, 0 line too long, 0 idle timeout, 0 send timeout, 0 line timeout, \
-             0 evicted for memory, 0 out of memory, 0 server shutdown, \
+             0 evicted for memory, 0 out of memory, 0 displaced, 0 server shutdown, \
              0 shutdown timeout, 0 error; 4 probes"
         );
     }
@@ -416,7 +423,7 @@ mod tests {
             "1 connection served (peak 1 at once, 0 open), 1 line received, 1 byte echoed, \
              0 rejected; closed: 1 peer finished, 0 line too long, 0 idle timeout, \
              0 send timeout, 0 line timeout, 0 evicted for memory, 0 out of memory, \
-             0 server shutdown, 0 shutdown timeout, 0 error; \
+             0 displaced, 0 server shutdown, 0 shutdown timeout, 0 error; \
              1 probe"
         );
     }

@@ -112,6 +112,7 @@ fn seeded_scenarios_keep_every_property() {
             && coverage.accept_budget_spent > 0
             && coverage.left_to_next_turn > 0
             && coverage.rejected > 0
+            && coverage.displaced > 0
             && coverage.accept_errors > 0
             && coverage.register_errors > 0
             && coverage.stale_events > 0,

@@ -134,7 +134,7 @@ fn regression_11_sigusr1_summary_counts_closes_and_probes() {
         summary.contains(
             "summary: 2 connections served (peak 1 at once, 1 open), 1 line received, 12 bytes echoed, \
              0 rejected; closed: 0 peer finished, 0 line too long, 0 idle timeout, 0 send timeout, \
-             0 line timeout, 0 evicted for memory, 0 out of memory, 0 server shutdown, 0 shutdown timeout, \
+             0 line timeout, 0 evicted for memory, 0 out of memory, 0 displaced, 0 server shutdown, 0 shutdown timeout, \
              0 error; 1 probe"
         ),
         "{summary}"

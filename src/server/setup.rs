@@ -124,6 +124,7 @@ impl Server {
                 config.limits(),
                 config.timeouts(),
                 config.max_memory.unwrap_or(usize::MAX),
+                config.max_connections_per_ip.unwrap_or(usize::MAX),
             ),
             max_connections,
             shutdown_timeout: config.shutdown_timeout,

@@ -198,6 +198,16 @@ pub fn connect_small_buffers(addr: SocketAddr) -> TcpStream {
 /// handshake (where the window scale and the MSS are chosen), with the same
 /// timeouts as `connect`.
 #[track_caller]
+/// A client whose end is on `from` (another loopback address, such as
+/// 127.0.0.2), with the usual timeouts.
+pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    connect_configured(addr, |socket| {
+        socket
+            .bind(&SocketAddr::new(from, 0).into())
+            .unwrap_or_else(|err| panic!("bind the client to {from}: {err}"));
+    })
+}
+
 fn connect_configured(addr: SocketAddr, configure: impl FnOnce(&socket2::Socket)) -> TcpStream {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),

@@ -106,7 +106,8 @@ use echod::connection::{
     Timeouts,
 };
 use echod::connections::{
-    ACCEPT_BUDGET, Accept, AcceptEnd, Closed, Connections, EXPIRY_SWEEP_MS, Listener, Registrar,
+    ACCEPT_BUDGET, Accept, AcceptEnd, Closed, Connections, DISPLACE_QUIET_MS, EXPIRY_SWEEP_MS,
+    Listener, Registrar,
 };
 use mio::Interest;
 
@@ -923,6 +924,15 @@ impl<D: Decide> Registrar<SimStream<D>> for SimRegistrar<D> {
         Ok(())
     }
 
+    fn deregister(&self, stream: &mut SimStream<D>) -> io::Result<()> {
+        let id = stream.1;
+        let mut k = self.0.borrow_mut();
+        if k.sockets[id].registered.take().is_none() {
+            k.violate(id, "deregistered, but not registered".into());
+        }
+        Ok(())
+    }
+
     fn reregister(
         &self,
         stream: &mut SimStream<D>,
@@ -1016,6 +1026,9 @@ pub struct Coverage {
     pub accept_budget_spent: u64,
     /// Connections rejected at `max_connections`.
     pub rejected: u64,
+    /// Connections closed at `max_connections` to give their slot to a
+    /// newcomer, having been quiet for `DISPLACE_QUIET_MS`.
+    pub displaced: u64,
     /// Connections closed because they could not be registered.
     pub unregistered: u64,
     /// Connections still queued when the listener closed at shutdown.
@@ -1058,6 +1071,7 @@ impl Coverage {
         self.left_to_next_turn += other.left_to_next_turn;
         self.accept_budget_spent += other.accept_budget_spent;
         self.rejected += other.rejected;
+        self.displaced += other.displaced;
         self.unregistered += other.unregistered;
         self.refused += other.refused;
         self.interrupts += other.interrupts;
@@ -1084,6 +1098,8 @@ enum Via {
     Step,
     Expiry,
     Deadline,
+    /// Closed to give its slot to a newcomer at `max_connections`.
+    Displaced,
 }
 
 /// What a poll returned, besides the sockets' events.
@@ -1235,7 +1251,9 @@ impl<D: Decide> World<D> {
                     send_ms: 0,
                     line_ms: 0,
                 },
-                // No memory budget: the model below does not know one.
+                // No memory budget, no per-address limit: the model below
+                // knows neither.
+                usize::MAX,
                 usize::MAX,
             ),
             keys: BTreeMap::new(),
@@ -1841,7 +1859,20 @@ impl<D: Decide> World<D> {
         };
         let mut told = Vec::new();
         let open_before = self.connections.len();
-        let end = self.connections.accept_pending(
+        // Who may give up a slot: open, owing nothing, no line begun, and
+        // quiet by the model's own clock for `DISPLACE_QUIET_MS`.
+        let quiet_before: Vec<usize> = self
+            .keys
+            .iter()
+            .filter(|&(&key, &id)| {
+                let connection = self.connections.get(key).expect("open");
+                let last_ms = self.kernel.borrow().sockets[id].last_activity_ms;
+                connection.quiet_since_ms().is_some()
+                    && now_ms.saturating_sub(last_ms) >= DISPLACE_QUIET_MS
+            })
+            .map(|(&key, _)| key)
+            .collect();
+        let (end, displaced) = self.connections.accept_pending(
             &self.listener,
             &self.registrar,
             self.max_connections,
@@ -1880,16 +1911,33 @@ impl<D: Decide> World<D> {
                 told.len()
             ));
         }
+        for closed in &displaced {
+            if !quiet_before.contains(&closed.key) {
+                let id = self.keys[&closed.key];
+                return Err(format!("peer {id} displaced, but it was not quiet"));
+            }
+        }
+        let n_displaced = displaced.len();
+        for closed in displaced {
+            self.coverage.displaced += 1;
+            self.closed(closed, Via::Displaced)?;
+        }
+        let mut spare_slots = n_displaced;
         let mut open = open_before;
         for accept in told {
             match accept {
                 Accept::Accepted { key, peer, .. } => {
                     let id = usize::from(peer.port() - PEER_PORT);
                     if open >= self.max_connections {
-                        return Err(format!(
-                            "peer {id} accepted with {open} open, max_connections {}",
-                            self.max_connections
-                        ));
+                        // A quiet connection must have made room for it.
+                        if spare_slots == 0 {
+                            return Err(format!(
+                                "peer {id} accepted with {open} open, max_connections {}",
+                                self.max_connections
+                            ));
+                        }
+                        spare_slots -= 1;
+                        open -= 1;
                     }
                     open += 1;
                     self.keys.insert(key, id);
@@ -1913,8 +1961,21 @@ impl<D: Decide> World<D> {
                             self.max_connections
                         ));
                     }
+                    // Only when no connection was quiet enough to give way.
+                    if quiet_before.len() > n_displaced {
+                        return Err(format!(
+                            "peer {id} rejected while {} connections were quiet",
+                            quiet_before.len() - n_displaced
+                        ));
+                    }
                     self.coverage.rejected += 1;
                     self.gone(id, "rejected")?;
+                }
+                Accept::TooManyFromAddress { peer } => {
+                    let id = usize::from(peer.port() - PEER_PORT);
+                    return Err(format!(
+                        "peer {id} refused by a per-address limit that is off"
+                    ));
                 }
                 Accept::Unregistered { peer, err } => {
                     let id = usize::from(peer.port() - PEER_PORT);
@@ -2124,6 +2185,10 @@ impl<D: Decide> World<D> {
                 return prefix_of(id, written, echo);
             }
             CloseReason::IdleTimeout if via == Via::Expiry => return prefix_of(id, written, echo),
+            // Quiet means owing nothing: every echo was delivered.
+            CloseReason::Displaced if via == Via::Displaced => {
+                return prefix_of(id, written, echo);
+            }
             CloseReason::ShutdownTimeout if via == Via::Deadline => {
                 return prefix_of(id, written, echo);
             }
@@ -2133,7 +2198,8 @@ impl<D: Decide> World<D> {
             | CloseReason::SendTimeout
             | CloseReason::LineTimeout
             | CloseReason::Evicted
-            | CloseReason::OutOfMemory => {
+            | CloseReason::OutOfMemory
+            | CloseReason::Displaced => {
                 return Err(format!("peer {id}: closed ({name}) via {via:?}"));
             }
         };
@@ -2226,6 +2292,7 @@ pub fn reason_name(reason: &CloseReason) -> &'static str {
         CloseReason::LineTimeout => "line timeout",
         CloseReason::Evicted => "evicted for memory",
         CloseReason::OutOfMemory => "out of memory",
+        CloseReason::Displaced => "displaced",
         CloseReason::ServerShutdown => "server shutdown",
         CloseReason::ShutdownTimeout => "shutdown timeout",
         CloseReason::Io(_) => "socket error",
