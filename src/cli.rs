@@ -240,6 +240,16 @@ where
             _ => return Err(arg.unexpected().into()),
         }
     }
+    // Shared out exactly among the workers (see `workers`): a worker with
+    // no share would reject every connection the kernel gave it.
+    if let Some(max) = config.max_connections {
+        if max < config.workers {
+            return Err(UsageError(format!(
+                "--max-connections {max} is fewer than --workers {}: each worker needs at least one",
+                config.workers
+            )));
+        }
+    }
     let listen_given = !addresses.is_empty() || port.is_some();
     config.listen = match (addresses.is_empty(), port) {
         (true, port) => Listen::Default {
@@ -425,6 +435,10 @@ mod tests {
             (
                 &["--workers", "0"],
                 "invalid --workers '0': must be between 1 and",
+            ),
+            (
+                &["--workers", "4", "--max-connections", "3"],
+                "--max-connections 3 is fewer than --workers 4: each worker needs at least one",
             ),
             (&["--port"], "missing argument for option '--port'"),
             (
