@@ -55,7 +55,7 @@ const LOG_TARGET: &str = module_path!();
 
 /// Fired by `ShutdownHandle::trigger`, from any thread.
 const WAKER: Token = Token(usize::MAX);
-/// SIGINT, SIGTERM and SIGUSR1, delivered through a self-pipe.
+/// The signals `control::SIGNALS` lists, delivered through a self-pipe.
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `LISTENERS.start + i`. Slab keys count up from 0
 /// and never get near these.
