@@ -88,11 +88,13 @@ Options:
       --tcp-keepalive SECS     TCP keepalive on client sockets: probe a peer
                                silent for SECS, every 10 s, 6 times, then
                                close; 0 disables [default: 60]
-      --shutdown-timeout SECS  After SIGINT/SIGTERM, time allowed to deliver
-                               owed echoes [default: 5]
+      --shutdown-timeout SECS  After SIGINT/SIGTERM/SIGQUIT, time allowed to
+                               deliver owed echoes [default: 5]
       --workers N              Event loops, one thread each, sharing the
                                listening addresses (SO_REUSEPORT); the kernel
-                               spreads connections among them [default: 1]
+                               spreads connections among them, and
+                               --max-connections is shared out exactly
+                               [default: 1]
       --stats-interval SECS    Log a one-line summary (connections, rates,
                                closes by reason) every SECS; 0 disables
                                [default: 0]
@@ -114,13 +116,16 @@ serves the sockets it inherits and binds nothing; --listen and --port are
 then refused. With NOTIFY_SOCKET set, it sends READY=1, STATUS= and
 STOPPING=1 (Type=notify).
 
-Signals: SIGINT or SIGTERM stops accepting, delivers owed echoes and exits;
-a second one exits at once. SIGUSR1 logs a summary.
+Signals: SIGINT, SIGTERM or SIGQUIT stops accepting, delivers owed echoes
+and exits; a second one exits at once. SIGUSR1 logs a summary. SIGHUP,
+SIGUSR2 and SIGALRM are logged and ignored.
 
-Exit status: 0 after a shutdown, 64 for a bad command line, 71 if echod
-cannot start (a listening socket, the event loop or logging cannot be set
-up), 70 if the event loop fails while running. echod probe: 0 if the echo
-came back, 1 if not, 64 for a bad command line.
+Exit status: 0 after a shutdown in which every connection finished, 3 after
+one that cut connections off (a second signal, or --shutdown-timeout), 64
+for a bad command line, 71 if echod cannot start (a listening socket, the
+event loop or logging cannot be set up, or another process answers on the
+address), 70 if the event loop fails while running. echod probe: 0 if the
+echo came back, 1 if not, 64 for a bad command line.
 ";
 
 /// Parses the arguments, program name first (as `std::env::args_os` gives
@@ -256,6 +261,16 @@ where
             Short('h') | Long("help") => return Ok(Command::Help(USAGE)),
             Short('V') | Long("version") => return Ok(Command::Version),
             _ => return Err(arg.unexpected().into()),
+        }
+    }
+    // Shared out exactly among the workers (see `workers`): a worker with
+    // no share would reject every connection the kernel gave it.
+    if let Some(max) = config.max_connections {
+        if max < config.workers {
+            return Err(UsageError(format!(
+                "--max-connections {max} is fewer than --workers {}: each worker needs at least one",
+                config.workers
+            )));
         }
     }
     let listen_given = !addresses.is_empty() || port.is_some();
@@ -443,6 +458,10 @@ mod tests {
             (
                 &["--workers", "0"],
                 "invalid --workers '0': must be between 1 and",
+            ),
+            (
+                &["--workers", "4", "--max-connections", "3"],
+                "--max-connections 3 is fewer than --workers 4: each worker needs at least one",
             ),
             (&["--port"], "missing argument for option '--port'"),
             (

@@ -615,8 +615,12 @@ impl<S: Stream> Connections<S> {
         let connection = &self.slab[key];
         let too_long = matches!(step, Step::Close(CloseReason::LineTooLong))
             || connection.state().finish() == Some(Finish::LineTooLong);
-        if too_long && state_before.finish() != Some(Finish::LineTooLong) {
-            // Under the loop's log target, where this line has always been.
+        if too_long
+            && state_before.finish() != Some(Finish::LineTooLong)
+            && crate::control::admit_peer_line(log::Level::Warn, "echod::server")
+        {
+            // Under the loop's log target, where this line has always been;
+            // within the peer-line budget, since a peer decides how often.
             warn!(
                 target: "echod::server",
                 "conn {}: line longer than max-line-bytes ({}) from {}; closing after the lines before it",

@@ -1,12 +1,24 @@
 //! The control plane: what an event loop hears from outside its sockets,
 //! and what it tells the world besides echoes.
 //!
-//! In: SIGINT, SIGTERM and SIGUSR1, through a self-pipe the loop polls, and
-//! `ShutdownHandle::trigger`, through a waker. Both become a `Request`; the
-//! loop decides what a request means for what it runs. Out: systemd's
-//! READY, STATUS and STOPPING (`Type=notify`), the `--stats-interval` line
-//! when it is due, a worker's totals for its coordinator, and the warnings a
-//! flood would repeat, rate-limited.
+//! In: the signals an operator sends (see `request_for` for the table),
+//! through a self-pipe the loop polls, and `ShutdownHandle::trigger`,
+//! through a waker. Both become a `Request`; the loop decides what a
+//! request means for what it runs. Out: systemd's READY, STATUS and
+//! STOPPING (`Type=notify`), the `--stats-interval` line when it is due, a
+//! worker's totals for its coordinator, and the log lines that remote peers
+//! cause, within a budget (`admit_peer_line`).
+//!
+//! The budget for peer lines is the one piece of state here that is not a
+//! loop's: it is the process's, like the log it protects. A close line, an
+//! over-long-line warning or a rejection is written only while fewer than
+//! `PEER_LINES_PER_SECOND` have been written in the current second of the
+//! wall clock (the second the log's timestamps show), whichever loop writes
+//! it; the rest are counted, and the count is logged once the second is
+//! over (`report_held_back_lines`). With `--workers`, one budget serves all
+//! the workers, so the log's rate does not grow with their number. Lines
+//! about echod itself (listening, shutdown, the stats line, the summary)
+//! never go through it.
 //!
 //! Two loops stand on this module and neither copies any of it: `Server`
 //! (the single loop, or one worker of several) and the coordinator of
@@ -27,11 +39,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{info, warn};
+use log::{Level, info, log, log_enabled, warn};
 use mio::{Interest, Registry, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGALRM, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::summary::{Interval, Summary, counted};
@@ -40,6 +52,22 @@ use crate::systemd::Notifier;
 /// A repeated warning is logged at most once per this interval; the ones in
 /// between are counted and reported with the next.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Log lines caused by remote peers (closes, over-long lines, rejections,
+/// failed accepts) written per second of the wall clock, in all, whatever
+/// the number of workers; the rest are counted, and the count is logged
+/// once the second is over. 100 a second keeps a flood of connections to
+/// about 10 KiB of log a second (some 860 MiB a day at worst), while a
+/// daemon serving a few clients a second still logs every one of them.
+/// Not applied where `debug` is on: whoever asked for a line per event
+/// gets every line.
+pub const PEER_LINES_PER_SECOND: u64 = 100;
+
+/// The signals echod takes, so that none of them ends it without a word;
+/// `request_for` says what each one asks. SIGHUP, SIGUSR2 and SIGALRM kill
+/// a process that does not take them, which is how closing the terminal
+/// of `echod &` or a stray `kill -ALRM` used to stop echod silently.
+pub const SIGNALS: [i32; 7] = [SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM];
 
 /// What the world outside a loop's sockets asks of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,13 +92,31 @@ pub enum Flow {
     Stop,
 }
 
+/// What a signal means to echod: a request for the loop, or nothing at
+/// all, which `Control::signals` logs and drops so that no loop needs to
+/// know such signals exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meaning {
+    /// A request for the loop.
+    Ask(Request),
+    /// Taken only so that its default action does not kill echod.
+    Ignore {
+        /// What arrived, as the log names it ("SIGHUP received").
+        why: &'static str,
+        /// Why it changes nothing, for the operator who sent it.
+        because: &'static str,
+    },
+}
+
 /// Process wiring: what a loop attaches to besides its sockets. Not a
 /// setting, because it depends on who runs the loop, not on how: a signal
 /// has one disposition per process, so only the process's own loop may
 /// take it, and only a loop systemd started has anyone to notify.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Wiring {
-    /// Take SIGINT and SIGTERM (shutdown) and SIGUSR1 (summary).
+    /// Take the signals in `SIGNALS`: SIGINT, SIGTERM and SIGQUIT
+    /// (shutdown), SIGUSR1 (summary), SIGHUP, SIGUSR2 and SIGALRM (logged
+    /// and ignored).
     pub signals: bool,
     /// Send `sd_notify` messages; they go nowhere unless `NOTIFY_SOCKET`
     /// is set (see `systemd`).
@@ -133,7 +179,7 @@ pub struct Control {
     /// they speak for (`echod::server`, `echod::workers`), which is where an
     /// operator filtering the log looks for them. Set by `attach`.
     target: &'static str,
-    /// SIGINT, SIGTERM and SIGUSR1, queued in a self-pipe; `Some` only if
+    /// The signals in `SIGNALS`, queued in a self-pipe; `Some` only if
     /// wired for signals, and registered with the loop's poll by `attach`.
     signals: Option<Signals>,
     /// `Some` only if wired to the service manager.
@@ -161,6 +207,33 @@ struct Cadence {
     /// when it was taken: rates are measured from there.
     before: (Summary, Instant),
 }
+
+/// The process's budget of peer lines for the current second of the wall
+/// clock; see the module docs. Behind `PEER_LINES`.
+#[derive(Debug)]
+struct PeerLines {
+    /// The second of the wall clock, counted from the Unix epoch, that
+    /// `written` counts in.
+    second: u64,
+    /// Peer lines written in `second`; never more than
+    /// `PEER_LINES_PER_SECOND`.
+    written: u64,
+    /// Peer lines counted instead of written since the last report; all in
+    /// `second` or a second before it.
+    held_back: u64,
+    /// The most severe level among the `held_back` lines, and the level of
+    /// their report: a count of held-back warnings still shows under `-q`.
+    /// `Trace` while nothing is held back.
+    held_back_level: Level,
+}
+
+/// The one budget of peer lines, shared by every event loop of the
+/// process, because the log they fill is one.
+static PEER_LINES: Mutex<PeerLines> = Mutex::new(PeerLines::new());
+
+/// The target of the held-back report: `echod::server`, where the lines it
+/// counts (closes, over-long lines, rejections) are written.
+const PEER_LINES_TARGET: &str = "echod::server";
 
 /// A warning that may fire thousands of times a second.
 #[derive(Debug, Default)]
@@ -232,7 +305,7 @@ impl Control {
     /// If the signal handlers cannot be installed.
     pub fn new(wiring: Wiring, stats_interval: Option<Duration>) -> io::Result<Control> {
         let signals = if wiring.signals {
-            Some(Signals::new([SIGINT, SIGTERM, SIGUSR1])?)
+            Some(Signals::new(SIGNALS)?)
         } else {
             None
         };
@@ -291,12 +364,24 @@ impl Control {
     }
 
     /// On the signal pipe's event: the requests the signals that arrived
-    /// make, in order. Empty if there were none (a spurious event).
+    /// make, in order. Empty if there were none (a spurious event). A
+    /// signal that asks for nothing (SIGHUP, SIGUSR2, SIGALRM) is logged
+    /// here, with why it changes nothing, and makes no request.
     pub fn signals(&mut self) -> Vec<Request> {
         let Some(signals) = self.signals.as_mut() else {
             return Vec::new();
         };
-        signals.pending().filter_map(request_for).collect()
+        let mut requests = Vec::new();
+        for signal in signals.pending() {
+            match meaning(signal) {
+                Some(Meaning::Ask(request)) => requests.push(request),
+                Some(Meaning::Ignore { why, because }) => {
+                    info!(target: self.target, "{}{why}: ignored ({because})", self.label);
+                }
+                None => {}
+            }
+        }
+        requests
     }
 
     /// READY=1 with a first STATUS: the loop is listening and about to
@@ -363,7 +448,10 @@ impl Control {
     /// A connection from `peer` was closed at once: `max_connections`
     /// were open.
     pub fn rejected(&mut self, now: Instant, peer: SocketAddr, max_connections: usize) {
-        if let Some(suppressed) = self.rejections.hit(now) {
+        let Some(suppressed) = self.rejections.hit(now) else {
+            return;
+        };
+        if admit_peer_line(Level::Warn, self.target) {
             warn!(
                 target: self.target,
                 "max-connections ({max_connections}) reached: closed a new connection from {peer} \
@@ -375,7 +463,10 @@ impl Control {
     /// `accept` failed with `err` for want of descriptors, and accepting
     /// pauses.
     pub fn accept_failed(&mut self, now: Instant, err: &io::Error) {
-        if let Some(suppressed) = self.accept_failures.hit(now) {
+        let Some(suppressed) = self.accept_failures.hit(now) else {
+            return;
+        };
+        if admit_peer_line(Level::Warn, self.target) {
             warn!(
                 target: self.target,
                 "accept failed: {err}; pausing new connections until descriptors free up \
@@ -386,8 +477,15 @@ impl Control {
     }
 
     /// Reports the warnings held back once their interval has passed, so
-    /// that the last burst of a flood is reported too. Once a second.
+    /// that the last burst of a flood is reported too, and the peer lines
+    /// held back in the last second (`report_held_back_lines`). Once a
+    /// second. These
+    /// counts are not peer lines (at most one of each per `WARN_INTERVAL`),
+    /// so the peer-line budget does not hold them back.
     pub fn overdue_warnings(&mut self, now: Instant, max_connections: usize) {
+        // The peer-line count of the second just over, if no peer line
+        // since has reported it.
+        report_held_back_lines(false);
         if let Some(suppressed) = self.rejections.overdue(now) {
             warn!(
                 target: self.target,
@@ -444,6 +542,113 @@ impl Cadence {
     }
 }
 
+/// Whether a line at `level` under `target`, caused by a remote peer (a
+/// close, an over-long line, a rejection, a failed accept), may be written
+/// now; the caller writes it only then.
+///
+/// `false`, at no cost, if `level` is off for `target`: the line would not
+/// appear anyway. `true`, without counting, if `debug` is on for `target`:
+/// whoever asked for a line per event gets every one. Otherwise, `true`
+/// while this second of the wall clock has had fewer than
+/// `PEER_LINES_PER_SECOND` peer lines; past that, the line is counted for
+/// the held-back report and `false` is returned. A count from an earlier
+/// second is reported first.
+pub fn admit_peer_line(level: Level, target: &str) -> bool {
+    if !log_enabled!(target: target, level) {
+        return false;
+    }
+    if log_enabled!(target: target, Level::Debug) {
+        return true;
+    }
+    let second = wall_second(SystemTime::now());
+    // A poisoned lock means a loop panicked while holding it, between two
+    // additions; the counts are still whole numbers, so go on with them.
+    let mut lines = PEER_LINES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let report = lines.report(second, false);
+    let admitted = lines.admit(second, level);
+    // Logged once the lock is released: the logger may take a while, and
+    // the other workers wait for the lock.
+    drop(lines);
+    log_held_back(report);
+    admitted
+}
+
+/// Logs how many peer lines were held back, if any, once the second they
+/// were counted in is over; with `force`, at once (a loop that stops
+/// reports what it held back before its last line). Each loop calls this
+/// from its once-a-second housekeeping, so that the count of a burst's
+/// last second is logged even if no peer line follows.
+pub fn report_held_back_lines(force: bool) {
+    let second = wall_second(SystemTime::now());
+    let report = PEER_LINES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .report(second, force);
+    log_held_back(report);
+}
+
+fn log_held_back(report: Option<(u64, Level)>) {
+    if let Some((held_back, level)) = report {
+        log!(
+            target: PEER_LINES_TARGET,
+            level,
+            "{} about connections held back in the last second \
+             (at most {PEER_LINES_PER_SECOND} a second are logged)",
+            counted(held_back, "line")
+        );
+    }
+}
+
+/// Whole seconds from the Unix epoch to `time`, as the log's timestamps
+/// count them; 0 for a clock set before 1970.
+fn wall_second(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+impl PeerLines {
+    const fn new() -> PeerLines {
+        PeerLines {
+            second: 0,
+            written: 0,
+            held_back: 0,
+            held_back_level: Level::Trace,
+        }
+    }
+
+    /// Counts one peer line at `level` in `second`: `true` if it is within
+    /// the second's budget and is to be written, `false` if it is held
+    /// back. A clock stepped backwards starts a new budget, as any change
+    /// of second does: at most one extra second's worth per step.
+    fn admit(&mut self, second: u64, level: Level) -> bool {
+        if second != self.second {
+            self.second = second;
+            self.written = 0;
+        }
+        if self.written < PEER_LINES_PER_SECOND {
+            self.written += 1;
+            return true;
+        }
+        self.held_back += 1;
+        // `Level` orders the most severe first: `Error < Warn`.
+        self.held_back_level = self.held_back_level.min(level);
+        false
+    }
+
+    /// The count held back and its level, taken (so reported once), if
+    /// any and the second it was counted in is no longer `second`; with
+    /// `force`, whatever the second.
+    fn report(&mut self, second: u64, force: bool) -> Option<(u64, Level)> {
+        if self.held_back == 0 || (second == self.second && !force) {
+            return None;
+        }
+        let level = std::mem::replace(&mut self.held_back_level, Level::Trace);
+        Some((std::mem::take(&mut self.held_back), level))
+    }
+}
+
 impl Throttled {
     /// Counts one occurrence. Returns `Some(n)` if it should be logged now,
     /// `n` being how many were held back since the last one logged.
@@ -473,16 +678,29 @@ impl Throttled {
     }
 }
 
-/// What a signal asks for; `None` for one echod did not subscribe to.
-fn request_for(signal: i32) -> Option<Request> {
+/// What a signal means; `None` for one echod did not subscribe to.
+///
+/// | Signal | Meaning |
+/// |---|---|
+/// | SIGINT, SIGTERM | shutdown: graceful, or at once if one is under way |
+/// | SIGQUIT | the same: nginx stops gracefully on it, and after a `Ctrl-C` a `Ctrl-\` (the terminal's SIGQUIT) is a second request, so it stops at once |
+/// | SIGUSR1 | log the summary |
+/// | SIGHUP | ignored: no configuration to reload, and the terminal of `echod &` closing must not stop it |
+/// | SIGUSR2, SIGALRM | ignored: nothing to do, but their default would kill echod |
+fn meaning(signal: i32) -> Option<Meaning> {
+    let shutdown = |why| Some(Meaning::Ask(Request::Shutdown { why }));
+    let ignore = |why, because| Some(Meaning::Ignore { why, because });
     match signal {
-        SIGINT => Some(Request::Shutdown {
-            why: "SIGINT received",
-        }),
-        SIGTERM => Some(Request::Shutdown {
-            why: "SIGTERM received",
-        }),
-        SIGUSR1 => Some(Request::Summary),
+        SIGINT => shutdown("SIGINT received"),
+        SIGTERM => shutdown("SIGTERM received"),
+        SIGQUIT => shutdown("SIGQUIT received"),
+        SIGUSR1 => Some(Meaning::Ask(Request::Summary)),
+        SIGHUP => ignore(
+            "SIGHUP received",
+            "echod has no configuration to reload; SIGTERM stops it",
+        ),
+        SIGUSR2 => ignore("SIGUSR2 received", "SIGUSR1 logs a summary"),
+        SIGALRM => ignore("SIGALRM received", "echod sets no alarm"),
         _ => None,
     }
 }
@@ -524,15 +742,58 @@ mod tests {
     #[test]
     fn signals_become_requests() {
         let cases = [
-            (SIGINT, Some("SIGINT received")),
-            (SIGTERM, Some("SIGTERM received")),
+            (SIGINT, "SIGINT received"),
+            (SIGTERM, "SIGTERM received"),
+            (SIGQUIT, "SIGQUIT received"),
         ];
         for (signal, why) in cases {
-            let expected = why.map(|why| Request::Shutdown { why });
-            assert_eq!(request_for(signal), expected, "signal {signal}");
+            let expected = Meaning::Ask(Request::Shutdown { why });
+            assert_eq!(meaning(signal), Some(expected), "signal {signal}");
         }
-        assert_eq!(request_for(SIGUSR1), Some(Request::Summary));
-        assert_eq!(request_for(signal_hook::consts::SIGHUP), None);
+        assert_eq!(meaning(SIGUSR1), Some(Meaning::Ask(Request::Summary)));
+        for (signal, name) in [
+            (SIGHUP, "SIGHUP"),
+            (SIGUSR2, "SIGUSR2"),
+            (SIGALRM, "SIGALRM"),
+        ] {
+            let meant = meaning(signal);
+            assert!(
+                matches!(meant, Some(Meaning::Ignore { why, .. }) if why == format!("{name} received")),
+                "{name}: {meant:?}"
+            );
+        }
+        // Every signal taken means something: none is taken for nothing.
+        for signal in SIGNALS {
+            assert!(meaning(signal).is_some(), "signal {signal}");
+        }
+        assert_eq!(meaning(signal_hook::consts::SIGWINCH), None);
+    }
+
+    #[test]
+    fn peer_lines_are_budgeted_per_second_and_the_rest_counted() {
+        let mut lines = PeerLines::new();
+        let second = 1_700_000_000;
+        for i in 0..PEER_LINES_PER_SECOND {
+            assert!(lines.admit(second, Level::Info), "line {i}");
+        }
+        assert!(!lines.admit(second, Level::Info));
+        assert!(!lines.admit(second, Level::Warn));
+        // Not reported while the second lasts, unless forced.
+        assert_eq!(lines.report(second, false), None);
+        // The next second reports the count, at its most severe level,
+        // once, and has a budget of its own.
+        assert_eq!(lines.report(second + 1, false), Some((2, Level::Warn)));
+        assert_eq!(lines.report(second + 1, false), None);
+        assert!(lines.admit(second + 1, Level::Info));
+        // A clock stepped back starts a budget too.
+        assert!(lines.admit(second - 5, Level::Info));
+        assert_eq!(lines.written, 1);
+        // Forced (at exit): reported within the second.
+        for _ in 0..PEER_LINES_PER_SECOND {
+            lines.admit(second - 5, Level::Info);
+        }
+        assert_eq!(lines.report(second - 5, false), None);
+        assert_eq!(lines.report(second - 5, true), Some((1, Level::Info)));
     }
 
     #[test]

@@ -17,13 +17,25 @@
 //!   among them. (With one worker it is not set, so a second echod process
 //!   cannot bind the same port by mistake.)
 //!
+//! `SO_REUSEPORT` lets any process of the same user join the address, so a
+//! second `echod --workers 2` on a port the first serves would bind without
+//! an error and take half its connections. Before binding with it,
+//! `refuse_if_answered` connects to each address: if anything accepts, the
+//! address is taken and echod does not start. The check and the bind are
+//! not one step; two echods started within the same few microseconds could
+//! both pass it. A lock held for the address's lifetime would close that
+//! window but would need a resource outside the socket (a file, an abstract
+//! Unix socket) that no other server honours, while the probe catches any
+//! process that answers, which is the mistake operators make.
+//!
 //! Sockets inherited through systemd socket activation were created by the
 //! service manager with the options of the `.socket` unit; `adopt` sets the
 //! two that echod cannot do without.
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::time::Duration;
 
 use log::warn;
 use mio::net::TcpListener;
@@ -41,6 +53,12 @@ pub const MAX_LISTENERS: usize = 64;
 /// them. Large enough to absorb a burst of connects while one turn of the
 /// loop is busy.
 pub const BACKLOG: i32 = 1024;
+
+/// How long `refuse_if_answered` waits for each connect. A listener on this
+/// host answers a connect in microseconds, and a closed port refuses at
+/// once; only a firewall that drops packets to ourselves makes the probe
+/// wait this long, and then it concludes nobody answers.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// A listening socket that could not be set up.
 #[derive(Debug)]
@@ -89,6 +107,47 @@ pub fn bind_all(listen: &Listen, reuse_port: bool) -> Result<Vec<TcpListener>, B
         }
     }
     Ok(listeners)
+}
+
+/// Fails if some process already accepts connections on an address that
+/// `listen` names, so that binding it with `SO_REUSEPORT` would silently
+/// share it (see the module docs). An address with port 0 is skipped: the
+/// kernel gives a port nobody uses. A wildcard address is probed at the
+/// loopback address of its family, where a listener on the wildcard
+/// answers too.
+///
+/// # Errors
+///
+/// The first address on which a connect succeeded, as an `AddrInUse`
+/// error that says another process answers there.
+pub fn refuse_if_answered(listen: &Listen) -> Result<(), BindError> {
+    for address in listen.addresses() {
+        if address.port() == 0 {
+            continue;
+        }
+        let target = match address.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), address.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), address.port())
+            }
+            _ => address,
+        };
+        // Refused, unreachable or timed out: nobody answers, and the bind
+        // that follows has the last word. The connection is closed at once;
+        // the process that answered sees a client that sent nothing.
+        if TcpStream::connect_timeout(&target, PROBE_TIMEOUT).is_ok() {
+            return Err(BindError {
+                address,
+                source: io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process already accepts connections there",
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Prepares a listening socket echod did not create (socket activation) for

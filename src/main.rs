@@ -11,6 +11,12 @@ use echod::{logging, probe, systemd};
 
 /// Exit status of `echod probe` when the echo did not come back.
 const EXIT_PROBE_FAILED: u8 = 1;
+/// Exit status of a stop that cut connections off: a second shutdown
+/// signal with connections still open, or `--shutdown-timeout` expiring
+/// with echoes still owed. Not 0, so that a supervisor can tell it from a
+/// stop in which every client got what it was owed; not one of the failure
+/// statuses either, since echod did what it was told.
+const EXIT_CUT_OFF: u8 = 3;
 /// Exit status for a command line that cannot be run (sysexits' EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 /// Exit status when the event loop fails while running (EX_SOFTWARE).
@@ -93,6 +99,13 @@ fn main() -> ExitCode {
     // The daemon's loop takes the process's signals and talks to systemd;
     // a server embedded elsewhere does neither.
     let code = match workers::run(config, inherited, Wiring::DAEMON) {
+        Ok(summary) if summary.cut_off() > 0 => {
+            log::warn!(
+                "exit status {EXIT_CUT_OFF}: the stop cut off {}",
+                echod::summary::counted(summary.cut_off(), "connection")
+            );
+            ExitCode::from(EXIT_CUT_OFF)
+        }
         Ok(_summary) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("{err}");

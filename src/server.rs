@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{Level, debug, info, warn};
 use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
@@ -37,7 +37,9 @@ use mio::{Events, Poll, Token};
 use crate::allocator;
 use crate::connection::{CloseReason, Readiness, State};
 use crate::connections::{Accept, AcceptEnd, Closed, Connections, EXPIRY_SWEEP_MS};
-use crate::control::{Control, Flow, Request, ShutdownHandle, ShutdownRequests};
+use crate::control::{
+    self, Control, Flow, Request, ShutdownHandle, ShutdownRequests, admit_peer_line,
+};
 use crate::listener::MAX_LISTENERS;
 use crate::socket::Socket;
 use crate::summary::{Closes, ConnectionCounts, Summary, counted};
@@ -54,7 +56,7 @@ const LOG_TARGET: &str = module_path!();
 
 /// Fired by `ShutdownHandle::trigger`, from any thread.
 const WAKER: Token = Token(usize::MAX);
-/// SIGINT, SIGTERM and SIGUSR1, delivered through a self-pipe.
+/// The signals `control::SIGNALS` lists, delivered through a self-pipe.
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `LISTENERS.start + i`. Slab keys count up from 0
 /// and never get near these.
@@ -288,7 +290,9 @@ impl Server {
                     debug!("max-connections-per-ip reached: closed a new connection from {peer}");
                 }
                 Accept::Unregistered { peer, err } => {
-                    warn!("conn from {peer}: cannot register: {err}");
+                    if admit_peer_line(Level::Warn, LOG_TARGET) {
+                        warn!("conn from {peer}: cannot register: {err}");
+                    }
                 }
             },
         );
@@ -310,7 +314,10 @@ impl Server {
         }
     }
 
-    /// Counts a closed connection in the totals and logs why it closed.
+    /// Counts a closed connection in the totals and logs why it closed:
+    /// at `info` within the peer-line budget (`control::admit_peer_line`),
+    /// since a peer decides how often connections close; a probe's close
+    /// at `debug`, where nothing is held back.
     fn record_close(&mut self, closed: Closed<Socket>) {
         let Closed {
             connection, reason, ..
@@ -325,7 +332,7 @@ impl Server {
                 "conn {id}: closed without sending anything ({reason}); peer {}",
                 connection.peer()
             );
-        } else {
+        } else if admit_peer_line(Level::Info, LOG_TARGET) {
             let counts = ConnectionCounts {
                 framing: self.connections.limits().framing,
                 lines_received: connection.lines(),
@@ -434,9 +441,12 @@ impl Server {
     }
 
     /// The run is over: publishes and logs the totals, and returns them.
+    /// The count of peer lines held back is logged first, whatever the
+    /// second, so that the log adds up before its last line.
     fn finish_run(self) -> Summary {
         let summary = self.summary();
         self.control.publish(|| summary);
+        control::report_held_back_lines(true);
         info!("{}stopped: {summary}", self.control.label());
         summary
     }

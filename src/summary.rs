@@ -152,6 +152,16 @@ impl Closes {
     }
 }
 
+impl Summary {
+    /// Connections a stop cut off rather than finished: those still open
+    /// when the loop returned (a second shutdown request), and those closed
+    /// when `shutdown-timeout` expired. Zero after a graceful stop in which
+    /// every connection was done.
+    pub fn cut_off(&self) -> u64 {
+        self.open_connections as u64 + self.closes.shutdown_timeout
+    }
+}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

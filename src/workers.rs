@@ -27,9 +27,19 @@
 //! the loop takes in its stride. So the connections go to whichever worker
 //! is free first, not by hash.
 //!
-//! `max-connections` is the process's limit: each worker gets an equal
-//! share (at least 1). Since the kernel's spread is not exactly even, a
-//! worker may reject connections while another still has room.
+//! `max-connections` is the process's limit, shared out exactly
+//! (`shares`): 1,000 over 3 workers is 334 + 333 + 333, 7 over 4 is
+//! 2 + 2 + 2 + 1. An explicit `--max-connections` below `--workers` is a
+//! command-line error, since a worker with no share would reject every
+//! connection the kernel gave it; the default, derived from the open-file
+//! limit, is raised to one per worker if it is lower. Since the kernel's
+//! spread is not exactly even, a worker may reject connections while
+//! another still has room.
+//!
+//! Before the first worker binds with `SO_REUSEPORT`, each address is
+//! probed (`listener::refuse_if_answered`): `SO_REUSEPORT` would let echod
+//! join a port another process already serves, where a single loop's bind
+//! fails with "address in use".
 //!
 //! `main` calls `run` with the daemon's `Wiring` and maps its `RunError` to
 //! an exit status.
@@ -50,7 +60,7 @@ use crate::config::{Config, Listen};
 use crate::control::{Control, Request, ShutdownHandle, Wiring, Worker};
 use crate::listener;
 use crate::server::{self, Server, StartError};
-use crate::summary::Summary;
+use crate::summary::{Summary, counted};
 
 /// The coordinator's tokens: signals, and a worker that has returned.
 const SIGNALS: Token = Token(0);
@@ -89,7 +99,7 @@ pub fn run(
     if let Some(inherited) = &inherited {
         info!(
             "socket activation: serving {} passed by systemd",
-            crate::summary::counted(inherited.len(), "listening socket")
+            counted(inherited.len(), "listening socket")
         );
     }
     if config.workers > 1 {
@@ -122,32 +132,42 @@ fn run_workers(
     let listener_sets = worker_listeners(&config, inherited.as_deref(), n_workers)?;
     drop(inherited); // Each worker has its own duplicates.
     let n_listeners: usize = listener_sets.iter().map(Vec::len).sum();
+    // The command line refuses fewer than one per worker; the derived
+    // default is raised to that.
     let max_connections = config
         .max_connections
-        .unwrap_or_else(|| server::derived_max_connections(n_listeners));
-    let per_worker = (max_connections / n_workers).max(1);
-    info!(
-        "{n_workers} workers: max-connections {per_worker} each, {} in all",
-        per_worker * n_workers
-    );
-    let worker_config = Config {
-        max_connections: Some(per_worker),
-        ..config.clone()
-    };
+        .unwrap_or_else(|| server::derived_max_connections(n_listeners).max(n_workers));
+    let shares = shares(max_connections, n_workers);
+    let (most, least) = (shares[0], shares[n_workers - 1]);
+    if most == least {
+        info!("{n_workers} workers: max-connections {most} each, {max_connections} in all");
+    } else {
+        let n_most = shares.iter().filter(|&&share| share == most).count();
+        info!(
+            "{n_workers} workers: max-connections {most} for {} and {least} for {}, \
+             {max_connections} in all",
+            counted(n_most, "worker"),
+            n_workers - n_most
+        );
+    }
 
     let mut coordinator = Control::new(wiring, config.stats_interval)
         .and_then(Coordinator::new)
         .map_err(|err| RunError::Start(StartError::Setup(err)))?;
     let mut servers = Vec::with_capacity(n_workers);
-    for (i, listeners) in listener_sets.into_iter().enumerate() {
+    for (i, (listeners, share)) in listener_sets.into_iter().zip(shares).enumerate() {
+        let worker_config = Config {
+            max_connections: Some(share),
+            ..config.clone()
+        };
         let report = Arc::new(Mutex::new(Summary::default()));
         let worker = Worker {
             number: i + 1,
             report: Arc::clone(&report),
         };
         let control = Control::for_worker(worker);
-        let server = Server::with_control(worker_config.clone(), listeners, control)
-            .map_err(RunError::Start)?;
+        let server =
+            Server::with_control(worker_config, listeners, control).map_err(RunError::Start)?;
         coordinator.shutdowns.push(server.shutdown_handle());
         coordinator.reports.push(report);
         servers.push(server);
@@ -199,6 +219,10 @@ fn worker_listeners(
     let bind = |listen: &Listen| {
         listener::bind_all(listen, true).map_err(|err| RunError::Start(StartError::Listen(err)))
     };
+    // Before the first bind: once worker 1 listens, the probe would find
+    // it.
+    listener::refuse_if_answered(&config.listen)
+        .map_err(|err| RunError::Start(StartError::Listen(err)))?;
     let first = bind(&config.listen)?;
     let addresses = first
         .iter()
@@ -210,6 +234,16 @@ fn worker_listeners(
         sets.push(bind(&Listen::Addresses(addresses.clone()))?);
     }
     Ok(sets)
+}
+
+/// `total` connections shared among `n_workers` so that the shares add up
+/// to exactly `total`: each gets `total / n_workers`, and the first
+/// `total % n_workers` one more. Largest first.
+fn shares(total: usize, n_workers: usize) -> Vec<usize> {
+    let (each, rest) = (total / n_workers, total % n_workers);
+    (0..n_workers)
+        .map(|i| each + usize::from(i < rest))
+        .collect()
 }
 
 /// Duplicates of `inherited`, ready for a loop (`listener::adopt`).
@@ -396,6 +430,27 @@ impl std::error::Error for RunError {
         match self {
             RunError::Start(err) => Some(err),
             RunError::Loop(err) => Some(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shares;
+
+    #[test]
+    fn max_connections_is_shared_out_exactly() {
+        let cases: [(usize, usize, &[usize]); 5] = [
+            (1000, 3, &[334, 333, 333]),
+            (7, 4, &[2, 2, 2, 1]),
+            (10, 2, &[5, 5]),
+            (4, 4, &[1, 1, 1, 1]),
+            (5, 4, &[2, 1, 1, 1]),
+        ];
+        for (total, n_workers, expected) in cases {
+            let got = shares(total, n_workers);
+            assert_eq!(got, expected, "{total} over {n_workers}");
+            assert_eq!(got.iter().sum::<usize>(), total);
         }
     }
 }
