@@ -27,6 +27,8 @@
 //! the loop takes in its stride. So the connections go to whichever worker
 //! is free first, not by hash.
 //!
+//! `max-memory` is the process's budget, shared out the same way.
+//!
 //! `max-connections` is the process's limit, shared out exactly
 //! (`shares`): 1,000 over 3 workers is 334 + 333 + 333, 7 over 4 is
 //! 2 + 2 + 2 + 1. An explicit `--max-connections` below `--workers` is a
@@ -154,10 +156,15 @@ fn run_workers(
     let mut coordinator = Control::new(wiring, config.stats_interval)
         .and_then(Coordinator::new)
         .map_err(|err| RunError::Start(StartError::Setup(err)))?;
+    // The memory budget is the process's too: each worker holds its share.
+    let memory_shares = config
+        .max_memory
+        .map(|budget| self::shares(budget, n_workers));
     let mut servers = Vec::with_capacity(n_workers);
     for (i, (listeners, share)) in listener_sets.into_iter().zip(shares).enumerate() {
         let worker_config = Config {
             max_connections: Some(share),
+            max_memory: memory_shares.as_ref().map(|memory| memory[i]),
             ..config.clone()
         };
         let report = Arc::new(Mutex::new(Summary::default()));
