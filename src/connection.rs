@@ -30,6 +30,7 @@
 //! | `Open`                 | `OutputFull`  | `Paused`                |                                  |
 //! | `Paused`               | `OutputLow`   | `Open`                  | read until `WouldBlock`          |
 //! | `Open`, `Paused`       | `Shutdown`    | `Draining(ServerShutdown)` | unfinished line dropped       |
+//! | `Open`, idle           | `ShutdownIdle` | closed                 | nothing owed, nothing queued     |
 //! | `Draining(PeerFinished)` | `NothingOwed` | closed                | `CloseReason::PeerFinished`      |
 //! | `Draining(other)`      | `NothingOwed` | `Lingering(other)`      | FIN sent; read until `WouldBlock` |
 //! | `Lingering(finish)`    | `PeerEof`     | closed                  | the reason that made us finish   |
@@ -182,6 +183,9 @@ enum Input {
     NothingOwed,
     /// The server began shutting down.
     Shutdown,
+    /// The server began shutting down, and this connection is idle: it owes
+    /// nothing, holds no unfinished line, and a read found nothing queued.
+    ShutdownIdle,
 }
 
 /// How one read went.
@@ -289,13 +293,31 @@ impl<S: Stream> Connection<S> {
 
     /// Stops reading because the server is shutting down: the unfinished line
     /// is dropped, the echoes owed are delivered, then the connection closes.
+    /// An idle connection (owing nothing, no line begun, nothing queued)
+    /// closes at once.
     pub fn begin_shutdown(
         &mut self,
         limits: &Limits,
         read_buffer: &mut ReadBuffer,
         now_ms: u64,
     ) -> Step {
-        match self.transition(Input::Shutdown, now_ms) {
+        let input = if self.state == State::Open && self.buffer.is_empty() {
+            // A read of one byte tells whether anything is queued (and
+            // barely touches the call's read budget). That byte is dropped,
+            // as any input after the shutdown is; the EOF, if that is what
+            // it finds, is read again while lingering.
+            match read_retrying(&mut self.stream, &mut read_buffer.room()[..1]) {
+                Ok(None) => Input::ShutdownIdle,
+                Ok(Some(n)) => {
+                    self.received_any |= n > 0;
+                    Input::Shutdown
+                }
+                Err(err) => return Step::Close(CloseReason::Io(err)),
+            }
+        } else {
+            Input::Shutdown
+        };
+        match self.transition(input, now_ms) {
             Ok(Next::Return(step)) => step,
             // Try the write now: the socket may well be writable, and if it
             // is, no event would come to say so.
@@ -522,6 +544,13 @@ impl<S: Stream> Connection<S> {
             (State::Open | State::Paused, Input::Shutdown) => {
                 self.buffer.discard_unfinished();
                 (State::Draining(Finish::ServerShutdown), Next::Continue)
+            }
+            // Nothing owed, nothing unread: closing sends the FIN after the
+            // last echo, and nothing is there to turn it into a reset, so
+            // there is nothing to linger for (nginx closes its idle
+            // keepalive connections at a graceful stop the same way).
+            (State::Open, Input::ShutdownIdle) => {
+                return Ok(Next::Return(Step::Close(CloseReason::ServerShutdown)));
             }
             // Every byte the peer sent has been read (we saw its EOF), so
             // closing cannot cause a reset.
@@ -1025,6 +1054,33 @@ mod tests {
     }
 
     #[test]
+    fn shutdown_closes_an_idle_connection_at_once() {
+        let mut h = Harness::crlf();
+        h.room(ROOMY).arrive([bytes(b"a\r\n")]);
+        assert_wait(h.ready(READABLE));
+        // Owing nothing, no line begun, nothing queued: no FIN to linger on.
+        assert_close(h.shutdown(), "server shutdown");
+        assert!(
+            !h.script().fin_sent.get(),
+            "closed, not shut down and lingered"
+        );
+        assert_eq!(h.written(), b"a\r\n");
+    }
+
+    #[test]
+    fn shutdown_with_input_queued_lingers_even_when_nothing_is_owed() {
+        let mut h = Harness::crlf();
+        h.arrive([bytes(b"sent just before the shutdown\r\n")]);
+        assert_wait(h.shutdown());
+        assert_eq!(
+            h.connection.state(),
+            State::Lingering(Finish::ServerShutdown)
+        );
+        assert!(h.script().fin_sent.get());
+        assert_eq!(h.written(), b"", "input after the shutdown is not echoed");
+    }
+
+    #[test]
     fn shutdown_of_a_paused_connection_delivers_what_it_owes_first() {
         let mut h = Harness::new(Framing::Crlf, 64, 4);
         h.room(0).arrive([bytes(b"abcd\r\n")]);
@@ -1206,6 +1262,8 @@ mod tests {
     #[test]
     fn a_lingering_connection_has_the_linger_deadline_whatever_the_timeouts() {
         let mut h = Harness::crlf();
+        // Input queued at the shutdown: the connection lingers.
+        h.arrive([bytes(b"late\r\n")]);
         assert_wait(h.shutdown());
         let expected = Some((LINGER_MS, "server shutdown".into()));
         assert_eq!(deadline(&h, Timeouts::default()), expected);

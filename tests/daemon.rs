@@ -203,6 +203,28 @@ fn bind_failure_exits_71() {
     );
 }
 
+// Issue 10: Ctrl-C with an idle client connected took 2 to 3 s, the linger
+// after a FIN, swept once a second, although nothing was owed.
+#[test]
+fn sigterm_with_only_idle_clients_exits_without_lingering() {
+    let (mut daemon, addr) = Daemon::start(&[]);
+    let mut idle: Vec<_> = (0..3).map(|_| connect(addr)).collect();
+    for client in &mut idle {
+        assert_echoes(client, b"then nothing\r\n");
+    }
+    let stopped = Instant::now();
+    daemon.signal(libc::SIGTERM);
+    // The clients keep their sockets open: a lingering echod would wait
+    // for them for its 2-second linger.
+    let status = daemon.wait_exit();
+    let took = stopped.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_millis(1500), "exit took {took:?}");
+    for client in &mut idle {
+        assert!(read_to_eof(client).is_empty(), "nothing more, then the end");
+    }
+}
+
 #[test]
 fn sigterm_delivers_owed_echoes_and_exits_0() {
     // Trace logs each state change, which shows when reading pauses; the

@@ -113,6 +113,7 @@ fn seeded_scenarios_keep_every_property() {
             && coverage.left_to_next_turn > 0
             && coverage.rejected > 0
             && coverage.displaced > 0
+            && coverage.closed_idle_at_shutdown > 0
             && coverage.accept_errors > 0
             && coverage.register_errors > 0
             && coverage.stale_events > 0,

@@ -1026,6 +1026,8 @@ pub struct Coverage {
     pub accept_budget_spent: u64,
     /// Connections rejected at `max_connections`.
     pub rejected: u64,
+    /// Connections closed at once by the shutdown, being idle.
+    pub closed_idle_at_shutdown: u64,
     /// Connections closed at `max_connections` to give their slot to a
     /// newcomer, having been quiet for `DISPLACE_QUIET_MS`.
     pub displaced: u64,
@@ -1071,6 +1073,7 @@ impl Coverage {
         self.left_to_next_turn += other.left_to_next_turn;
         self.accept_budget_spent += other.accept_budget_spent;
         self.rejected += other.rejected;
+        self.closed_idle_at_shutdown += other.closed_idle_at_shutdown;
         self.displaced += other.displaced;
         self.unregistered += other.unregistered;
         self.refused += other.refused;
@@ -2228,6 +2231,18 @@ impl<D: Decide> World<D> {
             Finish::LineTooLong | Finish::ServerShutdown
                 if s.fin_sent && (via == Via::Expiry || s.eof_read) =>
             {
+                Ok(())
+            }
+            // Idle at the shutdown: every echo delivered (checked above) and
+            // nothing queued unread, so closing at once loses nothing.
+            Finish::ServerShutdown
+                if via == Via::Step
+                    && !s.fin_sent
+                    && s.read_pos == s.arrived
+                    && !s.fin_arrived
+                    && !s.reset =>
+            {
+                self.coverage.closed_idle_at_shutdown += 1;
                 Ok(())
             }
             _ => Err(format!(
