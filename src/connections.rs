@@ -34,10 +34,12 @@ pub const ACCEPT_BUDGET: usize = 128;
 const STALE_DEADLINES_SLACK: usize = 64;
 
 /// A connection quiet for this long (open, owing nothing, no line begun,
-/// no byte moved) gives its slot to a newcomer at `max_connections`. A
-/// second is far longer than any gap in a client's own exchange of lines,
-/// so a client in mid-conversation is never the one displaced.
-pub const DISPLACE_QUIET_MS: u64 = 1_000;
+/// no byte moved) gives its slot to a newcomer at `max_connections`. Half a
+/// second is far longer than the gap between an echo and a client's next
+/// line, so a client in mid-conversation is not the one displaced, and
+/// short enough that a newcomer locked out by idle slots is served within a
+/// second.
+pub const DISPLACE_QUIET_MS: u64 = 500;
 
 /// A connection whose client has made no progress for this long while it
 /// holds buffer storage may be evicted when the memory budget is spent

@@ -61,7 +61,7 @@ fn slots_held_by_silent_clients_go_to_a_newcomer() {
     let (mut daemon, addr) = Daemon::start(&["--max-connections", "3", STATS[0], STATS[1]]);
     let mut silent: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
     daemon.wait_for_stats(&["3 open"]);
-    // Served once the silent ones have been quiet for a second: the first
+    // Served once the silent ones have been quiet for half a second: the first
     // try that succeeds must come within two.
     let started = Instant::now();
     let mut tries = 0;
