@@ -6,11 +6,12 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{DEADLINE, assert_echoes, connect};
+use common::{DEADLINE, connect};
 use echod::summary::Closes;
 use echod::{Config, Listen, Server, Summary};
 
@@ -59,11 +60,19 @@ fn run_until_two_triggers() -> Summary {
         // The receiver is gone only if the test has already failed.
         let _ = sender.send(server.run());
     });
-    // The echo proves the server holds the connection. From here the
-    // client neither reads nor closes, which holds a graceful drain open:
-    // the server waits for the client to close after its FIN.
+    // The echo proves the server holds the connection. Then half a line,
+    // so that it is not idle (an idle connection closes at once at a
+    // shutdown): from here the client neither reads nor closes, which holds
+    // a graceful drain open while the server lingers after its FIN.
+    // Sent together, so that by the time the echo is back the half line is
+    // in the server's buffer, or at least queued for it: either way not idle.
     let mut client = connect(addr);
-    assert_echoes(&mut client, b"hold the drain open\r\n");
+    client
+        .write_all(b"hold the drain open\r\nand half a line")
+        .expect("a line and a half");
+    let mut echo = [0; 21];
+    client.read_exact(&mut echo).expect("the echo");
+    assert_eq!(&echo, b"hold the drain open\r\n");
 
     shutdown.trigger();
     shutdown.trigger();
