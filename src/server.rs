@@ -332,18 +332,28 @@ impl Server {
                 "conn {id}: closed without sending anything ({reason}); peer {}",
                 connection.peer()
             );
-        } else if admit_peer_line(Level::Info, LOG_TARGET) {
-            let counts = ConnectionCounts {
-                framing: self.connections.limits().framing,
-                lines_received: connection.lines(),
-                bytes_echoed: connection.bytes_echoed(),
-                bytes_owed: connection.pending_bytes() as u64,
-                received_any: connection.received_any(),
+        } else {
+            // The allocator refusing memory is the operator's concern, not
+            // only the client's: a warning, within the same budget.
+            let level = if matches!(reason, CloseReason::OutOfMemory) {
+                Level::Warn
+            } else {
+                Level::Info
             };
-            info!(
-                "conn {id}: closed ({reason}); {counts}; peer {}",
-                connection.peer()
-            );
+            if admit_peer_line(level, LOG_TARGET) {
+                let counts = ConnectionCounts {
+                    framing: self.connections.limits().framing,
+                    lines_received: connection.lines(),
+                    bytes_echoed: connection.bytes_echoed(),
+                    bytes_owed: connection.pending_bytes() as u64,
+                    received_any: connection.received_any(),
+                };
+                log::log!(
+                    level,
+                    "conn {id}: closed ({reason}); {counts}; peer {}",
+                    connection.peer()
+                );
+            }
         }
         // Dropping the stream closes the socket, which also removes it from
         // the epoll set; an explicit deregister would cost an `epoll_ctl`.
