@@ -897,12 +897,17 @@ mod tests {
         }
 
         fn ready(&mut self, ready: Readiness) -> Step {
+            self.ready_at(ready, 0, usize::MAX)
+        }
+
+        /// `on_ready` at `now_ms`, its buffer allowed to grow by `room`.
+        fn ready_at(&mut self, ready: Readiness, now_ms: u64, room: usize) -> Step {
             let Harness {
                 connection,
                 limits,
                 read_buffer,
             } = self;
-            connection.on_ready(ready, limits, read_buffer, 0, usize::MAX)
+            connection.on_ready(ready, limits, read_buffer, now_ms, room)
         }
 
         fn shutdown(&mut self) -> Step {
@@ -1180,12 +1185,7 @@ mod tests {
         assert_eq!(deadline(&h, Timeouts::default()), None, "all off");
         assert_eq!(deadline(&h, IDLE_1S), Some((1000, "idle timeout".into())));
         h.room(ROOMY).arrive([bytes(b"a\r\n")]);
-        let Harness {
-            connection,
-            limits,
-            read_buffer,
-        } = &mut h;
-        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 700, usize::MAX));
+        assert_wait(h.ready_at(READABLE, 700, usize::MAX));
         assert_eq!(deadline(&h, IDLE_1S), Some((1700, "idle timeout".into())));
     }
 
@@ -1194,35 +1194,20 @@ mod tests {
         let mut h = Harness::crlf();
         assert_eq!(deadline(&h, SEND_AND_LINE), None, "nothing owed");
         h.room(2).arrive([bytes(b"abcd\r\n")]);
-        let Harness {
-            connection,
-            limits,
-            read_buffer,
-        } = &mut h;
         // 2 bytes taken at 100 ms, 4 still owed: the clock runs from then.
-        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 100, usize::MAX));
+        assert_wait(h.ready_at(READABLE, 100, usize::MAX));
         assert_eq!(
             deadline(&h, SEND_AND_LINE),
             Some((400, "send timeout".into()))
         );
         h.room(1);
-        let Harness {
-            connection,
-            limits,
-            read_buffer,
-        } = &mut h;
-        assert_wait(connection.on_ready(Readiness::WRITE, limits, read_buffer, 350, usize::MAX));
+        assert_wait(h.ready_at(Readiness::WRITE, 350, usize::MAX));
         assert_eq!(
             deadline(&h, SEND_AND_LINE),
             Some((650, "send timeout".into()))
         );
         h.room(ROOMY);
-        let Harness {
-            connection,
-            limits,
-            read_buffer,
-        } = &mut h;
-        assert_wait(connection.on_ready(Readiness::WRITE, limits, read_buffer, 360, usize::MAX));
+        assert_wait(h.ready_at(Readiness::WRITE, 360, usize::MAX));
         assert_eq!(deadline(&h, SEND_AND_LINE), None, "all delivered");
     }
 
@@ -1230,31 +1215,16 @@ mod tests {
     fn the_line_timer_runs_from_a_lines_first_byte_to_its_end() {
         let mut h = Harness::crlf();
         h.room(ROOMY).arrive([bytes(b"ha")]);
-        let Harness {
-            connection,
-            limits,
-            read_buffer,
-        } = &mut h;
-        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 100, usize::MAX));
+        assert_wait(h.ready_at(READABLE, 100, usize::MAX));
         // More of the same line later does not restart it.
         h.arrive([bytes(b"lf")]);
-        let Harness {
-            connection,
-            limits,
-            read_buffer,
-        } = &mut h;
-        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 400, usize::MAX));
+        assert_wait(h.ready_at(READABLE, 400, usize::MAX));
         assert_eq!(
             deadline(&h, SEND_AND_LINE),
             Some((100 + 500, "line timeout".into()))
         );
         h.arrive([bytes(b"\r\n")]);
-        let Harness {
-            connection,
-            limits,
-            read_buffer,
-        } = &mut h;
-        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 450, usize::MAX));
+        assert_wait(h.ready_at(READABLE, 450, usize::MAX));
         assert_eq!(deadline(&h, SEND_AND_LINE), None, "the line ended");
         assert_eq!(h.written(), b"half\r\n");
     }
@@ -1278,29 +1248,13 @@ mod tests {
         assert_wait(h.ready(READABLE));
         h.arrive([bytes(b" a line\r\n")]);
         let calls = h.script().read_calls;
-        let Harness {
-            connection,
-            limits,
-            read_buffer,
-        } = &mut h;
-        let step = connection.on_ready(READABLE, limits, read_buffer, 0, 0);
+        let step = h.ready_at(READABLE, 0, 0);
         assert!(matches!(step, Step::Starve), "{step:?}");
         // No read was made into no room (it would have looked like EOF).
         assert_eq!(h.script().read_calls, calls);
         assert_eq!(h.connection.state(), State::Open);
         // Served again with room, it reads and echoes what waited.
-        let Harness {
-            connection,
-            limits,
-            read_buffer,
-        } = &mut h;
-        assert_wait(connection.on_ready(
-            Readiness::SERVE_AGAIN,
-            limits,
-            read_buffer,
-            0,
-            usize::MAX,
-        ));
+        assert_wait(h.ready_at(Readiness::SERVE_AGAIN, 0, usize::MAX));
         assert_eq!(h.written(), b"half a line\r\n");
     }
 
@@ -1308,12 +1262,7 @@ mod tests {
     fn a_connection_with_nothing_left_over_needs_no_memory_room() {
         let mut h = Harness::crlf();
         h.room(ROOMY).arrive([bytes(b"ping\r\n")]);
-        let Harness {
-            connection,
-            limits,
-            read_buffer,
-        } = &mut h;
-        assert_wait(connection.on_ready(READABLE, limits, read_buffer, 0, 0));
+        assert_wait(h.ready_at(READABLE, 0, 0));
         assert_eq!(h.written(), b"ping\r\n");
     }
 }
