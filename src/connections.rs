@@ -9,11 +9,16 @@
 //!
 //! It logs nothing on a close: a `Closed` goes back to the caller, which
 //! keeps the totals and writes the close line.
+//!
+//! Three defences live in rooms of their own beside it, each an `impl` of
+//! `Connections`: `deadlines` (the timeouts and linger, from a queue),
+//! `memory` (the memory budget and eviction) and `admission` (who gives up
+//! a slot at `max_connections`, and the per-address count).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use log::warn;
 use mio::Interest;
@@ -25,38 +30,19 @@ use crate::connection::{
     Timeouts,
 };
 
+mod admission;
+mod deadlines;
+mod memory;
+
+pub use admission::DISPLACE_QUIET_MS;
+pub use deadlines::EXPIRY_SWEEP_MS;
+pub use memory::EVICT_STALLED_MS;
+
+use admission::AddressKey;
+
 /// Connections accepted from one listener per turn, so that a connect flood
 /// cannot starve the clients already connected.
 pub const ACCEPT_BUDGET: usize = 128;
-
-/// Stale entries the deadline queue may hold beyond twice the open
-/// connections before they are swept out (see `drop_stale_deadlines`).
-const STALE_DEADLINES_SLACK: usize = 64;
-
-/// A connection quiet for this long (open, owing nothing, no line begun,
-/// no byte moved) gives its slot to a newcomer at `max_connections`. Half a
-/// second is far longer than the gap between an echo and a client's next
-/// line, so a client in mid-conversation is not the one displaced, and
-/// short enough that a newcomer locked out by idle slots is served within a
-/// second.
-pub const DISPLACE_QUIET_MS: u64 = 500;
-
-/// A connection whose client has made no progress for this long while it
-/// holds buffer storage may be evicted when the memory budget is spent
-/// (`relieve_memory`). Two seconds is many round trips: a client that
-/// reads its echoes, however slowly, takes some within it.
-pub const EVICT_STALLED_MS: u64 = 2_000;
-
-/// Least time between two rounds of evictions.
-const RELIEF_INTERVAL_MS: u64 = 100;
-
-/// Buffer memory freed since the peak after which the allocator is asked to
-/// return it to the system (see `allocator::give_back`).
-const TRIM_AFTER_BYTES: usize = 8 << 20;
-
-/// How often `expire` must be called for `idle-timeout` and `LINGER_MS` to
-/// be kept to within this much: the loop's housekeeping interval.
-pub const EXPIRY_SWEEP_MS: u64 = 1_000;
 
 /// What the connections need of the poll instance: to register a stream
 /// under its key, and to change what it is registered for. `server.rs`
@@ -209,28 +195,6 @@ pub struct Connections<S> {
     per_address: HashMap<AddressKey, usize>,
 }
 
-/// What the per-address limit counts by: an IPv4 address, or the /64 an
-/// IPv6 address is in (one host or site usually holds a whole /64, so a
-/// limit per address would be no limit at all). IPv4-mapped IPv6
-/// addresses count as IPv4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum AddressKey {
-    V4(u32),
-    V6(u64),
-}
-
-impl AddressKey {
-    fn of(peer: SocketAddr) -> AddressKey {
-        match peer.ip() {
-            IpAddr::V4(ip) => AddressKey::V4(ip.to_bits()),
-            IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-                Some(ip) => AddressKey::V4(ip.to_bits()),
-                None => AddressKey::V6((ip.to_bits() >> 64) as u64),
-            },
-        }
-    }
-}
-
 impl<S: Stream> Connections<S> {
     /// No connections yet; their buffers may hold `memory_limit` bytes
     /// between them, and one address may hold `max_per_address` of them
@@ -256,32 +220,6 @@ impl<S: Stream> Connections<S> {
             memory_peak: 0,
             max_per_address,
             per_address: HashMap::new(),
-        }
-    }
-
-    /// Buffer storage the connections hold now, in bytes.
-    pub fn memory_used(&self) -> usize {
-        self.memory_used
-    }
-
-    /// How many connections wait for memory to read again.
-    pub fn starving(&self) -> usize {
-        self.starving.len()
-    }
-
-    /// What the budget still allows.
-    fn memory_room(&self) -> usize {
-        self.memory_limit.saturating_sub(self.memory_used)
-    }
-
-    /// Counts connection `key`'s storage now that a call changed it from
-    /// `held` bytes.
-    #[inline]
-    fn account(&mut self, key: usize, held: usize) {
-        let now = self.slab.get(key).map_or(0, Connection::buffer_capacity);
-        if now != held {
-            self.memory_used = self.memory_used + now - held;
-            self.memory_peak = self.memory_peak.max(self.memory_used);
         }
     }
 
@@ -403,58 +341,6 @@ impl<S: Stream> Connections<S> {
         (AcceptEnd::BudgetSpent, displaced)
     }
 
-    /// Up to `ACCEPT_BUDGET` connections quiet for `DISPLACE_QUIET_MS` or
-    /// more, as `(quiet since, key, id)`, the quietest last.
-    fn quietest(&self, now_ms: u64) -> Vec<(u64, usize, u64)> {
-        let mut quiet: Vec<(u64, usize, u64)> = self
-            .slab
-            .iter()
-            .filter_map(|(key, connection)| {
-                let since_ms = connection.quiet_since_ms()?;
-                (now_ms.saturating_sub(since_ms) >= DISPLACE_QUIET_MS).then_some((
-                    since_ms,
-                    key,
-                    connection.id(),
-                ))
-            })
-            .collect();
-        // A full sort only of the few that are needed: the rest stay.
-        if quiet.len() > ACCEPT_BUDGET {
-            quiet.select_nth_unstable(ACCEPT_BUDGET);
-            quiet.truncate(ACCEPT_BUDGET);
-        }
-        quiet.sort_unstable_by(|a, b| b.cmp(a));
-        quiet
-    }
-
-    /// Closes the quietest candidate that is still open and still quiet.
-    fn displace(
-        &mut self,
-        registrar: &impl Registrar<S>,
-        candidates: &mut Vec<(u64, usize, u64)>,
-        now_ms: u64,
-    ) -> Option<Closed<S>> {
-        while let Some((_, key, id)) = candidates.pop() {
-            let still_quiet = self.slab.get(key).is_some_and(|connection| {
-                connection.id() == id
-                    && connection.quiet_since_ms().is_some_and(|since_ms| {
-                        now_ms.saturating_sub(since_ms) >= DISPLACE_QUIET_MS
-                    })
-            });
-            if still_quiet {
-                let mut closed = self.close(key, CloseReason::Displaced);
-                // Its socket stays open until the loop has logged the close,
-                // and its key goes to the newcomer now. A failure leaves the
-                // old socket registered until it is dropped, this turn: an
-                // event of its, already taken, then looks spurious to the
-                // newcomer, which tolerates it.
-                let _ = registrar.deregister(closed.connection.stream_mut());
-                return Some(closed);
-            }
-        }
-        None
-    }
-
     /// Starts a turn: the connections listed to be served again so far are
     /// the ones `serve_again` serves in this turn, and any that spends its
     /// budget during the turn waits for the next one, so that a busy client
@@ -542,57 +428,6 @@ impl<S: Stream> Connections<S> {
         closed
     }
 
-    /// Closes every connection whose deadline has passed (see
-    /// `Connection::deadline`), with that deadline's reason.
-    ///
-    /// No connection is looked at before an entry of its own comes due, so
-    /// the cost is a heap operation per entry due, not a sweep of every
-    /// connection. An entry is a time at which a deadline *may* have come:
-    /// when it comes up, the connection's true deadline is worked out; past,
-    /// it closes; still to come, the entry goes back for the earlier of that
-    /// deadline and the shortest timeout from now, the soonest any deadline
-    /// that starts to run later could be due. Updating timestamps on every
-    /// read and write thus costs the hot path nothing here.
-    pub fn expire(&mut self, now_ms: u64) -> Vec<Closed<S>> {
-        let mut closed = Vec::new();
-        while let Some(&Reverse((due_ms, key, id))) = self.deadlines.peek() {
-            if due_ms > now_ms {
-                break;
-            }
-            self.deadlines.pop();
-            let Some(connection) = self.slab.get(key).filter(|c| c.id() == id) else {
-                continue; // Stale: that connection has closed.
-            };
-            let lingering = matches!(connection.state(), State::Lingering(_));
-            match connection.deadline(&self.timeouts) {
-                Some((at_ms, reason)) if at_ms <= now_ms => {
-                    closed.push(self.close(key, reason));
-                }
-                next => {
-                    let recheck_ms = self
-                        .timeouts
-                        .shortest_ms()
-                        .map(|ms| now_ms.saturating_add(ms));
-                    // A lingering connection's own entry (see `apply`)
-                    // follows its linger deadline alone.
-                    let again_ms = match (next, recheck_ms) {
-                        (Some((at_ms, _)), Some(recheck_ms)) if !lingering => at_ms.min(recheck_ms),
-                        (Some((at_ms, _)), _) => at_ms,
-                        (None, Some(recheck_ms)) => recheck_ms,
-                        (None, None) => continue,
-                    };
-                    self.deadlines.push(Reverse((again_ms, key, id)));
-                }
-            }
-        }
-        closed
-    }
-
-    /// The earliest entry in the deadline queue, for the loop's poll timeout.
-    pub fn next_deadline_ms(&self) -> Option<u64> {
-        self.deadlines.peek().map(|&Reverse((due_ms, _, _))| due_ms)
-    }
-
     /// Closes every connection, whatever it was waiting for.
     pub fn close_all(&mut self, reason: impl Fn() -> CloseReason) -> Vec<Closed<S>> {
         let keys: Vec<usize> = self.slab.iter().map(|(key, _)| key).collect();
@@ -667,54 +502,6 @@ impl<S: Stream> Connections<S> {
         }
     }
 
-    /// When connections are starving and the budget has no room, evicts
-    /// those that hold the most while their clients make no progress
-    /// (nothing of their echoes taken, or their unfinished line not moving,
-    /// for `EVICT_STALLED_MS`), largest first, until an eighth of the budget
-    /// is free: redis's client eviction. Clients that read their echoes keep
-    /// being served, and a connection with nothing left over needs no
-    /// budget at all. At most once every `RELIEF_INTERVAL_MS`.
-    pub fn relieve_memory(&mut self, now_ms: u64) -> Vec<Closed<S>> {
-        if self.starving.is_empty()
-            || self.memory_room() >= READ_CHUNK_BYTES
-            || now_ms < self.next_relief_ms
-        {
-            return Vec::new();
-        }
-        self.next_relief_ms = now_ms + RELIEF_INTERVAL_MS;
-        let mut holders: Vec<(usize, usize)> = self
-            .slab
-            .iter()
-            .filter(|(_, connection)| {
-                connection
-                    .stalled_since_ms()
-                    .is_some_and(|since_ms| now_ms.saturating_sub(since_ms) >= EVICT_STALLED_MS)
-            })
-            .map(|(key, connection)| (connection.buffer_capacity(), key))
-            .collect();
-        holders.sort_unstable_by(|a, b| b.cmp(a));
-        let enough = self.memory_limit - self.memory_limit / 8;
-        let mut closed = Vec::new();
-        for (_, key) in holders {
-            if self.memory_used <= enough {
-                break;
-            }
-            closed.push(self.close(key, CloseReason::Evicted));
-        }
-        closed
-    }
-
-    /// True once the connections hold `TRIM_AFTER_BYTES` less than they
-    /// did at their peak since the last true: time to ask the allocator to
-    /// give the difference back to the system.
-    pub fn take_trim_hint(&mut self) -> bool {
-        if self.memory_peak - self.memory_used < TRIM_AFTER_BYTES {
-            return false;
-        }
-        self.memory_peak = self.memory_used;
-        true
-    }
-
     /// Removes connection `key`; its socket closes when the `Closed` is
     /// dropped, which also removes it from the epoll set (an explicit
     /// deregister would cost an `epoll_ctl`).
@@ -735,27 +522,6 @@ impl<S: Stream> Connections<S> {
             key,
             connection,
             reason,
-        }
-    }
-
-    /// A closed connection's entries stay in the deadline queue until they
-    /// come up, so that a close costs no search. Once stale entries
-    /// outnumber the live ones, drop them all in one pass (linear, and
-    /// needed only after as many closes as there are entries, so constant
-    /// per close), and give back the memory: clients that churn cannot make
-    /// the queue grow past twice the open connections.
-    fn drop_stale_deadlines(&mut self) {
-        let live = 2 * self.slab.len() + STALE_DEADLINES_SLACK;
-        if self.deadlines.len() <= live {
-            return;
-        }
-        let slab = &self.slab;
-        self.deadlines.retain(|&Reverse((_, key, id))| {
-            slab.get(key)
-                .is_some_and(|connection| connection.id() == id)
-        });
-        if self.deadlines.capacity() > 2 * live {
-            self.deadlines.shrink_to(live);
         }
     }
 }
