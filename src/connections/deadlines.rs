@@ -66,11 +66,6 @@ impl<S: Stream> Connections<S> {
         closed
     }
 
-    /// The earliest entry in the deadline queue, for the loop's poll timeout.
-    pub fn next_deadline_ms(&self) -> Option<u64> {
-        self.deadlines.peek().map(|&Reverse((due_ms, _, _))| due_ms)
-    }
-
     /// A closed connection's entries stay in the deadline queue until they
     /// come up, so that a close costs no search. Once stale entries
     /// outnumber the live ones, drop them all in one pass (linear, and

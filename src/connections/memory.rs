@@ -24,16 +24,6 @@ const RELIEF_INTERVAL_MS: u64 = 100;
 const TRIM_AFTER_BYTES: usize = 8 << 20;
 
 impl<S: Stream> Connections<S> {
-    /// Buffer storage the connections hold now, in bytes.
-    pub fn memory_used(&self) -> usize {
-        self.memory_used
-    }
-
-    /// How many connections wait for memory to read again.
-    pub fn starving(&self) -> usize {
-        self.starving.len()
-    }
-
     /// What the budget still allows.
     pub(super) fn memory_room(&self) -> usize {
         self.memory_limit.saturating_sub(self.memory_used)
