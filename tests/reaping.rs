@@ -97,7 +97,7 @@ fn a_client_that_takes_none_of_its_echoes_is_closed_after_the_send_timeout() {
 fn a_slow_reader_that_keeps_taking_echoes_is_not_cut() {
     let (mut daemon, addr) = Daemon::start(&[
         "--send-timeout",
-        "1",
+        "2",
         "--max-pending-bytes",
         "64K",
         STATS[0],
@@ -105,15 +105,35 @@ fn a_slow_reader_that_keeps_taking_echoes_is_not_cut() {
     ]);
     let mut slow = connect_small_buffers(addr);
     let sent = fill_without_reading(&mut slow);
-    // Read 8 KiB every 100 ms for three send timeouts.
+    // A client that keeps going, slowly, for two send timeouts: every 20 ms
+    // one more line, and one read of at most 8 KiB (its small receive
+    // buffer holds less). Progress is echod's write taking bytes, and the
+    // kernel reports room to write only once a good part of its send buffer
+    // has drained, so the client must take echoes steadily, not a trickle
+    // (docs/PROTOCOL.md, *Timeouts*).
+    let line = [b"y".repeat(1022), b"\r\n".to_vec()].concat();
+    slow.set_nonblocking(true).expect("non-blocking");
     let mut got = 0;
-    let until = Instant::now() + Duration::from_secs(3);
+    let until = Instant::now() + Duration::from_secs(4);
     let mut chunk = [0; 8 * 1024];
     while Instant::now() < until {
-        got += slow.read(&mut chunk).expect("the slow reader is not cut");
-        thread::sleep(Duration::from_millis(100));
+        match slow.write(&line) {
+            Ok(_) => {}
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+            Err(err) => panic!("the slow client was cut: {err}"),
+        }
+        match slow.read(&mut chunk) {
+            Ok(0) => panic!("the slow client was cut: end of file"),
+            Ok(n) => got += n,
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+            Err(err) => panic!("the slow client was cut: {err}"),
+        }
+        thread::sleep(Duration::from_millis(20));
     }
-    assert!(got > 0 && got < sent, "read {got} of {sent}");
+    assert!(
+        got > 0 && sent > 0,
+        "read {got}, having pushed {sent} first"
+    );
     let stats = daemon.wait_for_stats(&["0 send timeout"]);
     assert!(stats.contains("1 open"), "{stats}");
 }
