@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Draws docs/benchmarks.svg from the JSON that `cargo bench --bench e2e --
---json FILE` writes: ping-pong throughput against connections, and latency
-percentiles by peer at 100 connections. Standard library only.
+"""Draws a chart from the JSON that `cargo bench --bench e2e -- --json FILE`
+writes, one panel per kind of result found: ping-pong throughput against
+connections and latency percentiles at 100 connections (docs/benchmarks.svg),
+connection churn (cycles/s and server CPU per cycle) and the noisy neighbour
+(the small clients' throughput kept beside a bulk group, their p99 growth,
+the bulk group's MB/s) (docs/benchmarks-churn.svg). Several JSON files may
+be given; their results are put together. Standard library only.
 
     python3 benches/chart.py results.json docs/benchmarks.svg
+    python3 benches/chart.py churn.json noisy.json docs/benchmarks-churn.svg
 """
 
 import json
@@ -124,16 +129,87 @@ def latency_panel(workloads, ox):
     return out
 
 
+def bar_panel(ox, oy, title, bars, top, tick_label, ylabel, note=None):
+    """Bars by peer: `bars` is (peer, value, label above, label below)."""
+    out = [text(ox + W / 2, oy + 20, title, 14, weight="bold")]
+    if not bars:
+        return out
+    ticks = nice_ticks(top)
+    top = ticks[-1]
+    x0, x1, y0, y1 = ox + PAD_L, ox + W - PAD_R, oy + H - PAD_B, oy + PAD_T
+    ly = lambda v: y0 - v / top * (y0 - y1)
+    for t in ticks:
+        out.append(f'<line x1="{x0}" x2="{x1}" y1="{ly(t):.1f}" y2="{ly(t):.1f}" stroke="#ddd"/>')
+        out.append(text(x0 - 6, ly(t) + 4, tick_label(t), 11, "end"))
+    out.append(text(ox + 16, (y0 + y1) / 2, ylabel, 12, "middle")
+               .replace("<text", f'<text transform="rotate(-90 {ox + 16} {(y0 + y1) / 2})"'))
+    group = (x1 - x0) / len(bars)
+    for i, (peer, value, above, below) in enumerate(bars):
+        color = COLORS.get(peer, "#000")
+        x = x0 + i * group + group * 0.15
+        y = ly(max(value, 0))
+        out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{group * 0.7:.1f}" height="{y0 - y:.1f}" '
+                   f'fill="{color}"/>')
+        out.append(text(x + group * 0.35, y - 4, above, 10))
+        out.append(text(x + group * 0.35, y0 + 14, peer, 11))
+        out.append(text(x + group * 0.35, y0 + 28, below, 10, fill="#555"))
+    if note:
+        out.append(text((x0 + x1) / 2, y0 + 46, note, 11))
+    return out
+
+
+def churn_panel(workloads, ox, oy):
+    """Cycles per second by peer, server CPU per cycle under each bar."""
+    w = next((w for w in workloads if w["workload"] == "churn"), None)
+    if w is None:
+        return []
+    bars = [(p["peer"], p["cycles_per_s"], human_rate(p["cycles_per_s"]),
+             f'{p["server_cpu_ns_per_cycle"] / 1000:.1f} µs CPU') for p in w["peers"]]
+    top = max(b[1] for b in bars) * 1.15
+    return bar_panel(ox, oy, f'Churn: {w["conns"]} cycles in flight, 1 line each', bars, top,
+                     human_rate, "cycles/s", "under each bar: server CPU per cycle")
+
+
+def noisy_panel(workloads, ox, oy):
+    """The small clients' throughput kept beside the bulk group, by peer."""
+    w = next((w for w in workloads if w["workload"] == "noisy"), None)
+    if w is None:
+        return []
+    bars = [(p["peer"], 100 * p["kept"], f'{100 * p["kept"]:.0f}%, p99 x{p["p99_growth"]:.1f}',
+             f'bulk {p["bulk_bytes_per_s"] / 1e6:.0f} MB/s') for p in w["peers"]]
+    top = max(110, max(b[1] for b in bars) * 1.15)
+    return bar_panel(ox, oy, f'Noisy neighbour: {w["small_conns"]} small clients, '
+                     f'{w["bulk_conns"]} bulk', bars, top, lambda t: f"{t:.0f}%",
+                     "small clients' throughput kept", "under each bar: the bulk group's MB/s")
+
+
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) < 3:
         sys.exit(__doc__)
-    with open(sys.argv[1]) as f:
-        workloads = json.load(f)
-    parts = throughput_panel(workloads, 0) + latency_panel(workloads, W)
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H}" '
-           f'viewBox="0 0 {2 * W} {H}" font-family="sans-serif">\n'
+    workloads = []
+    for path in sys.argv[1:-1]:
+        with open(path) as f:
+            workloads += json.load(f)
+    panels = []
+    if any(w["workload"].startswith("pingpong-") for w in workloads):
+        panels += [lambda ox, oy: throughput_panel(workloads, ox),
+                   lambda ox, oy: latency_panel(workloads, ox)]
+    if any(w["workload"] == "churn" for w in workloads):
+        panels.append(lambda ox, oy: churn_panel(workloads, ox, oy))
+    if any(w["workload"] == "noisy" for w in workloads):
+        panels.append(lambda ox, oy: noisy_panel(workloads, ox, oy))
+    if not panels:
+        sys.exit("no result the chart knows how to draw")
+    # The ping-pong panels draw at the top row only (they take no y offset).
+    parts = []
+    for i, panel in enumerate(panels):
+        parts += panel((i % 2) * W, (i // 2) * H)
+    rows = (len(panels) + 1) // 2
+    width = W * min(2, len(panels))
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{rows * H}" '
+           f'viewBox="0 0 {width} {rows * H}" font-family="sans-serif">\n'
            f'<rect width="100%" height="100%" fill="white"/>\n' + "\n".join(parts) + "\n</svg>\n")
-    with open(sys.argv[2], "w") as f:
+    with open(sys.argv[-1], "w") as f:
         f.write(svg)
 
 

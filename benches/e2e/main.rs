@@ -10,6 +10,10 @@
 //! every table gives echod's distance to the floor (the least a readiness
 //! server can do, `floor.rs`) and to tokio.
 //!
+//! Then two loads of their own (`scenarios`): connection churn (cycles per
+//! second, server CPU and instructions per cycle) and the noisy neighbour
+//! (small clients alone, then beside a bulk group).
+//!
 //! Then, in separate shorter runs, the counts that do not drift with the
 //! machine's noise: system calls per echoed line (`strace -c -f` attached to
 //! the server for a fixed number of lines) and user-space instructions per
@@ -22,7 +26,7 @@
 //! Before that it says what it will run and about how long it will take.
 //!
 //! ```text
-//! cargo bench --bench e2e                      # everything (about 15 minutes)
+//! cargo bench --bench e2e                      # everything (about 20 minutes)
 //! cargo bench --bench e2e -- --runs 3 --secs 2 --only pingpong-100
 //! cargo bench --bench e2e -- --json results.json   # for benches/chart.py
 //! cargo bench --bench e2e -- --test            # each part once, briefly (CI)
@@ -31,12 +35,13 @@
 //!
 //! Modules: `plan` (the parts, the command line, the estimate), `peers`
 //! and `floor` (the servers compared), `measure` (reading a server from
-//! outside).
+//! outside), `scenarios` (churn and the noisy neighbour).
 
 mod floor;
 mod measure;
 mod peers;
 mod plan;
+mod scenarios;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -99,7 +104,7 @@ fn run(options: &Options) -> Result<(), String> {
         return Ok(());
     }
     // Said first: a plain `cargo bench` lands here, and the whole
-    // comparison is a quarter of an hour.
+    // comparison is about twenty minutes.
     eprint!("{}", options.announcement(Peer::ALL.len()));
     build_echo_bench()?;
     // Up to 10,000 idle clients are held open at once.
@@ -115,6 +120,16 @@ fn run(options: &Options) -> Result<(), String> {
         let table = table(options, workload, &rows);
         print!("{table}");
         json.push(workload_json(workload, &rows));
+    }
+    if options.selected(plan::CHURN) {
+        let (text, rows) = scenarios::churn(options, &pinning)?;
+        print!("{text}");
+        json.push(rows);
+    }
+    if options.selected(plan::NOISY) {
+        let (text, rows) = scenarios::noisy(options, &pinning)?;
+        print!("{text}");
+        json.push(rows);
     }
     if options.selected(plan::COUNTS) {
         let counts = counts(options)?;

@@ -7,7 +7,7 @@
 //! `lexopt` and `echod-kit` alone, so that its tests can live with
 //! echo-bench's (`tools/echo-bench/tests/e2e_plan.rs`): cargo runs no
 //! tests of a `harness = false` benchmark, and running this one is a
-//! quarter of an hour.
+//! matter of minutes.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -92,7 +92,13 @@ pub const WORKLOADS: [Workload; 7] = [
     },
 ];
 
-/// The part after the workloads: system calls and instructions per line.
+/// The part after the workloads: connection churn, each connection
+/// echoing one line and closing, with instructions per cycle.
+pub const CHURN: &str = "churn";
+/// Then the noisy neighbour: small ping-pong clients alone, then beside a
+/// bulk group.
+pub const NOISY: &str = "noisy";
+/// The part after those: system calls and instructions per line.
 pub const COUNTS: &str = "counts";
 /// The last part: memory per idle connection.
 pub const IDLE: &str = "idle";
@@ -127,6 +133,9 @@ const RUN_OVERHEAD_SECS_PER_CONN: f64 = 0.0013;
 /// The counts of one peer, in seconds (a run under strace and two under
 /// callgrind): full-sized, and under `--test`.
 const COUNTS_SECS_PER_PEER: (f64, f64) = (15.0, 3.5);
+/// The churn part's instruction counts of one peer (two runs under
+/// callgrind), in seconds: full-sized, and under `--test`.
+const CHURN_COUNTS_SECS_PER_PEER: (f64, f64) = (12.0, 3.0);
 /// The idle part of one peer, in seconds: starting and stopping it...
 const IDLE_SECS_PER_PEER: f64 = 0.8;
 /// ...and connecting, per thousand idle connections.
@@ -155,6 +164,33 @@ pub struct Options {
     pub idle_conns: usize,
     /// Whether the counts run (`--no-counts` skips them).
     pub counts: bool,
+}
+
+/// The shape of the churn part: cycles of one 64-byte line, a few in
+/// flight, as a balancer's health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChurnShape {
+    /// Cycles in flight.
+    pub conns: usize,
+    pub line_bytes: usize,
+    /// The two cycle counts run under callgrind: their difference cancels
+    /// start-up and shutdown.
+    pub callgrind_cycles: (usize, usize),
+}
+
+/// The shape of the noisy-neighbour part: small ping-pong clients, and the
+/// bulk group that runs beside them in the second half of each round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoisyShape {
+    pub small_conns: usize,
+    pub small_line_bytes: usize,
+    pub bulk_conns: usize,
+    pub bulk_line_bytes: usize,
+    /// Bulk lines in flight per connection.
+    pub bulk_pipeline: usize,
+    /// The bulk threads' nice value, so that on echo-bench's CPU the small
+    /// clients are not the ones kept waiting.
+    pub bulk_nice: i32,
 }
 
 /// What the command line asks for.
@@ -208,16 +244,41 @@ impl Options {
         counts_shape(self.test)
     }
 
+    /// The churn part's shape for this run.
+    pub fn churn_shape(&self) -> ChurnShape {
+        churn_shape(self.test)
+    }
+
+    /// The noisy-neighbour part's shape for this run.
+    pub fn noisy_shape(&self) -> NoisyShape {
+        noisy_shape(self.test)
+    }
+
+    /// What one timed run costs, in seconds, with `conns` connections.
+    fn run_secs(&self, conns: usize) -> f64 {
+        let overhead = RUN_OVERHEAD_SECS + conns as f64 * RUN_OVERHEAD_SECS_PER_CONN;
+        self.warmup + self.secs + overhead
+    }
+
     /// About how long the selected parts take with `peers` peers.
     pub fn estimate(&self, peers: usize) -> Duration {
-        let per_round: f64 = self
-            .workloads()
-            .map(|w| {
-                let overhead = RUN_OVERHEAD_SECS + w.conns as f64 * RUN_OVERHEAD_SECS_PER_CONN;
-                self.warmup + self.secs + overhead
-            })
-            .sum();
+        let mut per_round: f64 = self.workloads().map(|w| self.run_secs(w.conns)).sum();
+        if self.selected(CHURN) {
+            per_round += self.run_secs(self.churn_shape().conns);
+        }
+        if self.selected(NOISY) {
+            let shape = self.noisy_shape();
+            per_round += 2.0 * self.run_secs(shape.small_conns + shape.bulk_conns);
+        }
         let mut secs = per_round * (peers * self.runs) as f64;
+        if self.selected(CHURN) && self.counts {
+            let per_peer = if self.test {
+                CHURN_COUNTS_SECS_PER_PEER.1
+            } else {
+                CHURN_COUNTS_SECS_PER_PEER.0
+            };
+            secs += peers as f64 * per_peer;
+        }
         if self.selected(COUNTS) {
             let per_peer = if self.test {
                 COUNTS_SECS_PER_PEER.1
@@ -252,6 +313,33 @@ impl Options {
             );
             let _ = writeln!(out, "  {}", wrap(&line, 74, 4));
         }
+        let timed = |part: &str, what: String| {
+            let line = format!(
+                "{part}: {what}: {peers} peers x {} of {} s warm-up + {} s each",
+                plural(self.runs, "run"),
+                self.warmup,
+                self.secs
+            );
+            format!("  {}\n", wrap(&line, 74, 4))
+        };
+        if self.selected(CHURN) {
+            let shape = self.churn_shape();
+            let counted = if self.counts {
+                ", then counted under valgrind"
+            } else {
+                ""
+            };
+            let what = format!("{} cycles of one line in flight{counted}", shape.conns);
+            out.push_str(&timed(CHURN, what));
+        }
+        if self.selected(NOISY) {
+            let shape = self.noisy_shape();
+            let what = format!(
+                "{} small clients alone, then beside {} bulk",
+                shape.small_conns, shape.bulk_conns
+            );
+            out.push_str(&timed(NOISY, what));
+        }
         if self.selected(COUNTS) {
             let shape = self.counts_shape();
             let _ = writeln!(
@@ -279,7 +367,34 @@ impl Options {
 
 /// Every part's name, in the order they run.
 pub fn part_names() -> impl Iterator<Item = &'static str> {
-    WORKLOADS.iter().map(|w| w.name).chain([COUNTS, IDLE])
+    WORKLOADS
+        .iter()
+        .map(|w| w.name)
+        .chain([CHURN, NOISY, COUNTS, IDLE])
+}
+
+/// The churn part's shape: 8 cycles in flight; under callgrind 200 and
+/// 1,200 cycles, or 20 and 60 under `--test`.
+pub fn churn_shape(test: bool) -> ChurnShape {
+    ChurnShape {
+        conns: 8,
+        line_bytes: 64,
+        callgrind_cycles: if test { (20, 60) } else { (200, 1200) },
+    }
+}
+
+/// The noisy-neighbour part's shape: 50 small clients of 64 B ping-pong
+/// beside 4 bulk connections of 64 lines of 4 KiB in flight at nice 19, as
+/// in the measurement of docs/BENCHMARKS.md; 10 beside 1 under `--test`.
+pub fn noisy_shape(test: bool) -> NoisyShape {
+    NoisyShape {
+        small_conns: if test { 10 } else { 50 },
+        small_line_bytes: 64,
+        bulk_conns: if test { 1 } else { 4 },
+        bulk_line_bytes: 4096,
+        bulk_pipeline: 64,
+        bulk_nice: 19,
+    }
 }
 
 /// The counts' shape: 100 connections of 500 lines, or 10 of 20 under
@@ -318,10 +433,12 @@ Usage: cargo bench --bench e2e -- [OPTIONS] [NAME]
 The end-to-end comparison: echod against the floor (the least a readiness
 server can do), tokio (current-thread and multi-thread) and a thread per
 connection, under the same loads. Each workload runs every peer in turn,
-round after round, and its table gives the medians. Then the counts
-(system calls and instructions per echoed line, from fixed line counts)
-and the memory per idle connection. Tables go to stdout as Markdown,
-progress to stderr. With the defaults it all takes about 15 minutes.
+round after round, and its table gives the medians. Then connection churn
+(cycles/s, CPU and instructions per cycle), the noisy neighbour (small
+clients alone and beside a bulk group), the counts (system calls and
+instructions per echoed line, from fixed line counts) and the memory per
+idle connection. Tables go to stdout as Markdown, progress to stderr.
+With the defaults it all takes about 20 minutes.
 
 Options:
       --only NAME      Run only the part NAME, or every part whose name
@@ -337,7 +454,8 @@ Options:
       --idle-conns N   Idle connections the memory part holds open
                        (default: {DEFAULT_IDLE_CONNS})
       --no-counts      Skip the counts (system calls under strace,
-                       instructions under valgrind)
+                       instructions under valgrind, per line and per
+                       churn cycle)
       --json FILE      Also write the results as JSON, for benches/chart.py
                        (default: none)
       --test           Each part once, briefly (the CI smoke run, about a

@@ -16,6 +16,13 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// Longest line accepted, terminator included.
 const MAX_LINE_BYTES: usize = 1 << 20;
+/// Bytes per line of the bulk group when `--bulk-line-bytes` is not given:
+/// a page, the size of a bulk transfer's writes.
+const DEFAULT_BULK_LINE_BYTES: usize = 4096;
+/// Lines in flight per bulk connection when `--bulk-pipeline` is not given:
+/// 256 KiB of 4 KiB lines, more than a loopback socket buffers, so the bulk
+/// group always has bytes waiting at the server.
+const DEFAULT_BULK_PIPELINE: usize = 64;
 
 pub const USAGE: &str = "\
 Usage: echo-bench [OPTIONS]
@@ -52,8 +59,31 @@ Options:
   -h, --help                 Print this help
   -V, --version              Print the version
 
+Connection churn (a balancer's health checks, short-lived clients):
+      --churn K              Each connection echoes K lines, closes, and a new
+                             one takes its place, keeping CONNS cycles in
+                             flight. Reports cycles/s and connect and
+                             whole-cycle latency. With --rate, the rate is of
+                             new connections per second (open loop, latency
+                             from when each was due) and CONNS caps the cycles
+                             in flight
+      --cycles N             With --churn, instead of a duration: the run ends
+                             after N cycles in all
+
+A bulk group beside the measured one (a noisy neighbour), reported apart:
+      --bulk-conns N         Also run N bulk connections (default: 0, none);
+                             the run must be timed (--duration)
+      --bulk-line-bytes S    Bytes per bulk line (default: 4096)
+      --bulk-pipeline P      Bulk lines in flight per connection (default: 64)
+      --bulk-threads N       The bulk group's event-loop threads (default: 1)
+      --bulk-nice N          Run the bulk threads at nice N, 0 to 19, so that
+                             on a shared CPU they yield to the measured group
+                             (default: 0)
+
 Connections beyond 16,000 to an IPv4 loopback target are spread over source
-addresses 127.0.0.1, 127.0.0.2, ... so that ephemeral ports do not run out.
+addresses 127.0.0.1, 127.0.0.2, ... so that ephemeral ports do not run out;
+with --churn, every IPv4 loopback cycle takes the next of 127.0.0.1 to
+127.0.0.32 in turn, so that connections in TIME_WAIT do not exhaust them.
 
 The header line naming the run goes to stderr at the start and begins the
 summary on stdout, except when both are on one terminal: then it is printed
@@ -99,6 +129,19 @@ pub enum Length {
     Duration(Duration),
     /// Each connection echoes this many lines.
     LinesPerConn(u64),
+    /// With `--churn`: this many connection cycles in all.
+    Cycles(u64),
+}
+
+/// The bulk group of a mixed run (`--bulk-conns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bulk {
+    pub conns: usize,
+    pub line_bytes: usize,
+    pub pipeline: usize,
+    pub threads: usize,
+    /// The bulk threads' nice value.
+    pub nice: i32,
 }
 
 /// A parsed command line.
@@ -116,6 +159,28 @@ pub struct Options {
     pub timeout: Duration,
     pub json: bool,
     pub quiet: bool,
+    /// `--churn K`: each connection echoes K lines and closes.
+    pub churn: Option<u64>,
+    /// `--bulk-conns`: a bulk group runs beside this one.
+    pub bulk: Option<Bulk>,
+}
+
+impl Options {
+    /// The options of the bulk group's threads: the same target, timing and
+    /// framing, with the bulk group's shape, closed loop.
+    pub fn bulk_group(&self) -> Option<Options> {
+        let bulk = self.bulk?;
+        Some(Options {
+            conns: bulk.conns,
+            pipeline: bulk.pipeline,
+            line_bytes: bulk.line_bytes,
+            rate: None,
+            threads: bulk.threads.min(bulk.conns),
+            churn: None,
+            bulk: None,
+            ..self.clone()
+        })
+    }
 }
 
 pub enum Command {
@@ -145,6 +210,13 @@ where
     let mut json = false;
     let mut quiet = false;
     let mut allow_remote = false;
+    let mut churn = None;
+    let mut cycles = None;
+    let mut bulk_conns = 0;
+    let mut bulk_line_bytes = DEFAULT_BULK_LINE_BYTES;
+    let mut bulk_pipeline = DEFAULT_BULK_PIPELINE;
+    let mut bulk_threads = 1;
+    let mut bulk_nice = 0;
 
     let mut parser = lexopt::Parser::from_iter(args);
     while let Some(arg) = parser.next()? {
@@ -190,6 +262,22 @@ where
             Long("json") => json = true,
             Short('q') | Long("quiet") => quiet = true,
             Long("allow-remote") => allow_remote = true,
+            Long("churn") => churn = Some(positive::<u64>(parser.value()?, "--churn")?),
+            Long("cycles") => cycles = Some(positive::<u64>(parser.value()?, "--cycles")?),
+            Long("bulk-conns") => bulk_conns = positive(parser.value()?, "--bulk-conns")?,
+            Long("bulk-line-bytes") => {
+                bulk_line_bytes = positive(parser.value()?, "--bulk-line-bytes")?
+            }
+            Long("bulk-pipeline") => bulk_pipeline = positive(parser.value()?, "--bulk-pipeline")?,
+            Long("bulk-threads") => bulk_threads = positive(parser.value()?, "--bulk-threads")?,
+            Long("bulk-nice") => {
+                bulk_nice = echod_kit::args::number::<i32>(parser.value()?, "--bulk-nice")?;
+                if !(0..=19).contains(&bulk_nice) {
+                    return Err(UsageError(format!(
+                        "invalid --bulk-nice {bulk_nice}: must be 0 to 19"
+                    )));
+                }
+            }
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             _ => return Err(arg.unexpected().into()),
@@ -206,21 +294,59 @@ where
             "--addr {addr} is not a loopback address; give --allow-remote to load it anyway"
         )));
     }
-    let length = match (duration, lines_per_conn) {
-        (Some(_), Some(_)) => {
+    if churn.is_some() && lines_per_conn.is_some() {
+        return Err(UsageError(
+            "--churn K sets the lines per connection: give --duration or --cycles, not --lines-per-conn"
+                .into(),
+        ));
+    }
+    if cycles.is_some() && churn.is_none() {
+        return Err(UsageError(
+            "--cycles counts churn cycles: give --churn too".into(),
+        ));
+    }
+    let length = match (duration, lines_per_conn, cycles) {
+        (Some(_), _, Some(_)) => {
+            return Err(UsageError("give --duration or --cycles, not both".into()));
+        }
+        (None, None, Some(n)) => Length::Cycles(n),
+        (Some(_), Some(_), _) => {
             return Err(UsageError(
                 "give --duration or --lines-per-conn, not both".into(),
             ));
         }
-        (Some(d), None) if d.is_zero() || d > MAX_DURATION => {
+        (Some(d), None, None) if d.is_zero() || d > MAX_DURATION => {
             return Err(UsageError(format!(
                 "invalid --duration: must be above 0 and at most {} s",
                 MAX_DURATION.as_secs()
             )));
         }
-        (Some(d), None) => Length::Duration(d),
-        (None, Some(n)) => Length::LinesPerConn(n),
-        (None, None) => Length::Duration(DEFAULT_DURATION),
+        (Some(d), None, None) => Length::Duration(d),
+        (None, Some(n), _) => Length::LinesPerConn(n),
+        (None, None, None) => Length::Duration(DEFAULT_DURATION),
+    };
+    let bulk = if bulk_conns == 0 {
+        None
+    } else {
+        if !matches!(length, Length::Duration(_)) {
+            return Err(UsageError(
+                "--bulk-conns needs a timed run: give --duration, not --lines-per-conn or --cycles"
+                    .into(),
+            ));
+        }
+        if bulk_line_bytes <= framing.terminator().len() || bulk_line_bytes > MAX_LINE_BYTES {
+            return Err(UsageError(format!(
+                "invalid --bulk-line-bytes {bulk_line_bytes}: must be between {} and {MAX_LINE_BYTES}, terminator included",
+                framing.terminator().len() + 1
+            )));
+        }
+        Some(Bulk {
+            conns: bulk_conns,
+            line_bytes: bulk_line_bytes,
+            pipeline: bulk_pipeline,
+            threads: bulk_threads.min(bulk_conns),
+            nice: bulk_nice,
+        })
     };
     if warmup > MAX_DURATION {
         return Err(UsageError("invalid --warmup: too long".into()));
@@ -250,6 +376,8 @@ where
         timeout,
         json,
         quiet,
+        churn,
+        bulk,
     }))
 }
 
@@ -295,6 +423,39 @@ mod tests {
             parse(&["-n", "5"]).expect("valid").length,
             Length::LinesPerConn(5)
         );
+    }
+
+    #[test]
+    fn churn_counts_cycles_not_lines_per_connection() {
+        let options = parse(&["--churn", "2", "--cycles", "100"]).expect("valid");
+        assert_eq!(
+            (options.churn, options.length),
+            (Some(2), Length::Cycles(100))
+        );
+        assert!(parse(&["--churn", "1", "-n", "5"]).is_err());
+        assert!(parse(&["--cycles", "5"]).is_err(), "cycles without churn");
+        assert!(parse(&["--churn", "1", "--cycles", "5", "-d", "1"]).is_err());
+        assert!(parse(&["--churn", "0"]).is_err());
+        assert_eq!(
+            parse(&["--churn", "1"]).expect("valid").length,
+            Length::Duration(DEFAULT_DURATION)
+        );
+    }
+
+    #[test]
+    fn a_bulk_group_has_its_own_shape_and_needs_a_timed_run() {
+        let options =
+            parse(&["-c", "50", "--bulk-conns", "4", "--bulk-nice", "19"]).expect("valid");
+        let bulk = options.bulk_group().expect("a bulk group");
+        assert_eq!(
+            (bulk.conns, bulk.line_bytes, bulk.pipeline, bulk.threads),
+            (4, DEFAULT_BULK_LINE_BYTES, DEFAULT_BULK_PIPELINE, 1)
+        );
+        assert_eq!(options.bulk.map(|b| b.nice), Some(19));
+        assert!(parse(&["-c", "50"]).expect("valid").bulk_group().is_none());
+        assert!(parse(&["--bulk-conns", "4", "-n", "10"]).is_err());
+        assert!(parse(&["--bulk-conns", "4", "--bulk-nice", "20"]).is_err());
+        assert!(parse(&["--bulk-conns", "4", "--bulk-line-bytes", "2"]).is_err());
     }
 
     #[test]

@@ -31,14 +31,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Socket, Type};
 
 use crate::args::{Length, Options};
 use crate::lines::{Checker, Lines};
-use crate::report::{Errors, MAX_EXAMPLES, Report};
+use crate::report::{MAX_EXAMPLES, Report};
 
 /// Connections a thread has connecting at once.
 const MAX_CONNECTING: usize = 256;
@@ -49,13 +48,13 @@ const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// Connections per IPv4 source address before the next one is used: well
 /// inside the default ephemeral range (32768–60999).
 pub const CONNS_PER_SOURCE: usize = 16_000;
-/// Latencies above this are recorded as this (the histogram's upper bound).
-const MAX_LATENCY: Duration = Duration::from_secs(120);
 
 /// Counters the progress reporter reads while the run goes on.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub lines: AtomicU64,
+    /// Churn cycles completed (`--churn`).
+    pub cycles: AtomicU64,
     pub conns_up: AtomicU64,
     pub errors: AtomicU64,
 }
@@ -155,8 +154,7 @@ struct Thread {
 
 impl Thread {
     fn new(options: Arc<Options>, progress: Arc<Progress>) -> io::Result<Thread> {
-        let latency = Histogram::new_with_bounds(1, MAX_LATENCY.as_nanos() as u64, 3)
-            .map_err(|err| io::Error::other(format!("histogram: {err}")))?;
+        let report = Report::new().map_err(io::Error::other)?;
         Ok(Thread {
             lines: Lines::new(options.framing, options.line_bytes),
             options,
@@ -172,17 +170,7 @@ impl Thread {
             sending: false,
             unpublished_lines: 0,
             progress,
-            report: Report {
-                latency,
-                lines: 0,
-                all_lines: 0,
-                bytes_sent: 0,
-                bytes_received: 0,
-                connected: 0,
-                measured: Duration::ZERO,
-                connect_time: Duration::ZERO,
-                errors: Errors::default(),
-            },
+            report,
         })
     }
 
@@ -286,7 +274,7 @@ impl Thread {
         let warmup_end = start + options.warmup.as_nanos() as u64;
         let measure_end = match options.length {
             Length::Duration(d) => Some(warmup_end + d.as_nanos() as u64),
-            Length::LinesPerConn(_) => None,
+            Length::LinesPerConn(_) | Length::Cycles(_) => None,
         };
         let timeout = options.timeout.as_nanos() as u64;
         self.sending = true;
@@ -481,7 +469,8 @@ impl Thread {
     fn refill(&mut self, index: usize, now: u64) {
         let limit = match self.options.length {
             Length::LinesPerConn(n) => n,
-            Length::Duration(_) => u64::MAX,
+            // Cycles are churn's, whose threads are churn.rs's.
+            Length::Duration(_) | Length::Cycles(_) => u64::MAX,
         };
         let pipeline = self.options.pipeline as u64;
         let conn = &mut self.conns[index];
@@ -504,7 +493,8 @@ impl Thread {
         let interval = ((self.options.conns as f64 / rate) * 1e9).max(1.0) as u64;
         let limit = match self.options.length {
             Length::LinesPerConn(n) => n,
-            Length::Duration(_) => u64::MAX,
+            // Cycles are churn's, whose threads are churn.rs's.
+            Length::Duration(_) | Length::Cycles(_) => u64::MAX,
         };
         let mut touched = Vec::new();
         while let Some(&Reverse((due, index))) = self.due.peek() {
@@ -571,7 +561,8 @@ impl Thread {
     fn finish_if_done(&mut self, index: usize, now: u64) {
         let limit = match self.options.length {
             Length::LinesPerConn(n) => n,
-            Length::Duration(_) => u64::MAX,
+            // Cycles are churn's, whose threads are churn.rs's.
+            Length::Duration(_) | Length::Cycles(_) => u64::MAX,
         };
         let sending = self.sending;
         let conn = &mut self.conns[index];
@@ -647,7 +638,7 @@ impl Thread {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Connect,
     Mismatch,
     EarlyClose,
@@ -666,7 +657,7 @@ struct Ready {
 
 /// Whether a non-blocking connect has completed: the way mio documents it,
 /// a pending error means failure, and a peer address means success.
-fn connected(stream: &TcpStream) -> io::Result<bool> {
+pub(crate) fn connected(stream: &TcpStream) -> io::Result<bool> {
     if let Some(err) = stream.take_error()? {
         return Err(err);
     }

@@ -55,11 +55,24 @@ impl Errors {
     }
 }
 
+/// Latencies above this are recorded as this (the histograms' upper bound).
+const MAX_LATENCY: Duration = Duration::from_secs(120);
+
 /// What one thread measured.
 #[derive(Debug, Clone)]
 pub struct Report {
     /// Latency of every line echoed while measuring, in nanoseconds.
     pub latency: Histogram<u64>,
+    /// With `--churn`: from when each measured cycle began (or was due, in
+    /// open loop) until its connection was established, in nanoseconds.
+    pub connect_latency: Histogram<u64>,
+    /// With `--churn`: from when each measured cycle began (or was due)
+    /// until the server's FIN after its last echo, in nanoseconds.
+    pub cycle_latency: Histogram<u64>,
+    /// With `--churn`: cycles completed while measuring.
+    pub cycles: u64,
+    /// With `--churn`: cycles completed in any phase.
+    pub all_cycles: u64,
     /// Lines echoed while measuring.
     pub lines: u64,
     /// Lines echoed in any phase: warm-up, measurement and drain.
@@ -73,9 +86,36 @@ pub struct Report {
     /// How long this thread's connections took to come up.
     pub connect_time: Duration,
     pub errors: Errors,
+    /// The whole process's CPU time (user + system), once the run is over;
+    /// `None` in a thread's own report.
+    pub client_cpu: Option<Duration>,
 }
 
 impl Report {
+    /// An empty report, every count at zero.
+    pub fn new() -> Result<Report, String> {
+        let histogram = || {
+            Histogram::new_with_bounds(1, MAX_LATENCY.as_nanos() as u64, 3)
+                .map_err(|err| format!("histogram: {err}"))
+        };
+        Ok(Report {
+            latency: histogram()?,
+            connect_latency: histogram()?,
+            cycle_latency: histogram()?,
+            cycles: 0,
+            all_cycles: 0,
+            lines: 0,
+            all_lines: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            connected: 0,
+            measured: Duration::ZERO,
+            connect_time: Duration::ZERO,
+            errors: Errors::default(),
+            client_cpu: None,
+        })
+    }
+
     /// Adds up the threads' reports. The measured time is the longest
     /// thread's (they start together and stop at the same deadline).
     pub fn merge(reports: Vec<Report>) -> Option<Report> {
@@ -84,6 +124,10 @@ impl Report {
         for report in reports {
             // Same bounds in every thread, so adding cannot fail.
             let _ = total.latency.add(&report.latency);
+            let _ = total.connect_latency.add(&report.connect_latency);
+            let _ = total.cycle_latency.add(&report.cycle_latency);
+            total.cycles += report.cycles;
+            total.all_cycles += report.all_cycles;
             total.lines += report.lines;
             total.all_lines += report.all_lines;
             total.bytes_sent += report.bytes_sent;
@@ -124,21 +168,50 @@ impl Report {
         } else {
             format!(" after {:.2} s warm-up", options.warmup.as_secs_f64())
         };
-        let up = if self.connected == options.conns as u64 {
-            "connections".to_string()
+        if let Some(k) = options.churn {
+            let shape = match options.rate {
+                Some(_) => format!(
+                    "open loop, at most {} in flight",
+                    thousands(options.conns as u64)
+                ),
+                None => format!("{} in flight", thousands(options.conns as u64)),
+            };
+            let _ = writeln!(
+                out,
+                "  measured    {:.2} s{warmup} (cycles of {}, {shape})",
+                self.measured.as_secs_f64(),
+                plural(k, "line")
+            );
+            let _ = writeln!(
+                out,
+                "  cycles      {} completed, {} cycles/s, {} connections opened in all",
+                thousands(self.cycles),
+                thousands(self.per_second(self.cycles).round() as u64),
+                thousands(self.connected)
+            );
+            let _ = writeln!(
+                out,
+                "{}",
+                percentiles_line("connect", &self.connect_latency)
+            );
+            let _ = writeln!(out, "{}", percentiles_line("cycle", &self.cycle_latency));
         } else {
-            format!(
-                "{} of {} connections",
-                thousands(self.connected),
-                thousands(options.conns as u64)
-            )
-        };
-        let _ = writeln!(
-            out,
-            "  measured    {:.2} s{warmup} ({up} up in {})",
-            self.measured.as_secs_f64(),
-            human_duration(self.connect_time.as_nanos() as u64)
-        );
+            let up = if self.connected == options.conns as u64 {
+                "connections".to_string()
+            } else {
+                format!(
+                    "{} of {} connections",
+                    thousands(self.connected),
+                    thousands(options.conns as u64)
+                )
+            };
+            let _ = writeln!(
+                out,
+                "  measured    {:.2} s{warmup} ({up} up in {})",
+                self.measured.as_secs_f64(),
+                human_duration(self.connect_time.as_nanos() as u64)
+            );
+        }
         let _ = writeln!(
             out,
             "  lines       {} echoed and verified, {} lines/s",
@@ -151,18 +224,15 @@ impl Report {
             self.per_second(self.bytes_sent) / 1e6,
             self.per_second(self.bytes_received) / 1e6
         );
-        if self.latency.is_empty() {
-            let _ = writeln!(out, "  latency     no line completed");
-        } else {
-            let _ = write!(out, "  latency    ");
-            for (label, _, q) in PERCENTILES {
-                let _ = write!(
-                    out,
-                    " {label} {}  ",
-                    human_duration(self.latency.value_at_quantile(q / 100.0))
-                );
-            }
-            let _ = writeln!(out, " max {}", human_duration(self.latency.max()));
+        let _ = writeln!(out, "{}", percentiles_line("latency", &self.latency));
+        if let (Some(_), Some(cpu)) = (options.churn, self.client_cpu) {
+            let per_cycle = cpu.as_nanos() as f64 / self.all_cycles.max(1) as f64;
+            let _ = writeln!(
+                out,
+                "  client CPU  {:.2} s, {} per cycle",
+                cpu.as_secs_f64(),
+                human_duration(per_cycle.round() as u64)
+            );
         }
         self.write_errors(&mut out);
         out
@@ -230,24 +300,11 @@ impl Report {
             self.per_second(self.bytes_sent),
             self.per_second(self.bytes_received)
         );
-        out.push_str("\"latency_ns\":{");
-        for (_, key, q) in PERCENTILES {
-            let _ = write!(
-                out,
-                "\"{key}\":{},",
-                self.latency.value_at_quantile(q / 100.0)
-            );
-        }
-        let _ = write!(
-            out,
-            "\"max\":{},\"mean\":{:.0}}},",
-            self.latency.max(),
-            self.latency.mean()
-        );
+        let _ = write!(out, "\"latency_ns\":{},", percentiles_json(&self.latency));
         let e = &self.errors;
         let _ = write!(
             out,
-            "\"errors\":{{\"total\":{},\"connect\":{},\"mismatch\":{},\"early_close\":{},\"timeout\":{},\"other\":{}}}}}",
+            "\"errors\":{{\"total\":{},\"connect\":{},\"mismatch\":{},\"early_close\":{},\"timeout\":{},\"other\":{}}}",
             e.total(),
             e.connect,
             e.mismatch,
@@ -255,6 +312,26 @@ impl Report {
             e.timeout,
             e.io
         );
+        // Added after the fields above, so that a reader taking the first
+        // "p99" or "total" still finds the lines' and the errors'.
+        match options.churn {
+            Some(k) => {
+                let _ = write!(
+                    out,
+                    ",\"churn\":{k},\"cycles\":{},\"cycles_all_phases\":{},\"cycles_per_s\":{:.1},\"connect_latency_ns\":{},\"cycle_latency_ns\":{}",
+                    self.cycles,
+                    self.all_cycles,
+                    self.per_second(self.cycles),
+                    percentiles_json(&self.connect_latency),
+                    percentiles_json(&self.cycle_latency)
+                );
+            }
+            None => out.push_str(",\"churn\":null"),
+        }
+        if let Some(cpu) = self.client_cpu {
+            let _ = write!(out, ",\"client_cpu_s\":{:.6}", cpu.as_secs_f64());
+        }
+        out.push('}');
         out
     }
 }
@@ -263,6 +340,24 @@ impl Report {
 /// `echo-bench 127.0.0.1:12321: 100 connections, pipeline 1, 64-byte crlf
 /// lines`.
 pub fn header(options: &Options) -> String {
+    if let Some(k) = options.churn {
+        let load = match options.rate {
+            Some(rate) => format!(
+                "open loop at {} connections/s, at most {} in flight",
+                thousands(rate.round() as u64),
+                thousands(options.conns as u64)
+            ),
+            None => format!("{} in flight", thousands(options.conns as u64)),
+        };
+        return format!(
+            "echo-bench {}: churn, cycles of {} (pipeline {}), {load}, {}-byte {} lines",
+            options.addr,
+            plural(k, "line"),
+            options.pipeline,
+            options.line_bytes,
+            options.framing.name()
+        );
+    }
     let load = match options.rate {
         Some(rate) => format!("open loop at {} lines/s", thousands(rate.round() as u64)),
         None => format!("pipeline {}", options.pipeline),
@@ -286,6 +381,49 @@ pub fn summary_repeats_header(
     stderr_is_terminal: bool,
 ) -> bool {
     !(header_printed && stdout_is_terminal && stderr_is_terminal)
+}
+
+/// `  connect     p50 41.2 µs   p90 ...  max 1.23 ms`: a histogram's
+/// percentiles under `label`, or that none was recorded.
+fn percentiles_line(label: &str, histogram: &Histogram<u64>) -> String {
+    let mut out = format!("  {label:<11}");
+    if histogram.is_empty() {
+        out.push_str(" none completed");
+        return out;
+    }
+    for (name, _, q) in PERCENTILES {
+        let _ = write!(
+            out,
+            " {name} {}  ",
+            human_duration(histogram.value_at_quantile(q / 100.0))
+        );
+    }
+    let _ = write!(out, " max {}", human_duration(histogram.max()));
+    out
+}
+
+/// The JSON object of a histogram's percentiles, max and mean, in ns.
+fn percentiles_json(histogram: &Histogram<u64>) -> String {
+    let mut out = String::from("{");
+    for (_, key, q) in PERCENTILES {
+        let _ = write!(out, "\"{key}\":{},", histogram.value_at_quantile(q / 100.0));
+    }
+    let _ = write!(
+        out,
+        "\"max\":{},\"mean\":{:.0}}}",
+        histogram.max(),
+        histogram.mean()
+    );
+    out
+}
+
+/// `1 line`, `3 lines`.
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", thousands(n))
+    }
 }
 
 /// `1 connection`, `1,000 connections`.
@@ -344,7 +482,7 @@ impl Timeline {
             warmup: options.warmup,
             measure: match options.length {
                 Length::Duration(d) => Some(d),
-                Length::LinesPerConn(_) => None,
+                Length::LinesPerConn(_) | Length::Cycles(_) => None,
             },
         }
     }
@@ -397,13 +535,14 @@ impl Timeline {
 pub fn progress_line(
     elapsed: Duration,
     rate: f64,
+    unit: &str,
     up: u64,
     conns: usize,
     errors: u64,
     phase: Phase,
 ) -> String {
     format!(
-        "[{:>6.1}s] {:>12} lines/s  {:>7}/{} connections up  {} errors{}",
+        "[{:>6.1}s] {:>12} {unit}  {:>7}/{} connections up  {} errors{}",
         elapsed.as_secs_f64(),
         thousands(rate.round() as u64),
         thousands(up),

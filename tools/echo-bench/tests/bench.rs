@@ -293,3 +293,171 @@ fn remote_targets_and_unbounded_runs_are_refused() {
     let output = echo_bench(&["--duration", "0"]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// The JSON object after `"key":` in echo-bench's JSON line, braces included.
+fn json_object<'a>(json: &'a str, key: &str) -> &'a str {
+    let needle = format!("\"{key}\":{{");
+    let start = json
+        .find(&needle)
+        .unwrap_or_else(|| panic!("{key} in {json}"))
+        + needle.len()
+        - 1;
+    let mut depth = 0;
+    for (i, c) in json[start..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 {
+            return &json[start..=start + i];
+        }
+    }
+    panic!("{key} is not closed in {json}")
+}
+
+#[test]
+fn churn_opens_a_connection_per_cycle_and_verifies_every_echo() {
+    let server = TestServer::start_default();
+    let addr = server.addr.to_string();
+    let output = echo_bench(&[
+        "-a", &addr, "--churn", "3", "-P", "2", "--cycles", "300", "-c", "8", "-t", "2", "--json",
+        "-q",
+    ]);
+    let json = stdout(&output);
+    assert!(output.status.success(), "{json}");
+    assert_eq!(json_number(&json, "cycles"), 300.0, "{json}");
+    assert_eq!(json_number(&json, "connected"), 300.0, "{json}");
+    assert_eq!(json_number(&json, "lines"), 900.0, "{json}");
+    assert_eq!(json_number(&json, "bytes_received"), 900.0 * 64.0);
+    assert_eq!(json_number(&json, "total"), 0.0);
+    let cycle = json_object(&json, "cycle_latency_ns");
+    let connect = json_object(&json, "connect_latency_ns");
+    assert!(
+        json_number(cycle, "p50") > json_number(connect, "p50"),
+        "a cycle outlasts its connect: {json}"
+    );
+    let summary = server.stop();
+    assert_eq!(summary.accepted, 300, "one connection per cycle");
+    assert_eq!(summary.lines, 900, "the server saw every line once");
+}
+
+#[test]
+fn churn_in_open_loop_opens_connections_at_the_requested_rate() {
+    let server = TestServer::start_default();
+    let addr = server.addr.to_string();
+    // 400 connections a second for 1 s, at most 8 in flight.
+    let output = echo_bench(&[
+        "-a", &addr, "--churn", "1", "-r", "400", "-c", "8", "-d", "1", "--json", "-q",
+    ]);
+    let json = stdout(&output);
+    assert!(output.status.success(), "{json}");
+    let cycles = json_number(&json, "cycles");
+    assert!(
+        (380.0..=402.0).contains(&cycles),
+        "{cycles} cycles in {json}"
+    );
+    let text = stdout(&echo_bench(&[
+        "-a", &addr, "--churn", "1", "-c", "2", "-d", "0.3",
+    ]));
+    for label in ["cycles/s", "connect ", "cycle ", "client CPU"] {
+        assert!(text.contains(label), "{label} in {text}");
+    }
+}
+
+#[test]
+fn churn_counts_a_corrupted_echo_and_a_missing_fin_as_errors() {
+    // Echoes the first line with a byte flipped.
+    let corrupts = fake_server(|mut stream| {
+        let mut buf = [0; 64];
+        if stream.read_exact(&mut buf).is_ok() {
+            buf[3] ^= 0x20;
+            let _ = stream.write_all(&buf);
+        }
+    });
+    let output = echo_bench(&[
+        "-a",
+        &corrupts.to_string(),
+        "--churn",
+        "1",
+        "--cycles",
+        "3",
+        "--json",
+        "-q",
+    ]);
+    let json = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{json}");
+    assert_eq!(json_number(&json, "mismatch"), 3.0, "{json}");
+    assert_eq!(json_number(&json, "cycles"), 0.0, "{json}");
+
+    // Echoes, but never closes after the client's FIN.
+    let lingers = fake_server(|mut stream| {
+        let mut buf = [0; 64];
+        if stream.read_exact(&mut buf).is_ok() && stream.write_all(&buf).is_ok() {
+            while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            thread::sleep(Duration::from_secs(5));
+        }
+    });
+    let output = echo_bench(&[
+        "-a",
+        &lingers.to_string(),
+        "--churn",
+        "1",
+        "--cycles",
+        "1",
+        "--timeout",
+        "0.3",
+        "--json",
+        "-q",
+    ]);
+    let json = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{json}");
+    assert_eq!(json_number(&json, "timeout"), 1.0, "{json}");
+}
+
+#[test]
+fn a_bulk_group_runs_beside_the_measured_one_and_is_reported_apart() {
+    let server = TestServer::start_default();
+    let addr = server.addr.to_string();
+    let output = echo_bench(&[
+        "-a",
+        &addr,
+        "-c",
+        "3",
+        "-d",
+        "1",
+        "--bulk-conns",
+        "2",
+        "--bulk-line-bytes",
+        "1024",
+        "--bulk-pipeline",
+        "8",
+        "--bulk-nice",
+        "10",
+        "--json",
+        "-q",
+    ]);
+    let json = stdout(&output);
+    assert!(output.status.success(), "{json}");
+    let bulk = json_object(&json, "bulk");
+    assert_eq!(json_number(bulk, "conns"), 2.0, "{bulk}");
+    assert_eq!(json_number(bulk, "line_bytes"), 1024.0, "{bulk}");
+    assert!(json_number(bulk, "lines") > 0.0, "{bulk}");
+    assert_eq!(json_number(bulk, "total"), 0.0, "{bulk}");
+    // The measured group's fields come first, and are its own.
+    assert_eq!(json_number(&json, "conns"), 3.0);
+    assert_eq!(json_number(&json, "line_bytes"), 64.0);
+    assert!(json_number(&json, "lines") > 0.0);
+    let text = stdout(&echo_bench(&[
+        "-a",
+        &addr,
+        "-c",
+        "2",
+        "-d",
+        "0.3",
+        "--bulk-conns",
+        "1",
+    ]));
+    assert!(text.contains("bulk group, at nice 0:"), "{text}");
+    assert_eq!(text.matches("lines/s").count(), 2, "{text}");
+}
