@@ -469,7 +469,7 @@ impl<S: Stream> Connection<S> {
         limits: &Limits,
         read_buffer: &mut ReadBuffer,
         now_ms: u64,
-        memory_room: usize,
+        mut memory_room: usize,
     ) -> io::Result<Step> {
         // Output first: the peer has waited longest for it, and draining it
         // may lift a pause. A writable event with nothing pending is spurious.
@@ -493,7 +493,7 @@ impl<S: Stream> Connection<S> {
                     limits,
                     read_buffer,
                     now_ms,
-                    memory_room,
+                    &mut memory_room,
                 )?,
                 (State::Lingering(_), Some(until)) => {
                     self.read_and_discard(until, &mut budget, read_buffer)?
@@ -596,7 +596,7 @@ impl<S: Stream> Connection<S> {
         limits: &Limits,
         read_buffer: &mut ReadBuffer,
         now_ms: u64,
-        memory_room: usize,
+        memory_room: &mut usize,
     ) -> io::Result<ReadOutcome> {
         let (n, asked, too_long) = if self.buffer.is_empty() {
             let room = read_buffer.room();
@@ -615,19 +615,28 @@ impl<S: Stream> Connection<S> {
             let unfinished = if scan.too_long { &[][..] } else { unfinished };
             // The bytes are read already: they are kept whatever the
             // budget says, so a connection with nothing left over may go past
-            // it by one read (see `Connections`).
-            self.buffer
+            // it by one read (see `Connections`). What they take is spent
+            // from the room, so that a later read of this call cannot be
+            // granted it again. Nothing kept, nothing spent: the usual case
+            // costs no arithmetic.
+            let grown = self
+                .buffer
                 .keep(&complete[sent..], unfinished)
                 .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+            *memory_room = memory_room.saturating_sub(grown);
             (n, asked, scan.too_long)
         } else {
+            // The buffer may grow by the room the budget left when the call
+            // began, less what earlier reads of this call took of it.
+            let held = self.buffer.capacity();
             let cap = limits
                 .max_buffer_bytes()
-                .min(self.buffer.capacity().saturating_add(memory_room));
-            let room = self
-                .buffer
-                .spare_mut(cap)
+                .min(held.saturating_add(*memory_room));
+            self.buffer
+                .make_spare(cap)
                 .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+            *memory_room = memory_room.saturating_sub(self.buffer.capacity() - held);
+            let room = self.buffer.spare();
             // Reading pauses before the owed output reaches the limits' cap
             // and the line limit closes before the unfinished line does, so
             // only the memory budget can leave no room. Reading into none

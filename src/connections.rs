@@ -174,8 +174,11 @@ pub struct Connections<S> {
     memory_limit: usize,
     /// Buffer storage the connections hold now, counted exactly from each
     /// buffer's capacity after every call that may change it. It can pass
-    /// `memory_limit` by at most one read per connection that had nothing
-    /// left over (bytes read are kept, never dropped).
+    /// `memory_limit` only by reads kept by connections that had nothing
+    /// left over (bytes read are kept, never dropped), one read each at
+    /// most: `memory_used <= memory_limit + Σ min(capacity, READ_CHUNK_BYTES)`
+    /// over the connections, so at most one 16 KiB read per connection
+    /// holding storage (the proof is in `memory.rs`).
     memory_used: usize,
     /// Connections that stopped reading for want of memory
     /// (`Step::Starve`), in the order they did; each is listed once. They
