@@ -263,7 +263,9 @@ impl Buffer {
     }
 
     /// Moves the live bytes (`head..tail`) to the front of the storage and
-    /// rebases the indexes: the one place they are reset.
+    /// rebases the indexes: with `release`, which rebases them when it
+    /// trades the storage for a smaller one, the only places they are
+    /// reset.
     #[inline]
     fn move_to_front(&mut self) {
         if self.head > 0 {

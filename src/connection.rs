@@ -8,8 +8,9 @@
 //! writing before the kernel says "no more", nobody will remind it.
 //!
 //! This module never touches the `Poll` or its `Registry`. After every call
-//! the server asks `Connection::interest` what the connection wants next and
-//! applies the change; the interest is derived from the state, never stored.
+//! `Connections::apply` asks `Connection::interest` what the connection
+//! wants next and applies the change; the interest is derived from the
+//! state, never stored.
 //!
 //! The states, and the readiness each waits for:
 //!

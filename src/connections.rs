@@ -45,7 +45,7 @@ use admission::AddressKey;
 pub const ACCEPT_BUDGET: usize = 128;
 
 /// What the connections need of the poll instance: to register a stream
-/// under its key, and to change what it is registered for. `server.rs`
+/// under its key, and to change what it is registered for. `socket.rs`
 /// implements it over mio's `Registry`; the simulation over its own kernel.
 /// A stream is deregistered by dropping it (closing a socket removes it
 /// from the epoll set); `deregister` is for a key reused before then.
@@ -67,7 +67,12 @@ pub trait Registrar<S> {
 
     /// Removes `stream` from the poll instance before it is dropped: only
     /// where its key is given to another stream at once (a displaced
-    /// connection), so that no event of the old one can reach the new.
+    /// connection), so that no event the kernel reports later for the old
+    /// one reaches the new. Events of the old one already in the batch
+    /// being dispatched can still reach the new one; that is harmless,
+    /// because an event is only a hint: it never closes a connection (only
+    /// what a read, write or registration returns does), and the newcomer
+    /// tolerates a spurious one like any other.
     ///
     /// # Errors
     ///

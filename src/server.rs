@@ -88,7 +88,9 @@ pub struct Server {
     /// they are driven by. A connection is there exactly while its socket is
     /// open and registered.
     connections: Connections<Socket>,
-    /// `connections.len()` never exceeds it: a connection beyond it is
+    /// `connections.len()` never exceeds it: a newcomer beyond it first
+    /// takes the slot of the connection quiet the longest (displacement,
+    /// `Connections::accept_pending`); only if none is quiet enough is it
     /// accepted and closed at once.
     max_connections: usize,
     /// How long a graceful shutdown may take before the connections left
