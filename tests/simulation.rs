@@ -1,9 +1,10 @@
 //! echod's event-loop code under deterministic simulation.
 //!
-//! `sim` (tests/sim/mod.rs) runs echod's own `Connections` (the accept
-//! loop, `drive` and `apply`, the serve-again list, the shutdown, the
-//! expiry sweep and the shutdown deadline, exactly as `server.rs` calls
-//! them) on a simulated kernel, listener and registrar, with one to eight
+//! `sim` (tests/sim/mod.rs) runs echod's own `Connections` inside the
+//! server's own turn (`echod::server::turn`: the accept loop, `drive` and
+//! `apply`, the serve-again list, the memory relief, the shutdown, the
+//! expiry sweep and the shutdown deadline, in the order `Server::run`
+//! takes them) on a simulated kernel, listener and registrar, with one to eight
 //! peers per scenario (and now and then a flood of probes), injecting
 //! faults, and checks every connection's promises and the loop's fairness
 //! at every step; its module docs list the properties. This file runs it:

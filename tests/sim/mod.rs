@@ -6,25 +6,25 @@
 //! promises at every step.
 //!
 //! It runs the server's own code. The connections live in echod's
-//! `Connections`, the very type `server.rs` drives: accepting
-//! (`accept_pending`, with its budget and `max_connections`), events
-//! (`drive`, which applies each `Step` and re-registers), the serve-again
-//! list (`begin_turn`, `serve_again`), the shutdown (`begin_shutdown`), the
-//! sweep (`expire`) and the shutdown deadline (`close_all`). The simulation
-//! supplies only what `Connections` is generic over: a `Stream` (`SimStream`),
-//! a `Registrar` (`SimRegistrar`) and a `Listener` (`SimListener`), and the
-//! loop's turn (`World::turn`) in the order `server.rs` takes it: poll;
-//! `begin_turn`; each event in turn; `serve_again`; accept again if the
-//! budget ran out last turn; the sweep every `EXPIRY_SWEEP_MS`; the
-//! shutdown deadline. No server constant is restated here: the linger, the
-//! sweep interval, the budgets and the readiness of a served-again
-//! connection are echod's, and the interest a connection registers is
-//! whatever it reports.
+//! `Connections`, the very type `server.rs` drives, and each turn is the
+//! server's own turn, `echod::server::turn::turn`: its order (begin the
+//! turn, dispatch each event, serve the leftovers, relieve memory, accept
+//! again, housekeeping when due, the end of a shutdown) and its deadlines,
+//! driven by the simulated clock. The simulation supplies only what these
+//! are generic over: a `Stream` (`SimStream`), a `Registrar`
+//! (`SimRegistrar`), a `Listener` (`SimListener`), and the steps of the
+//! turn (`impl Steps for World`), each of which makes the server's call
+//! into `Connections` (`accept_pending`, `drive`, `serve_again`,
+//! `relieve_memory`, `begin_shutdown`, `expire`, `close_all`) and checks
+//! what it did. No server constant is restated here: the linger, the sweep
+//! interval, the budgets and the readiness of a served-again connection
+//! are echod's, and the interest a connection registers is whatever it
+//! reports.
 //!
 //! Read first: `Kernel` and `SimStream`, the kernel's side of the sockets;
-//! then `World::turn`, the loop; then `World::after_call`,
-//! `World::serve_phase`, `World::accept` and `World::close`, where the
-//! properties are checked.
+//! then `World::turn` and `impl Steps for World`, the loop; then
+//! `World::after_call`, `World::serve_phase`, `World::check_accept` and
+//! `World::closed`, where the properties are checked.
 //!
 //! The simulated kernel keeps the readiness contract that `connection.rs`
 //! and `connections.rs` rely on, and nothing more:
@@ -109,6 +109,8 @@ use echod::connections::{
     ACCEPT_BUDGET, Accept, AcceptEnd, Closed, Connections, DISPLACE_QUIET_MS, EXPIRY_SWEEP_MS,
     Listener, Registrar,
 };
+use echod::control::{Flow, Request};
+use echod::server::turn::{self, Event as TurnEvent, Outside, Steps, TurnState};
 use mio::Interest;
 
 mod decide;
@@ -1103,6 +1105,8 @@ enum Via {
     Deadline,
     /// Closed to give its slot to a newcomer at `max_connections`.
     Displaced,
+    /// Evicted by `relieve_memory`.
+    Evicted,
 }
 
 /// What a poll returned, besides the sockets' events.
@@ -1132,13 +1136,16 @@ pub struct World<D> {
     connections: Connections<SimStream<D>>,
     /// Socket ids by connection key, while open.
     keys: BTreeMap<usize, usize>,
-    /// `accept_pending` spent its budget: accept again next turn.
-    accept_again: bool,
-    next_sweep_ms: u64,
+    /// The loop's own flags and deadlines, as the server keeps them.
+    turn_state: TurnState,
+    /// What `serve_again` must serve this turn: the list as it began.
+    listed: Vec<usize>,
+    /// Calls to `accept_pending` in this turn.
+    accepts_this_turn: usize,
+    /// The turn returned `Flow::Stop`: the server would have returned.
+    stopped: bool,
     /// The waker fired and the loop has not polled since.
     wake_pending: bool,
-    /// When the shutdown must be over, once it has begun.
-    shutdown_deadline_ms: Option<u64>,
     turn: u64,
     coverage: Coverage,
 }
@@ -1260,10 +1267,11 @@ impl<D: Decide> World<D> {
                 usize::MAX,
             ),
             keys: BTreeMap::new(),
-            accept_again: false,
-            next_sweep_ms: EXPIRY_SWEEP_MS,
+            turn_state: TurnState::new(scenario.shutdown_timeout_ms),
+            listed: Vec::new(),
+            accepts_this_turn: 0,
+            stopped: false,
             wake_pending: false,
-            shutdown_deadline_ms: None,
             turn: 0,
             coverage: Coverage::default(),
         }
@@ -1326,7 +1334,7 @@ impl<D: Decide> World<D> {
     /// `ShutdownHandle::trigger`: the next poll returns the waker's event.
     /// Only the first counts (a second would stop the server at once).
     pub fn request_shutdown(&mut self) {
-        if self.shutdown_deadline_ms.is_none() && !self.wake_pending {
+        if !self.turn_state.shutting_down() && !self.wake_pending {
             self.note(|| "shutdown requested".into());
             self.wake_pending = true;
         }
@@ -1451,7 +1459,7 @@ impl<D: Decide> World<D> {
                 let k = self.kernel.borrow();
                 !k.ready.is_empty() || k.listener_edge
             } || self.wake_pending
-                || self.accept_again
+                || self.turn_state.accept_again()
                 || self.connections.want_another_turn();
             if event_due {
                 self.turn()?;
@@ -1463,7 +1471,7 @@ impl<D: Decide> World<D> {
                 .connections
                 .iter()
                 .any(|(_, connection)| matches!(connection.state(), State::Lingering(_)));
-            if lingering || self.shutdown_deadline_ms.is_some() && !self.connections.is_empty() {
+            if lingering || self.turn_state.shutting_down() && !self.connections.is_empty() {
                 self.advance(EXPIRY_SWEEP_MS);
                 self.turn()?;
                 continue;
@@ -1489,51 +1497,42 @@ impl<D: Decide> World<D> {
         coverage
     }
 
-    /// One turn of the loop, in `server.rs`'s order: poll (each socket's
-    /// edges as one event, a spurious event perhaps, the listener's and the
-    /// waker's events among them); `begin_turn`; each event in turn;
-    /// `serve_again`; accept again if last turn spent the budget; the sweep
-    /// when due; the shutdown deadline.
+    /// One turn of the loop: a poll (each socket's edges as one event, a
+    /// spurious event perhaps, the listener's and the waker's events among
+    /// them), then the server's own turn (`echod::server::turn::turn`) over
+    /// those events at the simulated clock's time, with the simulation's
+    /// steps below checking each call; then the end-of-turn checks.
     ///
     /// # Errors
     ///
     /// A broken property.
     pub fn turn(&mut self) -> Result<(), String> {
+        if self.stopped {
+            return Ok(());
+        }
         self.turn += 1;
         self.coverage.turns += 1;
         let events = self.poll();
         self.note(|| format!("turn {}: {events:?}", self.turn));
-        // What the serve-again phase must serve: the list as the turn began.
-        let listed = self.connections.listed_again().to_vec();
-        self.connections.begin_turn();
-        let accept_again = std::mem::take(&mut self.accept_again);
-        let mut accepted = false;
-        for event in events {
-            match event {
-                Event::Wake => self.begin_shutdown()?,
-                Event::Listener if self.kernel.borrow().listening => {
-                    self.accept()?;
-                    accepted = true;
-                }
-                Event::Listener => {}
-                Event::Connection { key, edges } => self.drive(key, edges)?,
-            }
-        }
-        self.serve_phase(&listed)?;
-        // Once per listener per turn: an event this turn already accepted.
-        if accept_again && !accepted && self.kernel.borrow().listening {
-            self.accept()?;
-        }
         let now_ms = self.kernel.borrow().now_ms;
-        if now_ms >= self.next_sweep_ms {
-            self.next_sweep_ms = now_ms + EXPIRY_SWEEP_MS;
-            self.sweep()?;
-        }
-        if self.shutdown_deadline_ms.is_some_and(|due| now_ms >= due) {
-            self.note(|| "shutdown deadline".into());
-            for closed in self.connections.close_all(|| CloseReason::ShutdownTimeout) {
-                self.closed(closed, Via::Deadline)?;
-            }
+        let events = events.into_iter().map(|event| match event {
+            Event::Wake => TurnEvent::Outside(Outside::Waker),
+            Event::Listener => TurnEvent::Listener(0),
+            Event::Connection { key, edges } => TurnEvent::Connection {
+                key,
+                ready: Readiness::of_event(
+                    edges.readable,
+                    edges.writable,
+                    edges.read_closed,
+                    false,
+                    false,
+                ),
+            },
+        });
+        let events: Vec<TurnEvent> = events.collect();
+        if turn::turn(self, now_ms, events)? == Flow::Stop {
+            self.note(|| "the server returns".into());
+            self.stopped = true;
         }
         self.end_of_turn()
     }
@@ -1596,14 +1595,7 @@ impl<D: Decide> World<D> {
     }
 
     /// Hands an event to `Connections::drive` and checks the call.
-    fn drive(&mut self, key: usize, edges: Edges) -> Result<(), String> {
-        let ready = Readiness::of_event(
-            edges.readable,
-            edges.writable,
-            edges.read_closed,
-            false,
-            false,
-        );
+    fn check_drive(&mut self, key: usize, ready: Readiness) -> Result<usize, String> {
         let id = self.keys.get(&key).copied();
         let before = self.connections.get(key).map(|c| c.state());
         self.note(|| format!("event {ready:?} for key {key} (peer {id:?}) in state {before:?}"));
@@ -1617,7 +1609,7 @@ impl<D: Decide> World<D> {
             if closed.is_some() || !again.is_empty() {
                 return Err(format!("an event for vacant key {key} did something"));
             }
-            return Ok(());
+            return Ok(0);
         };
         if again.iter().any(|&listed| listed != key) {
             return Err(format!(
@@ -1625,7 +1617,9 @@ impl<D: Decide> World<D> {
             ));
         }
         let before = before.expect("a key in `keys` is open");
-        self.after_call(id, key, before, 1, again.len(), closed)
+        let n_closed = usize::from(closed.is_some());
+        self.after_call(id, key, before, 1, again.len(), closed)?;
+        Ok(n_closed)
     }
 
     /// The serve-again phase: `Connections::serve_again`, which must serve
@@ -1633,7 +1627,7 @@ impl<D: Decide> World<D> {
     fn serve_phase(&mut self, listed: &[usize]) -> Result<(), String> {
         if listed.is_empty() {
             let n_listed = self.connections.listed_again().len();
-            let closed = self.serve_again();
+            let closed = self.call_serve_again();
             return match closed.is_empty() && self.connections.listed_again().len() == n_listed {
                 true => Ok(()),
                 false => Err("served a connection again that nobody listed".into()),
@@ -1669,7 +1663,7 @@ impl<D: Decide> World<D> {
             .collect();
         self.kernel.borrow_mut().serve_log = Some(Vec::new());
         let n_listed = self.connections.listed_again().len();
-        let closed = self.serve_again();
+        let closed = self.call_serve_again();
         let served = self
             .kernel
             .borrow_mut()
@@ -1717,7 +1711,7 @@ impl<D: Decide> World<D> {
         }
     }
 
-    fn serve_again(&mut self) -> Vec<Closed<SimStream<D>>> {
+    fn call_serve_again(&mut self) -> Vec<Closed<SimStream<D>>> {
         let now_ms = self.kernel.borrow().now_ms;
         self.connections.serve_again(&self.registrar, now_ms)
     }
@@ -1852,8 +1846,9 @@ impl<D: Decide> World<D> {
         }
     }
 
-    /// `Connections::accept_pending`, and its budget and rejections.
-    fn accept(&mut self) -> Result<(), String> {
+    /// `Connections::accept_pending`, and its budget and rejections: why it
+    /// stopped, and how many it displaced.
+    fn check_accept(&mut self) -> Result<(AcceptEnd, usize), String> {
         let (queued, now_ms) = {
             let mut k = self.kernel.borrow_mut();
             k.accept_calls = 0;
@@ -1892,7 +1887,7 @@ impl<D: Decide> World<D> {
                 "{calls} accept calls in one turn, past the budget of {ACCEPT_BUDGET}"
             ));
         }
-        match end {
+        match &end {
             AcceptEnd::Empty if left > 0 => {
                 return Err(format!("accepting stopped with {left} connections queued"));
             }
@@ -1900,10 +1895,7 @@ impl<D: Decide> World<D> {
             AcceptEnd::BudgetSpent if calls < ACCEPT_BUDGET => {
                 return Err(format!("budget spent after {calls} accept calls"));
             }
-            AcceptEnd::BudgetSpent => {
-                self.coverage.accept_budget_spent += 1;
-                self.accept_again = true;
-            }
+            AcceptEnd::BudgetSpent => self.coverage.accept_budget_spent += 1,
             AcceptEnd::OutOfDescriptors(err) => {
                 return Err(format!("out of descriptors, which nobody injected: {err}"));
             }
@@ -1995,7 +1987,7 @@ impl<D: Decide> World<D> {
         if open >= 2 {
             self.coverage.several_connections = 1;
         }
-        Ok(())
+        Ok((end, n_displaced))
     }
 
     /// Peer `id` never got a connection: its socket must be closed untouched.
@@ -2013,7 +2005,7 @@ impl<D: Decide> World<D> {
 
     /// The waker's event: `Connections::begin_shutdown`, after closing the
     /// listener (connections still queued are refused).
-    fn begin_shutdown(&mut self) -> Result<(), String> {
+    fn check_begin_shutdown(&mut self) -> Result<(), String> {
         let now_ms = {
             let mut k = self.kernel.borrow_mut();
             k.listening = false;
@@ -2032,8 +2024,6 @@ impl<D: Decide> World<D> {
             k.now_ms
         };
         self.note(|| "server shutdown".into());
-        self.accept_again = false;
-        self.shutdown_deadline_ms = Some(now_ms.saturating_add(self.shutdown_timeout_ms));
         self.start_calls();
         let before: Vec<(usize, usize, State)> = self
             .keys
@@ -2121,7 +2111,11 @@ impl<D: Decide> World<D> {
                 ));
             }
         }
-        if !k.backlog.is_empty() && k.listening && !k.listener_edge && !self.accept_again {
+        if !k.backlog.is_empty()
+            && k.listening
+            && !k.listener_edge
+            && !self.turn_state.accept_again()
+        {
             return Err(format!(
                 "{} connections queued, but no event is coming and no accept is due",
                 k.backlog.len()
@@ -2293,6 +2287,105 @@ impl<D: Decide> World<D> {
         if k.trace {
             eprintln!("t={} {}", k.now_ms, what());
         }
+    }
+}
+
+/// The simulation's steps of the server's turn: each makes the same call
+/// into `Connections` as the server's, and checks what it did.
+impl<D: Decide> Steps for World<D> {
+    type Fault = String;
+
+    fn turn_state(&mut self) -> &mut TurnState {
+        &mut self.turn_state
+    }
+
+    fn begin_turn(&mut self) -> Result<(), String> {
+        self.listed = self.connections.listed_again().to_vec();
+        self.accepts_this_turn = 0;
+        self.connections.begin_turn();
+        Ok(())
+    }
+
+    fn requests(&mut self, from: Outside) -> Result<Vec<Request>, String> {
+        match from {
+            Outside::Waker => Ok(vec![Request::Shutdown {
+                why: "shutdown requested",
+            }]),
+            Outside::Signals => Err("an event for a signal pipe the simulation has not".into()),
+        }
+    }
+
+    fn summary_requested(&mut self) -> Result<(), String> {
+        Err("a summary that nobody requested".into())
+    }
+
+    fn begin_shutdown(&mut self, _why: &str) -> Result<usize, String> {
+        let open = self.connections.len();
+        self.check_begin_shutdown()?;
+        Ok(open - self.connections.len())
+    }
+
+    fn stop_now(&mut self, why: &str) -> Result<(), String> {
+        Err(format!("{why} a second time, which nobody did"))
+    }
+
+    fn listeners(&self) -> usize {
+        usize::from(self.kernel.borrow().listening)
+    }
+
+    fn accept(&mut self, index: usize) -> Result<(AcceptEnd, usize), String> {
+        self.accepts_this_turn += 1;
+        if index != 0 || self.accepts_this_turn > 1 {
+            return Err(format!(
+                "accept call {} of this turn, on listener {index}: one listener, accepted \
+                 from once a turn",
+                self.accepts_this_turn
+            ));
+        }
+        self.check_accept()
+    }
+
+    fn drive(&mut self, key: usize, ready: Readiness) -> Result<usize, String> {
+        self.check_drive(key, ready)
+    }
+
+    fn serve_again(&mut self) -> Result<usize, String> {
+        let listed = std::mem::take(&mut self.listed);
+        let open = self.connections.len();
+        self.serve_phase(&listed)?;
+        Ok(open.saturating_sub(self.connections.len()))
+    }
+
+    fn relieve_memory(&mut self) -> Result<usize, String> {
+        let now_ms = self.kernel.borrow().now_ms;
+        let evicted = self.connections.relieve_memory(now_ms);
+        let n = evicted.len();
+        for closed in evicted {
+            self.closed(closed, Via::Evicted)?;
+        }
+        Ok(n)
+    }
+
+    fn housekeeping(&mut self) -> Result<usize, String> {
+        let open = self.connections.len();
+        self.sweep()?;
+        Ok(open - self.connections.len())
+    }
+
+    fn clock_work(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn no_connections(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    fn close_all(&mut self) -> Result<(), String> {
+        self.note(|| "shutdown deadline".into());
+        for closed in self.connections.close_all(|| CloseReason::ShutdownTimeout) {
+            self.closed(closed, Via::Deadline)?;
+        }
+        Ok(())
     }
 }
 
