@@ -625,6 +625,11 @@ impl<S: Stream> Connection<S> {
                 .keep(&complete[sent..], unfinished)
                 .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
             *memory_room = memory_room.saturating_sub(grown);
+            // Nothing was left over before this read, so a line it leaves
+            // unfinished began now, even if the call began with another.
+            if !unfinished.is_empty() {
+                self.line_since_ms = now_ms;
+            }
             (n, asked, scan.too_long)
         } else {
             // The buffer may grow by the room the budget left when the call
@@ -657,6 +662,10 @@ impl<S: Stream> Connection<S> {
                     .scan(self.buffer.unfinished(), scanned, limits.max_line_bytes);
             self.buffer.complete(scan.complete_bytes);
             self.lines += scan.lines as u64;
+            // A line ended: the unfinished one, if any, began in this read.
+            if scan.complete_bytes > 0 {
+                self.line_since_ms = now_ms;
+            }
             self.flush(now_ms)?;
             (n, asked, scan.too_long)
         };

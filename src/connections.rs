@@ -263,6 +263,18 @@ impl<S: Stream> Connections<S> {
             || (!self.starving.is_empty() && self.memory_room() >= READ_CHUNK_BYTES)
     }
 
+    /// Buffer storage the connections hold now, as the memory budget counts
+    /// it. The loop needs none of these three; the simulation in `tests/sim`
+    /// checks the budget's bound with them.
+    pub fn memory_used(&self) -> usize {
+        self.memory_used
+    }
+
+    /// The connections waiting for memory, in the order they stopped.
+    pub fn starving(&self) -> &[usize] {
+        &self.starving
+    }
+
     /// The keys to be served again next turn, in the order they spent their
     /// read budget. The loop needs only `want_another_turn`; the simulation
     /// in `tests/sim` reads the list to check serve-again order and fairness.

@@ -48,7 +48,7 @@ const TRIM_AFTER_BYTES: usize = 8 << 20;
 
 impl<S: Stream> Connections<S> {
     /// What the budget still allows.
-    pub(super) fn memory_room(&self) -> usize {
+    pub fn memory_room(&self) -> usize {
         self.memory_limit.saturating_sub(self.memory_used)
     }
 
