@@ -24,7 +24,7 @@ use log::warn;
 use mio::Interest;
 use slab::Slab;
 
-use crate::buffer::{READ_CHUNK_BYTES, ReadBuffer};
+use crate::buffer::ReadBuffer;
 use crate::connection::{
     CloseReason, Connection, FIRST_INTEREST, Finish, Limits, Readiness, State, Step, Stream,
     Timeouts,
@@ -259,8 +259,7 @@ impl<S: Stream> Connections<S> {
     /// True if a connection spent its read budget and waits to be served
     /// again: the next poll must not wait.
     pub fn want_another_turn(&self) -> bool {
-        !self.again.is_empty()
-            || (!self.starving.is_empty() && self.memory_room() >= READ_CHUNK_BYTES)
+        !self.again.is_empty() || (!self.starving.is_empty() && self.room_to_feed())
     }
 
     /// Buffer storage the connections hold now, as the memory budget counts
@@ -376,11 +375,16 @@ impl<S: Stream> Connections<S> {
         }
         // Room for a read again: the starving are served with the rest,
         // in the order they stopped; any the room runs out for stop again.
-        if !self.starving.is_empty() && self.memory_room() >= READ_CHUNK_BYTES {
+        if !self.starving.is_empty() && self.room_to_feed() {
             for key in self.starving.drain(..) {
                 if let Some(connection) = self.slab.get_mut(key) {
                     connection.fed();
-                    self.again_now.push(key);
+                    // One that also spent a read budget last turn is served
+                    // once: one turn, one budget. A search, but only under
+                    // memory pressure, over the few served again.
+                    if !self.again_now.contains(&key) {
+                        self.again_now.push(key);
+                    }
                 }
             }
         }

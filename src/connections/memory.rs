@@ -52,6 +52,14 @@ impl<S: Stream> Connections<S> {
         self.memory_limit.saturating_sub(self.memory_used)
     }
 
+    /// True when the budget has room enough to serve the starving again:
+    /// a read's worth, or an eighth of the budget where the budget is
+    /// smaller than a few reads (what `relieve_memory` frees), so that a
+    /// budget under 16 KiB cannot leave a connection starving for ever.
+    pub fn room_to_feed(&self) -> bool {
+        self.memory_room() >= READ_CHUNK_BYTES.min(self.memory_limit / 8).max(1)
+    }
+
     /// Counts connection `key`'s storage now that a call changed it from
     /// `held` bytes.
     #[inline]
@@ -71,10 +79,7 @@ impl<S: Stream> Connections<S> {
     /// being served, and a connection with nothing left over needs no
     /// budget at all. At most once every `RELIEF_INTERVAL_MS`.
     pub fn relieve_memory(&mut self, now_ms: u64) -> Vec<Closed<S>> {
-        if self.starving.is_empty()
-            || self.memory_room() >= READ_CHUNK_BYTES
-            || now_ms < self.next_relief_ms
-        {
+        if self.starving.is_empty() || self.room_to_feed() || now_ms < self.next_relief_ms {
             return Vec::new();
         }
         self.next_relief_ms = now_ms + RELIEF_INTERVAL_MS;

@@ -1848,7 +1848,10 @@ impl<D: Decide> World<D> {
             let Some((id, state)) = open else { continue };
             self.coverage.calls += 1;
             // An open connection listed to be served again reads.
-            if state == State::Open && !served.contains(&id) {
+            // Unless the room it was fed for went to others' reads earlier in
+            // the turn: it starves again without a read.
+            let starved_again = self.connections.starving().contains(&key);
+            if state == State::Open && !served.contains(&id) && !starved_again {
                 return Err(format!(
                     "peer {id} (key {key}) was listed to be served again, but was not"
                 ));
@@ -2423,7 +2426,7 @@ impl<D: Decide> World<D> {
             }
         }
         if !self.connections.starving().is_empty()
-            && self.connections.memory_room() >= READ_CHUNK_BYTES
+            && self.connections.room_to_feed()
             && !self.connections.want_another_turn()
         {
             return Err("connections starve with room to read, and the next poll will wait".into());
@@ -2643,8 +2646,15 @@ impl<D: Decide> Steps for World<D> {
     fn begin_turn(&mut self) -> Result<(), String> {
         self.listed = self.connections.listed_again().to_vec();
         // With room for a read, the starving are served with them, after.
-        if self.connections.memory_room() >= READ_CHUNK_BYTES {
-            self.listed.extend_from_slice(self.connections.starving());
+        if self.connections.room_to_feed() {
+            // Those still open: a key whose connection closed is dropped.
+            // A key may be listed twice, once for a connection since closed:
+            // served once.
+            for &key in self.connections.starving() {
+                if self.connections.get(key).is_some() && !self.listed.contains(&key) {
+                    self.listed.push(key);
+                }
+            }
         }
         self.accepts_this_turn = 0;
         self.connections.begin_turn();
@@ -2706,8 +2716,7 @@ impl<D: Decide> Steps for World<D> {
     /// may be evicted.
     fn relieve_memory(&mut self) -> Result<usize, String> {
         let now_ms = self.kernel.borrow().now_ms;
-        let spent = !self.connections.starving().is_empty()
-            && self.connections.memory_room() < READ_CHUNK_BYTES;
+        let spent = !self.connections.starving().is_empty() && !self.connections.room_to_feed();
         let evicted = self.connections.relieve_memory(now_ms);
         let n = evicted.len();
         for closed in evicted {
