@@ -127,50 +127,60 @@ impl Buffer {
     /// buffer must be empty: a connection with leftovers reads into its own
     /// storage instead.
     ///
+    /// Returns how many bytes of storage that added (0 when nothing was
+    /// left over, or the storage held was large enough), for the memory
+    /// budget.
+    ///
     /// # Errors
     ///
     /// The allocation failed; nothing is kept.
     #[inline]
-    pub fn keep(&mut self, owed: &[u8], unfinished: &[u8]) -> Result<(), TryReserveError> {
+    pub fn keep(&mut self, owed: &[u8], unfinished: &[u8]) -> Result<usize, TryReserveError> {
         debug_assert!(self.is_empty(), "leftovers kept over leftovers");
         let held = owed.len() + unfinished.len();
         if held == 0 {
-            return Ok(());
+            return Ok(0);
         }
         self.start_over();
+        let mut grown = 0;
         if self.storage.len() < held {
             // Exactly the size needed: a connection holding half a line costs
             // that half line. A later read behind it grows the storage.
+            grown = held - self.storage.capacity().min(held);
             self.storage = zeroed(held)?;
         }
         self.storage[..owed.len()].copy_from_slice(owed);
         self.storage[owed.len()..held].copy_from_slice(unfinished);
         self.lines_end = owed.len();
         self.tail = held;
-        Ok(())
+        Ok(grown)
     }
 
-    /// Returns room behind the leftovers for a read of up to
-    /// `READ_CHUNK_BYTES`, compacting or growing (up to `max_capacity`) as
-    /// needed.
-    ///
-    /// The returned slice is empty when `max_capacity` leaves no room for
-    /// the bytes already held: the limits keep that from happening, but the
-    /// memory budget can (the caller then stops reading until it has room).
+    /// Makes room behind the leftovers for a read (see `spare`),
+    /// compacting or growing (up to `max_capacity`) as needed.
     ///
     /// # Errors
     ///
     /// Growing failed; the buffer holds what it held.
     #[inline]
-    pub fn spare_mut(&mut self, max_capacity: usize) -> Result<&mut [u8], TryReserveError> {
+    pub fn make_spare(&mut self, max_capacity: usize) -> Result<(), TryReserveError> {
         if self.storage.len() - self.tail < MIN_READ_BYTES {
             self.make_room(max_capacity)?;
         }
-        let end = self.storage.len().min(self.tail + READ_CHUNK_BYTES);
-        Ok(&mut self.storage[self.tail..end])
+        Ok(())
     }
 
-    /// Records that a read put `n` bytes into the slice `spare_mut` returned.
+    /// The room behind the leftovers, up to `READ_CHUNK_BYTES`: what
+    /// `make_spare` made. Empty when its `max_capacity` left no room for the
+    /// bytes already held: the limits keep that from happening, but the
+    /// memory budget can (the caller then stops reading until it has room).
+    #[inline]
+    pub fn spare(&mut self) -> &mut [u8] {
+        let end = self.storage.len().min(self.tail + READ_CHUNK_BYTES);
+        &mut self.storage[self.tail..end]
+    }
+
+    /// Records that a read put `n` bytes into the slice `spare` returned.
     #[inline]
     pub fn filled(&mut self, n: usize) {
         self.tail += n;
@@ -253,7 +263,9 @@ impl Buffer {
     }
 
     /// Moves the live bytes (`head..tail`) to the front of the storage and
-    /// rebases the indexes: the one place they are reset.
+    /// rebases the indexes: with `release`, which rebases them when it
+    /// trades the storage for a smaller one, the only places they are
+    /// reset.
     #[inline]
     fn move_to_front(&mut self) {
         if self.head > 0 {
@@ -287,9 +299,16 @@ mod tests {
 
     /// Copies `bytes` into the buffer as a read behind the leftovers would.
     fn receive(buffer: &mut Buffer, bytes: &[u8]) {
-        let spare = buffer.spare_mut(1 << 20).expect("room");
+        buffer.make_spare(1 << 20).expect("room");
+        let spare = buffer.spare();
         spare[..bytes.len()].copy_from_slice(bytes);
         buffer.filled(bytes.len());
+    }
+
+    /// The room `make_spare` makes for a read, up to `max_capacity`.
+    fn spare_len(buffer: &mut Buffer, max_capacity: usize) -> usize {
+        buffer.make_spare(max_capacity).expect("room");
+        buffer.spare().len()
     }
 
     #[test]
@@ -364,7 +383,7 @@ mod tests {
         buffer.consume(10 * 1024);
         // 1 KiB spare is below MIN_READ_BYTES; 10 KiB written >= 5 KiB live, so
         // the live bytes move to the front instead of the buffer growing.
-        let spare = buffer.spare_mut(1 << 20).expect("room").len();
+        let spare = spare_len(&mut buffer, 1 << 20);
         assert_eq!((buffer.capacity(), spare), (READ_CHUNK_BYTES, 11 * 1024));
         assert_eq!(buffer.pending(), &line.repeat(5)[..]);
     }
@@ -377,7 +396,7 @@ mod tests {
             receive(&mut buffer, &chunk);
         }
         assert_eq!(buffer.capacity(), 128 * 1024 / 2);
-        let spare = buffer.spare_mut(100 * 1024).expect("room").len();
+        let spare = spare_len(&mut buffer, 100 * 1024);
         assert_eq!(
             (buffer.capacity(), spare),
             (100 * 1024, 36 * 1024 - 20 * 1024)
@@ -389,7 +408,7 @@ mod tests {
         let mut buffer = Buffer::default();
         buffer.keep(b"", &[b'z'; 100]).expect("kept");
         // Capped at what it holds: no room, and no allocation.
-        assert_eq!(buffer.spare_mut(100).expect("no allocation").len(), 0);
+        assert_eq!(spare_len(&mut buffer, 100), 0);
         assert_eq!(buffer.capacity(), 100);
     }
 

@@ -8,8 +8,9 @@
 //! writing before the kernel says "no more", nobody will remind it.
 //!
 //! This module never touches the `Poll` or its `Registry`. After every call
-//! the server asks `Connection::interest` what the connection wants next and
-//! applies the change; the interest is derived from the state, never stored.
+//! `Connections::apply` asks `Connection::interest` what the connection
+//! wants next and applies the change; the interest is derived from the
+//! state, never stored.
 //!
 //! The states, and the readiness each waits for:
 //!
@@ -469,7 +470,7 @@ impl<S: Stream> Connection<S> {
         limits: &Limits,
         read_buffer: &mut ReadBuffer,
         now_ms: u64,
-        memory_room: usize,
+        mut memory_room: usize,
     ) -> io::Result<Step> {
         // Output first: the peer has waited longest for it, and draining it
         // may lift a pause. A writable event with nothing pending is spurious.
@@ -493,7 +494,7 @@ impl<S: Stream> Connection<S> {
                     limits,
                     read_buffer,
                     now_ms,
-                    memory_room,
+                    &mut memory_room,
                 )?,
                 (State::Lingering(_), Some(until)) => {
                     self.read_and_discard(until, &mut budget, read_buffer)?
@@ -596,7 +597,7 @@ impl<S: Stream> Connection<S> {
         limits: &Limits,
         read_buffer: &mut ReadBuffer,
         now_ms: u64,
-        memory_room: usize,
+        memory_room: &mut usize,
     ) -> io::Result<ReadOutcome> {
         let (n, asked, too_long) = if self.buffer.is_empty() {
             let room = read_buffer.room();
@@ -615,19 +616,33 @@ impl<S: Stream> Connection<S> {
             let unfinished = if scan.too_long { &[][..] } else { unfinished };
             // The bytes are read already: they are kept whatever the
             // budget says, so a connection with nothing left over may go past
-            // it by one read (see `Connections`).
-            self.buffer
+            // it by one read (see `Connections`). What they take is spent
+            // from the room, so that a later read of this call cannot be
+            // granted it again. Nothing kept, nothing spent: the usual case
+            // costs no arithmetic.
+            let grown = self
+                .buffer
                 .keep(&complete[sent..], unfinished)
                 .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+            *memory_room = memory_room.saturating_sub(grown);
+            // Nothing was left over before this read, so a line it leaves
+            // unfinished began now, even if the call began with another.
+            if !unfinished.is_empty() {
+                self.line_since_ms = now_ms;
+            }
             (n, asked, scan.too_long)
         } else {
+            // The buffer may grow by the room the budget left when the call
+            // began, less what earlier reads of this call took of it.
+            let held = self.buffer.capacity();
             let cap = limits
                 .max_buffer_bytes()
-                .min(self.buffer.capacity().saturating_add(memory_room));
-            let room = self
-                .buffer
-                .spare_mut(cap)
+                .min(held.saturating_add(*memory_room));
+            self.buffer
+                .make_spare(cap)
                 .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+            *memory_room = memory_room.saturating_sub(self.buffer.capacity() - held);
+            let room = self.buffer.spare();
             // Reading pauses before the owed output reaches the limits' cap
             // and the line limit closes before the unfinished line does, so
             // only the memory budget can leave no room. Reading into none
@@ -647,6 +662,10 @@ impl<S: Stream> Connection<S> {
                     .scan(self.buffer.unfinished(), scanned, limits.max_line_bytes);
             self.buffer.complete(scan.complete_bytes);
             self.lines += scan.lines as u64;
+            // A line ended: the unfinished one, if any, began in this read.
+            if scan.complete_bytes > 0 {
+                self.line_since_ms = now_ms;
+            }
             self.flush(now_ms)?;
             (n, asked, scan.too_long)
         };

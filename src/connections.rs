@@ -24,7 +24,7 @@ use log::warn;
 use mio::Interest;
 use slab::Slab;
 
-use crate::buffer::{READ_CHUNK_BYTES, ReadBuffer};
+use crate::buffer::ReadBuffer;
 use crate::connection::{
     CloseReason, Connection, FIRST_INTEREST, Finish, Limits, Readiness, State, Step, Stream,
     Timeouts,
@@ -45,7 +45,7 @@ use admission::AddressKey;
 pub const ACCEPT_BUDGET: usize = 128;
 
 /// What the connections need of the poll instance: to register a stream
-/// under its key, and to change what it is registered for. `server.rs`
+/// under its key, and to change what it is registered for. `socket.rs`
 /// implements it over mio's `Registry`; the simulation over its own kernel.
 /// A stream is deregistered by dropping it (closing a socket removes it
 /// from the epoll set); `deregister` is for a key reused before then.
@@ -67,7 +67,12 @@ pub trait Registrar<S> {
 
     /// Removes `stream` from the poll instance before it is dropped: only
     /// where its key is given to another stream at once (a displaced
-    /// connection), so that no event of the old one can reach the new.
+    /// connection), so that no event the kernel reports later for the old
+    /// one reaches the new. Events of the old one already in the batch
+    /// being dispatched can still reach the new one; that is harmless,
+    /// because an event is only a hint: it never closes a connection (only
+    /// what a read, write or registration returns does), and the newcomer
+    /// tolerates a spurious one like any other.
     ///
     /// # Errors
     ///
@@ -174,8 +179,11 @@ pub struct Connections<S> {
     memory_limit: usize,
     /// Buffer storage the connections hold now, counted exactly from each
     /// buffer's capacity after every call that may change it. It can pass
-    /// `memory_limit` by at most one read per connection that had nothing
-    /// left over (bytes read are kept, never dropped).
+    /// `memory_limit` only by reads kept by connections that had nothing
+    /// left over (bytes read are kept, never dropped), one read each at
+    /// most: `memory_used <= memory_limit + Σ min(capacity, READ_CHUNK_BYTES)`
+    /// over the connections, so at most one 16 KiB read per connection
+    /// holding storage (the proof is in `memory.rs`).
     memory_used: usize,
     /// Connections that stopped reading for want of memory
     /// (`Step::Starve`), in the order they did; each is listed once. They
@@ -251,8 +259,19 @@ impl<S: Stream> Connections<S> {
     /// True if a connection spent its read budget and waits to be served
     /// again: the next poll must not wait.
     pub fn want_another_turn(&self) -> bool {
-        !self.again.is_empty()
-            || (!self.starving.is_empty() && self.memory_room() >= READ_CHUNK_BYTES)
+        !self.again.is_empty() || (!self.starving.is_empty() && self.room_to_feed())
+    }
+
+    /// Buffer storage the connections hold now, as the memory budget counts
+    /// it. The loop needs none of these three; the simulation in `tests/sim`
+    /// checks the budget's bound with them.
+    pub fn memory_used(&self) -> usize {
+        self.memory_used
+    }
+
+    /// The connections waiting for memory, in the order they stopped.
+    pub fn starving(&self) -> &[usize] {
+        &self.starving
     }
 
     /// The keys to be served again next turn, in the order they spent their
@@ -356,11 +375,16 @@ impl<S: Stream> Connections<S> {
         }
         // Room for a read again: the starving are served with the rest,
         // in the order they stopped; any the room runs out for stop again.
-        if !self.starving.is_empty() && self.memory_room() >= READ_CHUNK_BYTES {
+        if !self.starving.is_empty() && self.room_to_feed() {
             for key in self.starving.drain(..) {
                 if let Some(connection) = self.slab.get_mut(key) {
                     connection.fed();
-                    self.again_now.push(key);
+                    // One that also spent a read budget last turn is served
+                    // once: one turn, one budget. A search, but only under
+                    // memory pressure, over the few served again.
+                    if !self.again_now.contains(&key) {
+                        self.again_now.push(key);
+                    }
                 }
             }
         }

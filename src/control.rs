@@ -1,7 +1,7 @@
 //! The control plane: what an event loop hears from outside its sockets,
 //! and what it tells the world besides echoes.
 //!
-//! In: the signals an operator sends (see `request_for` for the table),
+//! In: the signals an operator sends (see `meaning` for the table),
 //! through a self-pipe the loop polls, and `ShutdownHandle::trigger`,
 //! through a waker. Both become a `Request`; the loop decides what a
 //! request means for what it runs. Out: systemd's READY, STATUS and
@@ -47,7 +47,7 @@ pub use log_budget::{
 use log_budget::Throttled;
 
 /// The signals echod takes, so that none of them ends it without a word;
-/// `request_for` says what each one asks. SIGHUP, SIGUSR2 and SIGALRM kill
+/// `meaning` says what each one asks. SIGHUP, SIGUSR2 and SIGALRM kill
 /// a process that does not take them, which is how closing the terminal
 /// of `echod &` or a stray `kill -ALRM` used to stop echod silently.
 pub const SIGNALS: [i32; 7] = [SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM];

@@ -17,9 +17,10 @@
 //! Readiness is *edge-triggered*: the kernel reports a socket when it
 //! becomes ready, not for as long as it stays ready. So whoever stops
 //! reading before `WouldBlock` must remember to come back, because no event
-//! will remind them. echod stops early in three places (a connection over
-//! its output limit, one that used its share of a turn, a listener that
-//! accepted its share) and records each one. It saves the last `read` of a
+//! will remind them. echod stops early in four places (a connection over
+//! its output limit, one that used its share of a turn, one starving for
+//! memory under the budget, a listener that accepted its share) and
+//! records each one. It saves the last `read` of a
 //! burst when the one before came back short, because `epoll(7)` says a
 //! short read on a stream socket proves the buffer drained. And since an
 //! event is only a hint, every handler tolerates one that leads nowhere.

@@ -24,19 +24,19 @@
 //! not name connections by key but by their connection id
 //! (`Connection::id`), never reused while the process runs.
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use log::{Level, debug, info, warn};
-use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
 
 use crate::allocator;
 use crate::connection::{CloseReason, Readiness, State};
-use crate::connections::{Accept, AcceptEnd, Closed, Connections, EXPIRY_SWEEP_MS};
+use crate::connections::{Accept, AcceptEnd, Closed, Connections};
 use crate::control::{
     self, Control, Flow, Request, ShutdownHandle, ShutdownRequests, admit_peer_line,
 };
@@ -45,9 +45,11 @@ use crate::socket::Socket;
 use crate::summary::{Closes, ConnectionCounts, Summary, counted};
 
 mod setup;
+pub mod turn;
 
 pub use setup::StartError;
 pub(crate) use setup::derived_max_connections;
+use turn::{Event, Outside, Steps, TurnState};
 
 /// The log target of every line the loop writes, `echod::server`, also
 /// for the lines written in `setup` or by its `Control`: operators filter on
@@ -66,14 +68,6 @@ const LISTENERS: Range<usize> = usize::MAX - 2 - MAX_LISTENERS..usize::MAX - 2;
 /// fewer calls under load; the rest wait for the next call, not lost.
 const EVENTS_CAPACITY: usize = 1024;
 
-/// How often housekeeping runs: idle and linger sweeps, warnings held back by
-/// rate limiting, systemd's status and a worker's totals.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(EXPIRY_SWEEP_MS);
-
-/// After `accept` fails for want of descriptors, wait this long before trying
-/// again (unless a connection closes first and frees one).
-const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
-
 /// The echo server. `bind` it, then `run` it.
 pub struct Server {
     /// The one poll instance: every socket below is registered with it.
@@ -88,7 +82,9 @@ pub struct Server {
     /// they are driven by. A connection is there exactly while its socket is
     /// open and registered.
     connections: Connections<Socket>,
-    /// `connections.len()` never exceeds it: a connection beyond it is
+    /// `connections.len()` never exceeds it: a newcomer beyond it first
+    /// takes the slot of the connection quiet the longest (displacement,
+    /// `Connections::accept_pending`); only if none is quiet enough is it
     /// accepted and closed at once.
     max_connections: usize,
     /// How long a graceful shutdown may take before the connections left
@@ -101,28 +97,14 @@ pub struct Server {
     /// rate-limited warnings; its signal pipe, if any, is registered at
     /// `SIGNALS`.
     control: Control,
-    /// Origin of the millisecond clock connections use.
+    /// Origin of the millisecond clock the loop and its connections use.
     started: Instant,
     /// The time at the start of this turn; one clock read per turn.
     now: Instant,
-    /// `now` as milliseconds since `started`: the clock connections use,
-    /// converted once per turn rather than once per event.
-    now_ms: u64,
-    /// Set when a listener spent its accept budget this turn, or a close
-    /// ended a pause: every listener is served next turn, and `poll` does
-    /// not wait. Harmless once a shutdown has closed the listeners.
-    accept_again: bool,
-    /// Set while `accept` is failing for want of descriptors: no listener
-    /// is served until then, or until a close frees a descriptor (which
-    /// clears it).
-    accept_paused_until: Option<Instant>,
-    /// When housekeeping runs next: `HOUSEKEEPING_INTERVAL` after it last
-    /// ran.
-    next_housekeeping: Instant,
-    /// Set once a shutdown has been requested, and never unset: the run
-    /// ends when the last connection closes, or at this instant (or at once,
-    /// on a second request).
-    shutdown_deadline: Option<Instant>,
+    /// The loop's own flags and deadlines (accepting again, the accept
+    /// pause, housekeeping, the shutdown), and `now` in milliseconds since
+    /// `started`: see `turn.rs`.
+    turn: TurnState,
     /// Accepts and rejections, and the lines, bytes and close reasons of
     /// the connections closed so far; `summary` adds the open connections.
     totals: Summary,
@@ -164,77 +146,20 @@ impl Server {
                 return Err(err);
             }
             self.now = Instant::now();
-            self.now_ms = millis_since(self.started, self.now);
-            // Taken before the events so that what this turn adds waits for
-            // the next one: a busy client gets one budget per turn, not two.
-            self.connections.begin_turn();
-            let accept_again = std::mem::take(&mut self.accept_again);
-
-            for event in events.iter() {
-                let flow = match event.token() {
-                    WAKER => {
-                        let requests = self.shutdowns.take();
-                        self.handle_requests(requests)
-                    }
-                    SIGNALS => {
-                        let requests = self.control.signals();
-                        self.handle_requests(requests)
-                    }
-                    // Every listener is accepted from after the events when
-                    // one spent its budget last turn: one budget a turn.
-                    Token(t) if LISTENERS.contains(&t) => {
-                        if !accept_again {
-                            self.accept_pending(t - LISTENERS.start);
-                        }
-                        Flow::Continue
-                    }
-                    Token(key) => {
-                        let registry = self.poll.registry();
-                        let ready = readiness(event);
-                        if let Some(closed) =
-                            self.connections.drive(registry, key, ready, self.now_ms)
-                        {
-                            self.record_close(closed);
-                        }
-                        Flow::Continue
-                    }
-                };
-                if flow == Flow::Stop {
-                    return Ok(self.finish_run());
-                }
-            }
-            let closed = self
-                .connections
-                .serve_again(self.poll.registry(), self.now_ms);
-            self.record_closes(closed);
-            let evicted = self.connections.relieve_memory(self.now_ms);
-            self.record_closes(evicted);
-            if self
-                .accept_paused_until
-                .is_some_and(|until| self.now >= until)
-            {
-                self.accept_paused_until = None;
-                self.accept_all();
-            } else if accept_again {
-                self.accept_all();
-            }
-            if self.now >= self.next_housekeeping {
-                self.housekeeping();
-            }
-            if self.control.stats_due(self.now) {
-                let summary = self.summary();
-                self.control.log_stats(self.now, summary);
-            }
-            if let Some(deadline) = self.shutdown_deadline {
-                if self.connections.is_empty() {
-                    return Ok(self.finish_run());
-                }
-                if self.now >= deadline {
-                    // Whatever each connection was still waiting for.
-                    let closed = self.connections.close_all(|| CloseReason::ShutdownTimeout);
-                    self.record_closes(closed);
-                    return Ok(self.finish_run());
-                }
+            let now_ms = millis_since(self.started, self.now);
+            let events = events.iter().map(|event| match event.token() {
+                WAKER => Event::Outside(Outside::Waker),
+                SIGNALS => Event::Outside(Outside::Signals),
+                Token(t) if LISTENERS.contains(&t) => Event::Listener(t - LISTENERS.start),
+                Token(key) => Event::Connection {
+                    key,
+                    ready: readiness(event),
+                },
+            });
+            match turn::turn(&mut self, now_ms, events) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop) => return Ok(self.finish_run()),
+                Err(never) => match never {},
             }
         }
     }
@@ -242,76 +167,19 @@ impl Server {
     /// How long `poll` may wait: not at all if work was left over, otherwise
     /// until the nearest deadline.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.connections.want_another_turn() || self.accept_again {
+        if self.connections.want_another_turn() || self.turn.accept_again() {
             return Some(Duration::ZERO);
         }
-        let deadline = [
-            self.accept_paused_until,
-            self.shutdown_deadline,
-            self.control.next_stats(),
-        ]
-        .into_iter()
-        .flatten()
-        .fold(self.next_housekeeping, Instant::min);
+        // The loop's deadlines are near (housekeeping is at most a second
+        // away), so the sum cannot overflow; should it, wait for the stats.
+        let deadline = self
+            .started
+            .checked_add(Duration::from_millis(self.turn.next_deadline_ms()));
+        let deadline = [deadline, self.control.next_stats()]
+            .into_iter()
+            .flatten()
+            .min()?;
         Some(deadline.saturating_duration_since(Instant::now()))
-    }
-
-    /// Accepts what listener `index` has queued, up to the accept budget
-    /// (see `Connections::accept_pending`).
-    fn accept_pending(&mut self, index: usize) {
-        if self.accept_paused_until.is_some() {
-            // Out of descriptors: the retry timer or the next close resumes.
-            return;
-        }
-        let Some(listener) = self.listeners.get(index) else {
-            return; // Closed by a shutdown earlier in this turn.
-        };
-        let (now, max_connections) = (self.now, self.max_connections);
-        let (totals, control) = (&mut self.totals, &mut self.control);
-        let (end, displaced) = self.connections.accept_pending(
-            listener,
-            self.poll.registry(),
-            max_connections,
-            self.now_ms,
-            |attempt| match attempt {
-                // At debug: a health check that connects and closes would
-                // otherwise put a line a check into the info log. The close
-                // line names the peer of every connection that did anything.
-                Accept::Accepted { id, peer, .. } => {
-                    totals.accepted += 1;
-                    debug!("conn {id}: accepted from {peer}");
-                }
-                Accept::Rejected { peer } => {
-                    totals.rejected += 1;
-                    control.rejected(now, peer, max_connections);
-                }
-                Accept::TooManyFromAddress { peer } => {
-                    totals.rejected += 1;
-                    debug!("max-connections-per-ip reached: closed a new connection from {peer}");
-                }
-                Accept::Unregistered { peer, err } => {
-                    if admit_peer_line(Level::Warn, LOG_TARGET) {
-                        warn!("conn from {peer}: cannot register: {err}");
-                    }
-                }
-            },
-        );
-        totals.peak_connections = totals.peak_connections.max(self.connections.len());
-        self.record_closes(displaced);
-        match end {
-            AcceptEnd::Empty => {}
-            AcceptEnd::BudgetSpent => self.accept_again = true,
-            AcceptEnd::OutOfDescriptors(err) => {
-                self.accept_paused_until = Some(self.now + ACCEPT_RETRY_DELAY);
-                self.control.accept_failed(self.now, &err);
-            }
-        }
-    }
-
-    fn accept_all(&mut self) {
-        for index in 0..self.listeners.len() {
-            self.accept_pending(index);
-        }
     }
 
     /// Counts a closed connection in the totals and logs why it closed:
@@ -358,82 +226,15 @@ impl Server {
         // Dropping the stream closes the socket, which also removes it from
         // the epoll set; an explicit deregister would cost an `epoll_ctl`.
         drop(connection);
-        // A descriptor just came free: if accepting had paused for want of
-        // one, resume now rather than at the retry timer.
-        if self.accept_paused_until.take().is_some() {
-            self.accept_again = true;
-        }
     }
 
-    fn record_closes(&mut self, closed: Vec<Closed<Socket>>) {
+    /// Records each close, and says how many there were.
+    fn record_closes(&mut self, closed: Vec<Closed<Socket>>) -> usize {
+        let n = closed.len();
         for closed in closed {
             self.record_close(closed);
         }
-    }
-
-    /// Once a second: close idle and lingering connections that have waited
-    /// too long, and report warnings that rate limiting held back.
-    fn housekeeping(&mut self) {
-        self.next_housekeeping = self.now + HOUSEKEEPING_INTERVAL;
-        self.control
-            .overdue_warnings(self.now, self.max_connections);
-        self.control.status(&Summary {
-            open_connections: self.connections.len(),
-            ..self.totals
-        });
-        self.control.publish(|| self.summary());
-        let closed = self.connections.expire(self.now_ms);
-        if self.connections.take_trim_hint() {
-            allocator::give_back();
-        }
-        self.record_closes(closed);
-    }
-
-    /// Acts on requests from outside the loop, in order, and stops at the
-    /// first that means "stop now".
-    fn handle_requests(&mut self, requests: impl IntoIterator<Item = Request>) -> Flow {
-        for request in requests {
-            let flow = match request {
-                Request::Shutdown { why } => self.begin_shutdown(why),
-                Request::Summary => {
-                    info!("summary: {}", self.summary());
-                    Flow::Continue
-                }
-            };
-            if flow == Flow::Stop {
-                return Flow::Stop;
-            }
-        }
-        Flow::Continue
-    }
-
-    /// Starts a graceful shutdown: listeners close, every connection stops
-    /// reading and delivers what it owes. If a shutdown was already under
-    /// way, the server stops at once instead.
-    fn begin_shutdown(&mut self, why: &str) -> Flow {
-        if self.shutdown_deadline.is_some() {
-            warn!(
-                "{}{why} again: exiting now, {} still open",
-                self.control.label(),
-                counted(self.connections.len(), "connection")
-            );
-            return Flow::Stop;
-        }
-        info!(
-            "{}{why}: no longer accepting; delivering owed echoes to {} (up to {:?})",
-            self.control.label(),
-            counted(self.connections.len(), "connection"),
-            self.shutdown_timeout
-        );
-        self.shutdown_deadline = Some(self.now + self.shutdown_timeout);
-        self.control.stopping(self.connections.len());
-        self.listeners.clear();
-        self.accept_again = false;
-        let closed = self
-            .connections
-            .begin_shutdown(self.poll.registry(), self.now_ms);
-        self.record_closes(closed);
-        Flow::Continue
+        n
     }
 
     /// Totals so far, open connections included.
@@ -462,6 +263,164 @@ impl Server {
     }
 }
 
+/// The server's steps of a turn (`turn.rs` has their order): each calls
+/// into `Connections` and turns what comes back into totals and log lines.
+impl Steps for Server {
+    type Fault = Infallible;
+
+    fn turn_state(&mut self) -> &mut TurnState {
+        &mut self.turn
+    }
+
+    fn begin_turn(&mut self) -> Result<(), Infallible> {
+        self.connections.begin_turn();
+        Ok(())
+    }
+
+    fn requests(&mut self, from: Outside) -> Result<Vec<Request>, Infallible> {
+        Ok(match from {
+            Outside::Waker => self.shutdowns.take().collect(),
+            Outside::Signals => self.control.signals(),
+        })
+    }
+
+    fn summary_requested(&mut self) -> Result<(), Infallible> {
+        info!("summary: {}", self.summary());
+        Ok(())
+    }
+
+    /// Listeners close, every connection stops reading and delivers what it
+    /// owes.
+    fn begin_shutdown(&mut self, why: &str) -> Result<usize, Infallible> {
+        info!(
+            "{}{why}: no longer accepting; delivering owed echoes to {} (up to {:?})",
+            self.control.label(),
+            counted(self.connections.len(), "connection"),
+            self.shutdown_timeout
+        );
+        self.control.stopping(self.connections.len());
+        self.listeners.clear();
+        let closed = self
+            .connections
+            .begin_shutdown(self.poll.registry(), self.turn.now_ms());
+        Ok(self.record_closes(closed))
+    }
+
+    fn stop_now(&mut self, why: &str) -> Result<(), Infallible> {
+        warn!(
+            "{}{why} again: exiting now, {} still open",
+            self.control.label(),
+            counted(self.connections.len(), "connection")
+        );
+        Ok(())
+    }
+
+    fn listeners(&self) -> usize {
+        self.listeners.len()
+    }
+
+    /// Accepts what listener `index` has queued, up to the accept budget
+    /// (see `Connections::accept_pending`).
+    fn accept(&mut self, index: usize) -> Result<(AcceptEnd, usize), Infallible> {
+        let listener = &self.listeners[index];
+        let (now, max_connections) = (self.now, self.max_connections);
+        let (totals, control) = (&mut self.totals, &mut self.control);
+        let (end, displaced) = self.connections.accept_pending(
+            listener,
+            self.poll.registry(),
+            max_connections,
+            self.turn.now_ms(),
+            |attempt| match attempt {
+                // At debug: a health check that connects and closes would
+                // otherwise put a line a check into the info log. The close
+                // line names the peer of every connection that did anything.
+                Accept::Accepted { id, peer, .. } => {
+                    totals.accepted += 1;
+                    debug!("conn {id}: accepted from {peer}");
+                }
+                Accept::Rejected { peer } => {
+                    totals.rejected += 1;
+                    control.rejected(now, peer, max_connections);
+                }
+                Accept::TooManyFromAddress { peer } => {
+                    totals.rejected += 1;
+                    debug!("max-connections-per-ip reached: closed a new connection from {peer}");
+                }
+                Accept::Unregistered { peer, err } => {
+                    if admit_peer_line(Level::Warn, LOG_TARGET) {
+                        warn!("conn from {peer}: cannot register: {err}");
+                    }
+                }
+            },
+        );
+        totals.peak_connections = totals.peak_connections.max(self.connections.len());
+        if let AcceptEnd::OutOfDescriptors(err) = &end {
+            self.control.accept_failed(self.now, err);
+        }
+        Ok((end, self.record_closes(displaced)))
+    }
+
+    fn drive(&mut self, key: usize, ready: Readiness) -> Result<usize, Infallible> {
+        let registry = self.poll.registry();
+        let now_ms = self.turn.now_ms();
+        Ok(match self.connections.drive(registry, key, ready, now_ms) {
+            Some(closed) => {
+                self.record_close(closed);
+                1
+            }
+            None => 0,
+        })
+    }
+
+    fn serve_again(&mut self) -> Result<usize, Infallible> {
+        let closed = self
+            .connections
+            .serve_again(self.poll.registry(), self.turn.now_ms());
+        Ok(self.record_closes(closed))
+    }
+
+    fn relieve_memory(&mut self) -> Result<usize, Infallible> {
+        let evicted = self.connections.relieve_memory(self.turn.now_ms());
+        Ok(self.record_closes(evicted))
+    }
+
+    /// Once a second: close the connections whose deadlines passed, give
+    /// freed memory back, report warnings that rate limiting held back,
+    /// systemd's status and a worker's totals.
+    fn housekeeping(&mut self) -> Result<usize, Infallible> {
+        self.control
+            .overdue_warnings(self.now, self.max_connections);
+        self.control.status(&Summary {
+            open_connections: self.connections.len(),
+            ..self.totals
+        });
+        self.control.publish(|| self.summary());
+        let closed = self.connections.expire(self.turn.now_ms());
+        if self.connections.take_trim_hint() {
+            allocator::give_back();
+        }
+        Ok(self.record_closes(closed))
+    }
+
+    fn clock_work(&mut self) -> Result<(), Infallible> {
+        if self.control.stats_due(self.now) {
+            let summary = self.summary();
+            self.control.log_stats(self.now, summary);
+        }
+        Ok(())
+    }
+
+    fn no_connections(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    fn close_all(&mut self) -> Result<(), Infallible> {
+        let closed = self.connections.close_all(|| CloseReason::ShutdownTimeout);
+        self.record_closes(closed);
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
@@ -469,13 +428,13 @@ impl std::fmt::Debug for Server {
             .field("connections", &self.connections.len())
             .field("limits", self.connections.limits())
             .field("max_connections", &self.max_connections)
-            .field("shutting_down", &self.shutdown_deadline.is_some())
+            .field("shutting_down", &self.turn.shutting_down())
             .finish_non_exhaustive()
     }
 }
 
 /// What one poll event tells a connection.
-fn readiness(event: &Event) -> Readiness {
+fn readiness(event: &mio::event::Event) -> Readiness {
     Readiness::of_event(
         event.is_readable(),
         event.is_writable(),

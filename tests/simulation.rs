@@ -1,9 +1,10 @@
 //! echod's event-loop code under deterministic simulation.
 //!
-//! `sim` (tests/sim/mod.rs) runs echod's own `Connections` (the accept
-//! loop, `drive` and `apply`, the serve-again list, the shutdown, the
-//! expiry sweep and the shutdown deadline, exactly as `server.rs` calls
-//! them) on a simulated kernel, listener and registrar, with one to eight
+//! `sim` (tests/sim/mod.rs) runs echod's own `Connections` inside the
+//! server's own turn (`echod::server::turn`: the accept loop, `drive` and
+//! `apply`, the serve-again list, the memory relief, the shutdown, the
+//! expiry sweep and the shutdown deadline, in the order `Server::run`
+//! takes them) on a simulated kernel, listener and registrar, with one to eight
 //! peers per scenario (and now and then a flood of probes), injecting
 //! faults, and checks every connection's promises and the loop's fairness
 //! at every step; its module docs list the properties. This file runs it:
@@ -87,6 +88,10 @@ fn seeded_scenarios_keep_every_property() {
         "line too long",
         "server shutdown",
         "idle timeout",
+        "send timeout",
+        "line timeout",
+        "evicted for memory",
+        "too many from one address",
         "shutdown timeout",
         "socket error",
         "rejected",
@@ -116,7 +121,10 @@ fn seeded_scenarios_keep_every_property() {
             && coverage.closed_idle_at_shutdown > 0
             && coverage.accept_errors > 0
             && coverage.register_errors > 0
-            && coverage.stale_events > 0,
+            && coverage.stale_events > 0
+            && coverage.starved > 0
+            && coverage.over_budget > 0
+            && coverage.keepalive_timeouts > 0,
         "a path was never taken: {coverage:#?}"
     );
 }
@@ -170,6 +178,11 @@ fn lines_of_carriage_returns_with_a_one_byte_mark_are_echoed() {
     let scenario = Scenario {
         limits: Limits::new(Framing::Lf, 11, 1),
         idle_ms: 0,
+        send_ms: 0,
+        line_ms: 0,
+        memory_limit: usize::MAX,
+        max_per_address: usize::MAX,
+        addresses: 1,
         max_connections: usize::MAX,
         shutdown_timeout_ms: u64::MAX / 2,
         peers: vec![Peer {

@@ -79,10 +79,15 @@ impl<S: Stream> Connections<S> {
             if still_quiet {
                 let mut closed = self.close(key, CloseReason::Displaced);
                 // Its socket stays open until the loop has logged the close,
-                // and its key goes to the newcomer now. A failure leaves the
-                // old socket registered until it is dropped, this turn: an
-                // event of its, already taken, then looks spurious to the
-                // newcomer, which tolerates it.
+                // and its key goes to the newcomer now, so deregister it:
+                // nothing the kernel reports for it later can reach the
+                // newcomer. Its events already in this turn's batch still
+                // can, as can all of them if deregistering fails (it stays
+                // registered until it is dropped, this turn). That is
+                // harmless: an event is a hint, it never closes a connection
+                // (only syscall results do), and the newcomer reads, finds
+                // `WouldBlock` or its own bytes, and waits, as for any
+                // spurious event.
                 let _ = registrar.deregister(closed.connection.stream_mut());
                 return Some(closed);
             }

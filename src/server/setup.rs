@@ -12,7 +12,8 @@ use log::info;
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Token, Waker};
 
-use super::{HOUSEKEEPING_INTERVAL, LISTENERS, LOG_TARGET, SIGNALS, Server, WAKER};
+use super::turn::TurnState;
+use super::{LISTENERS, LOG_TARGET, SIGNALS, Server, WAKER};
 use crate::config::{Config, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, RESERVED_DESCRIPTORS};
 use crate::connections::Connections;
 use crate::control::{Control, ShutdownRequests, Wiring};
@@ -132,11 +133,9 @@ impl Server {
             control,
             started: now,
             now,
-            now_ms: 0,
-            accept_again: false,
-            accept_paused_until: None,
-            next_housekeeping: now + HOUSEKEEPING_INTERVAL,
-            shutdown_deadline: None,
+            turn: TurnState::new(
+                u64::try_from(config.shutdown_timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
             totals: Summary::default(),
         })
     }

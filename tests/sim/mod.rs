@@ -6,25 +6,25 @@
 //! promises at every step.
 //!
 //! It runs the server's own code. The connections live in echod's
-//! `Connections`, the very type `server.rs` drives: accepting
-//! (`accept_pending`, with its budget and `max_connections`), events
-//! (`drive`, which applies each `Step` and re-registers), the serve-again
-//! list (`begin_turn`, `serve_again`), the shutdown (`begin_shutdown`), the
-//! sweep (`expire`) and the shutdown deadline (`close_all`). The simulation
-//! supplies only what `Connections` is generic over: a `Stream` (`SimStream`),
-//! a `Registrar` (`SimRegistrar`) and a `Listener` (`SimListener`), and the
-//! loop's turn (`World::turn`) in the order `server.rs` takes it: poll;
-//! `begin_turn`; each event in turn; `serve_again`; accept again if the
-//! budget ran out last turn; the sweep every `EXPIRY_SWEEP_MS`; the
-//! shutdown deadline. No server constant is restated here: the linger, the
-//! sweep interval, the budgets and the readiness of a served-again
-//! connection are echod's, and the interest a connection registers is
-//! whatever it reports.
+//! `Connections`, the very type `server.rs` drives, and each turn is the
+//! server's own turn, `echod::server::turn::turn`: its order (begin the
+//! turn, dispatch each event, serve the leftovers, relieve memory, accept
+//! again, housekeeping when due, the end of a shutdown) and its deadlines,
+//! driven by the simulated clock. The simulation supplies only what these
+//! are generic over: a `Stream` (`SimStream`), a `Registrar`
+//! (`SimRegistrar`), a `Listener` (`SimListener`), and the steps of the
+//! turn (`impl Steps for World`), each of which makes the server's call
+//! into `Connections` (`accept_pending`, `drive`, `serve_again`,
+//! `relieve_memory`, `begin_shutdown`, `expire`, `close_all`) and checks
+//! what it did. No server constant is restated here: the linger, the sweep
+//! interval, the budgets and the readiness of a served-again connection
+//! are echod's, and the interest a connection registers is whatever it
+//! reports.
 //!
 //! Read first: `Kernel` and `SimStream`, the kernel's side of the sockets;
-//! then `World::turn`, the loop; then `World::after_call`,
-//! `World::serve_phase`, `World::accept` and `World::close`, where the
-//! properties are checked.
+//! then `World::turn` and `impl Steps for World`, the loop; then
+//! `World::after_call`, `World::serve_phase`, `World::check_accept` and
+//! `World::closed`, where the properties are checked.
 //!
 //! The simulated kernel keeps the readiness contract that `connection.rs`
 //! and `connections.rs` rely on, and nothing more:
@@ -105,9 +105,14 @@ use echod::connection::{
     CloseReason, Finish, LINGER_MS, Limits, Readiness, State, Stream, TURN_READ_BUDGET_BYTES,
     Timeouts,
 };
+use echod::connections::EVICT_STALLED_MS;
 use echod::connections::{
     ACCEPT_BUDGET, Accept, AcceptEnd, Closed, Connections, DISPLACE_QUIET_MS, EXPIRY_SWEEP_MS,
     Listener, Registrar,
+};
+use echod::control::{Flow, Request};
+use echod::server::turn::{
+    self, Event as TurnEvent, HOUSEKEEPING_INTERVAL_MS, Outside, Steps, TurnState,
 };
 use mio::Interest;
 
@@ -157,6 +162,11 @@ pub struct Faults {
     pub cut_write: u64,
     /// The peer resets the connection (per step of the random phase).
     pub reset: u64,
+    /// The peer's host vanishes and the kernel's keepalive probes give up:
+    /// every operation fails with `ETIMEDOUT` (per step of the random
+    /// phase). Keepalive itself is the kernel's; this is all of it that
+    /// echod sees.
+    pub keepalive: u64,
 }
 
 /// How often each fault strikes the loop, in thousandths.
@@ -198,6 +208,16 @@ pub struct Scenario {
     pub limits: Limits,
     /// The idle timeout, 0 for none.
     pub idle_ms: u64,
+    /// The send timeout, 0 for none.
+    pub send_ms: u64,
+    /// The line timeout, 0 for none.
+    pub line_ms: u64,
+    /// The memory budget, `usize::MAX` for none.
+    pub memory_limit: usize,
+    /// Most connections from one address, `usize::MAX` for none.
+    pub max_per_address: usize,
+    /// Peer `i` connects from address `127.0.0.(1 + i % addresses)`.
+    pub addresses: usize,
     /// Connections open at once, at most; more are rejected.
     pub max_connections: usize,
     /// How long a shutdown may take before every connection is closed.
@@ -267,13 +287,37 @@ impl Scenario {
             },
         };
         let steps_per_peer = decide.pick(if large { 1500 } else { 300 }) as usize;
-        Scenario {
-            limits,
-            idle_ms: if chance(decide, 150) {
-                500 + decide.pick(5000)
+        // The defences on in a good share of scenarios, at values small
+        // enough to fire within a run: timeouts of a fraction of a second
+        // to a few seconds (the clock jumps up to 1.5 s a step), a budget
+        // of a few reads, a per-address limit of one to three.
+        let mut timeout = |per_mille: u64| {
+            if chance(decide, per_mille) {
+                200 + decide.pick(3000)
             } else {
                 0
-            },
+            }
+        };
+        let (idle_ms, send_ms, line_ms) = (timeout(250), timeout(300), timeout(300));
+        let memory_limit = if chance(decide, 400) {
+            decide.pick(if large { 400_000 } else { 40_000 }) as usize
+        } else {
+            usize::MAX
+        };
+        let max_per_address = if chance(decide, 200) {
+            1 + decide.pick(3) as usize
+        } else {
+            usize::MAX
+        };
+        let addresses = 1 + decide.pick(n_peers as u64) as usize;
+        Scenario {
+            limits,
+            idle_ms,
+            send_ms,
+            line_ms,
+            memory_limit,
+            max_per_address,
+            addresses,
             max_connections,
             shutdown_timeout_ms: if chance(decide, 300) {
                 decide.pick(3 * LINGER_MS)
@@ -319,6 +363,11 @@ impl Peer {
             } else {
                 0
             },
+            keepalive: if chance(decide, 60) {
+                1 + decide.pick(20)
+            } else {
+                0
+            },
         };
         Peer {
             input,
@@ -347,12 +396,18 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} framing, max_line_bytes {}, max_pending_bytes {}, idle {} ms, max_connections \
-             {}, shutdown timeout {} ms, {} steps, {:?}; {} peers and {} probes",
+            "{} framing, max_line_bytes {}, max_pending_bytes {}, idle {} ms, send {} ms, line \
+             {} ms, memory {}, per address {} of {} addresses, max_connections {}, shutdown \
+             timeout {} ms, {} steps, {:?}; {} peers and {} probes",
             self.limits.framing,
             self.limits.max_line_bytes,
             self.limits.max_pending_bytes,
             self.idle_ms,
+            self.send_ms,
+            self.line_ms,
+            self.memory_limit,
+            self.max_per_address,
+            self.addresses,
             self.max_connections,
             self.shutdown_timeout_ms,
             self.steps,
@@ -478,6 +533,7 @@ struct Seen {
     resumed: bool,
     served_again: bool,
     lingered: bool,
+    starved: bool,
 }
 
 /// What a connection had done when the server began its shutdown.
@@ -487,6 +543,57 @@ struct ShutdownMark {
     read_pos: usize,
     /// Whether the peer's EOF had been read by then.
     eof_read: bool,
+}
+
+/// The model's account of one connection's leftovers, kept from the bytes
+/// read and written alone, after every call.
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    /// Bytes of `input` scanned (up to what was read, or what was read when
+    /// the shutdown began).
+    scanned: usize,
+    /// Where the line being received begins: every byte before it is part
+    /// of a complete line, or of the over-long line.
+    line_start: usize,
+    /// An over-long line was found at `line_start`.
+    too_long: bool,
+    /// Echoes owed (complete lines read, less what was written).
+    owed: usize,
+    /// Bytes of the unfinished line, while the connection still echoes.
+    unfinished: usize,
+    /// Bytes written when last looked at.
+    written: usize,
+    /// Since when echoes have been owed without any being taken.
+    owing_since_ms: u64,
+    /// When the first byte of the unfinished line was read.
+    line_since_ms: u64,
+}
+
+impl Held {
+    /// Scans `input[self.scanned..to]` as `reference` would.
+    fn scan(&mut self, framing: Framing, input: &[u8], to: usize, max_line_bytes: usize) {
+        if framing == Framing::Raw {
+            self.scanned = to.max(self.scanned);
+            self.line_start = self.scanned;
+            return;
+        }
+        while self.scanned < to && !self.too_long {
+            let idx = self.scanned;
+            let line = &input[self.line_start..=idx];
+            let ended = match framing {
+                Framing::Lf => input[idx] == b'\n',
+                _ => line.ends_with(b"\r\n"),
+            };
+            if (ended && line.len() > max_line_bytes) || (!ended && line.len() >= max_line_bytes) {
+                self.too_long = true;
+                break;
+            }
+            self.scanned += 1;
+            if ended {
+                self.line_start = self.scanned;
+            }
+        }
+    }
 }
 
 /// The kernel's view of one socket and of the peer behind it.
@@ -502,8 +609,10 @@ struct Socket {
     fin_arrived: bool,
     /// A read has returned 0.
     eof_read: bool,
-    /// The peer reset the connection; every operation fails from now on.
+    /// The peer reset the connection (or its keepalive gave up); every
+    /// operation fails from now on, with `reset_kind`.
     reset: bool,
+    reset_kind: io::ErrorKind,
     /// Bytes the send buffer can take now.
     send_space: usize,
     /// Everything written, in order.
@@ -526,6 +635,9 @@ struct Socket {
     interrupts_in_a_row: u32,
     call: CallStats,
     shutdown: Option<ShutdownMark>,
+    /// The model's own account of what the connection holds and since when,
+    /// for the send and line timeouts and eviction.
+    model: Held,
     /// The first broken rule met inside a stream call.
     violation: Option<String>,
     saw: Seen,
@@ -547,6 +659,8 @@ pub struct Kernel<D> {
     listener_edge: bool,
     /// The listener is open (until the server begins its shutdown).
     listening: bool,
+    /// Peers connect from this many addresses (see `Scenario::addresses`).
+    addresses: usize,
     faults: LoopFaults,
     /// `accept` calls, and the failures injected, in this `accept_pending`.
     accept_calls: usize,
@@ -653,8 +767,9 @@ impl<D: Decide> Kernel<D> {
 
     /// Peer `id` resets its connection: errors are reported whatever the
     /// registered interest.
-    fn reset(&mut self, id: usize) {
+    fn reset(&mut self, id: usize, kind: io::ErrorKind) {
         self.sockets[id].reset = true;
+        self.sockets[id].reset_kind = kind;
         self.raise(
             id,
             Edges {
@@ -760,7 +875,7 @@ impl<D: Decide> Read for SimStream<D> {
         }
         if k.sockets[id].reset {
             k.sockets[id].call.progress += 1;
-            return Err(io::ErrorKind::ConnectionReset.into());
+            return Err(k.sockets[id].reset_kind.into());
         }
         if k.interrupt(id) {
             return Err(io::ErrorKind::Interrupted.into());
@@ -823,7 +938,7 @@ impl<D: Decide> Write for SimStream<D> {
         }
         if k.sockets[id].reset {
             k.sockets[id].call.progress += 1;
-            return Err(io::ErrorKind::ConnectionReset.into());
+            return Err(k.sockets[id].reset_kind.into());
         }
         if k.interrupt(id) {
             return Err(io::ErrorKind::Interrupted.into());
@@ -989,9 +1104,10 @@ impl<D: Decide> Listener<SimStream<D>> for SimListener<D> {
             return Err(io::ErrorKind::WouldBlock.into());
         };
         let port = PEER_PORT + u16::try_from(id).expect("fewer peers than ports");
+        let host = 1 + u8::try_from(id % k.addresses).expect("few addresses");
         Ok((
             SimStream(Rc::clone(&self.0), id),
-            SocketAddr::from(([127, 0, 0, 1], port)),
+            SocketAddr::from(([127, 0, 0, host], port)),
         ))
     }
 }
@@ -1055,6 +1171,13 @@ pub struct Coverage {
     pub calls: u64,
     /// Input bytes, summed over runs.
     pub input_bytes: u64,
+    /// Connections that stopped reading for want of memory at least once.
+    pub starved: u64,
+    /// Calls after which the buffers held more than the budget (the one
+    /// read a connection with nothing left over may keep past it).
+    pub over_budget: u64,
+    /// Connections that closed because the keepalive probes gave up.
+    pub keepalive_timeouts: u64,
 }
 
 impl Coverage {
@@ -1087,6 +1210,9 @@ impl Coverage {
         self.turns += other.turns;
         self.calls += other.calls;
         self.input_bytes += other.input_bytes;
+        self.starved += other.starved;
+        self.over_budget += other.over_budget;
+        self.keepalive_timeouts += other.keepalive_timeouts;
     }
 }
 
@@ -1103,6 +1229,8 @@ enum Via {
     Deadline,
     /// Closed to give its slot to a newcomer at `max_connections`.
     Displaced,
+    /// Evicted by `relieve_memory`.
+    Evicted,
 }
 
 /// What a poll returned, besides the sockets' events.
@@ -1123,6 +1251,11 @@ pub struct World<D> {
     /// Peers `0..peers` are the scenario's peers; the rest are probes.
     peers: usize,
     idle_ms: u64,
+    send_ms: u64,
+    line_ms: u64,
+    memory_limit: usize,
+    max_per_address: usize,
+    addresses: usize,
     max_connections: usize,
     shutdown_timeout_ms: u64,
     steps: usize,
@@ -1132,13 +1265,16 @@ pub struct World<D> {
     connections: Connections<SimStream<D>>,
     /// Socket ids by connection key, while open.
     keys: BTreeMap<usize, usize>,
-    /// `accept_pending` spent its budget: accept again next turn.
-    accept_again: bool,
-    next_sweep_ms: u64,
+    /// The loop's own flags and deadlines, as the server keeps them.
+    turn_state: TurnState,
+    /// What `serve_again` must serve this turn: the list as it began.
+    listed: Vec<usize>,
+    /// Calls to `accept_pending` in this turn.
+    accepts_this_turn: usize,
+    /// The turn returned `Flow::Stop`: the server would have returned.
+    stopped: bool,
     /// The waker fired and the loop has not polled since.
     wake_pending: bool,
-    /// When the shutdown must be over, once it has begun.
-    shutdown_deadline_ms: Option<u64>,
     turn: u64,
     coverage: Coverage,
 }
@@ -1200,6 +1336,7 @@ impl<D: Decide> World<D> {
                 fin_arrived: false,
                 eof_read: false,
                 reset: false,
+                reset_kind: io::ErrorKind::ConnectionReset,
                 written: Vec::new(),
                 fin_sent: false,
                 registered: None,
@@ -1210,6 +1347,7 @@ impl<D: Decide> World<D> {
                 interrupts_in_a_row: 0,
                 call: CallStats::default(),
                 shutdown: None,
+                model: Held::default(),
                 violation: None,
                 saw: Seen::default(),
             })
@@ -1228,6 +1366,7 @@ impl<D: Decide> World<D> {
             backlog: VecDeque::new(),
             listener_edge: false,
             listening: true,
+            addresses: scenario.addresses,
             faults: scenario.faults,
             accept_calls: 0,
             accept_faults: 0,
@@ -1239,31 +1378,33 @@ impl<D: Decide> World<D> {
             limits: scenario.limits,
             peers,
             idle_ms: scenario.idle_ms,
+            send_ms: scenario.send_ms,
+            line_ms: scenario.line_ms,
+            memory_limit: scenario.memory_limit,
+            max_per_address: scenario.max_per_address,
+            addresses: scenario.addresses,
             max_connections: scenario.max_connections,
             shutdown_timeout_ms: scenario.shutdown_timeout_ms,
             steps: scenario.steps,
             registrar: SimRegistrar(Rc::clone(&kernel)),
             listener: SimListener(Rc::clone(&kernel)),
             kernel,
-            // The send and line timeouts are off: the model below knows
-            // only the idle timeout and the linger.
             connections: Connections::new(
                 scenario.limits,
                 Timeouts {
                     idle_ms: scenario.idle_ms,
-                    send_ms: 0,
-                    line_ms: 0,
+                    send_ms: scenario.send_ms,
+                    line_ms: scenario.line_ms,
                 },
-                // No memory budget, no per-address limit: the model below
-                // knows neither.
-                usize::MAX,
-                usize::MAX,
+                scenario.memory_limit,
+                scenario.max_per_address,
             ),
             keys: BTreeMap::new(),
-            accept_again: false,
-            next_sweep_ms: EXPIRY_SWEEP_MS,
+            turn_state: TurnState::new(scenario.shutdown_timeout_ms),
+            listed: Vec::new(),
+            accepts_this_turn: 0,
+            stopped: false,
             wake_pending: false,
-            shutdown_deadline_ms: None,
             turn: 0,
             coverage: Coverage::default(),
         }
@@ -1310,7 +1451,15 @@ impl<D: Decide> World<D> {
     /// Peer `id` resets its connection.
     pub fn reset(&mut self, id: usize) {
         self.note(|| format!("peer {id}: reset"));
-        self.kernel.borrow_mut().reset(id);
+        self.kernel
+            .borrow_mut()
+            .reset(id, io::ErrorKind::ConnectionReset);
+    }
+
+    /// Peer `id`'s host vanishes, and the keepalive probes give up on it.
+    pub fn vanish(&mut self, id: usize) {
+        self.note(|| format!("peer {id}: vanished (keepalive gives up)"));
+        self.kernel.borrow_mut().reset(id, io::ErrorKind::TimedOut);
     }
 
     /// The clock moves on `ms`.
@@ -1326,7 +1475,7 @@ impl<D: Decide> World<D> {
     /// `ShutdownHandle::trigger`: the next poll returns the waker's event.
     /// Only the first counts (a second would stop the server at once).
     pub fn request_shutdown(&mut self) {
-        if self.shutdown_deadline_ms.is_none() && !self.wake_pending {
+        if !self.turn_state.shutting_down() && !self.wake_pending {
             self.note(|| "shutdown requested".into());
             self.wake_pending = true;
         }
@@ -1348,10 +1497,15 @@ impl<D: Decide> World<D> {
                 let peer = k.decide.pick(self.peers as u64) as usize;
                 (choice, peer, k.faults.shutdown)
             };
-            let (arrive_max, drain_max, reset_rate) = {
+            let (arrive_max, drain_max, reset_rate, keepalive_rate) = {
                 let k = self.kernel.borrow();
                 let plan = &k.sockets[peer].plan;
-                (plan.arrive_max, plan.drain_max, plan.faults.reset)
+                (
+                    plan.arrive_max,
+                    plan.drain_max,
+                    plan.faults.reset,
+                    plan.faults.keepalive,
+                )
             };
             match choice {
                 0..=24 => {
@@ -1388,6 +1542,8 @@ impl<D: Decide> World<D> {
             }
             if self.kernel.borrow_mut().chance(reset_rate) && self.is_connected(peer) {
                 self.reset(peer);
+            } else if self.kernel.borrow_mut().chance(keepalive_rate) && self.is_connected(peer) {
+                self.vanish(peer);
             }
             if self.kernel.borrow_mut().chance(shutdown_rate) {
                 self.request_shutdown();
@@ -1451,7 +1607,7 @@ impl<D: Decide> World<D> {
                 let k = self.kernel.borrow();
                 !k.ready.is_empty() || k.listener_edge
             } || self.wake_pending
-                || self.accept_again
+                || self.turn_state.accept_again()
                 || self.connections.want_another_turn();
             if event_due {
                 self.turn()?;
@@ -1463,7 +1619,17 @@ impl<D: Decide> World<D> {
                 .connections
                 .iter()
                 .any(|(_, connection)| matches!(connection.state(), State::Lingering(_)));
-            if lingering || self.shutdown_deadline_ms.is_some() && !self.connections.is_empty() {
+            // Or a timeout, or an eviction that gives the starving room.
+            let timer = self
+                .keys
+                .iter()
+                .any(|(&key, &id)| self.model_deadline(key, id).is_some());
+            let starving = !self.connections.starving().is_empty();
+            if lingering
+                || timer
+                || starving
+                || self.turn_state.shutting_down() && !self.connections.is_empty()
+            {
                 self.advance(EXPIRY_SWEEP_MS);
                 self.turn()?;
                 continue;
@@ -1485,55 +1651,47 @@ impl<D: Decide> World<D> {
             coverage.resumed += u64::from(s.saw.resumed);
             coverage.served_again += u64::from(s.saw.served_again);
             coverage.lingered += u64::from(s.saw.lingered);
+            coverage.starved += u64::from(s.saw.starved);
         }
         coverage
     }
 
-    /// One turn of the loop, in `server.rs`'s order: poll (each socket's
-    /// edges as one event, a spurious event perhaps, the listener's and the
-    /// waker's events among them); `begin_turn`; each event in turn;
-    /// `serve_again`; accept again if last turn spent the budget; the sweep
-    /// when due; the shutdown deadline.
+    /// One turn of the loop: a poll (each socket's edges as one event, a
+    /// spurious event perhaps, the listener's and the waker's events among
+    /// them), then the server's own turn (`echod::server::turn::turn`) over
+    /// those events at the simulated clock's time, with the simulation's
+    /// steps below checking each call; then the end-of-turn checks.
     ///
     /// # Errors
     ///
     /// A broken property.
     pub fn turn(&mut self) -> Result<(), String> {
+        if self.stopped {
+            return Ok(());
+        }
         self.turn += 1;
         self.coverage.turns += 1;
         let events = self.poll();
         self.note(|| format!("turn {}: {events:?}", self.turn));
-        // What the serve-again phase must serve: the list as the turn began.
-        let listed = self.connections.listed_again().to_vec();
-        self.connections.begin_turn();
-        let accept_again = std::mem::take(&mut self.accept_again);
-        let mut accepted = false;
-        for event in events {
-            match event {
-                Event::Wake => self.begin_shutdown()?,
-                Event::Listener if self.kernel.borrow().listening => {
-                    self.accept()?;
-                    accepted = true;
-                }
-                Event::Listener => {}
-                Event::Connection { key, edges } => self.drive(key, edges)?,
-            }
-        }
-        self.serve_phase(&listed)?;
-        // Once per listener per turn: an event this turn already accepted.
-        if accept_again && !accepted && self.kernel.borrow().listening {
-            self.accept()?;
-        }
         let now_ms = self.kernel.borrow().now_ms;
-        if now_ms >= self.next_sweep_ms {
-            self.next_sweep_ms = now_ms + EXPIRY_SWEEP_MS;
-            self.sweep()?;
-        }
-        if self.shutdown_deadline_ms.is_some_and(|due| now_ms >= due) {
-            self.note(|| "shutdown deadline".into());
-            for closed in self.connections.close_all(|| CloseReason::ShutdownTimeout) {
-                self.closed(closed, Via::Deadline)?;
-            }
+        let events = events.into_iter().map(|event| match event {
+            Event::Wake => TurnEvent::Outside(Outside::Waker),
+            Event::Listener => TurnEvent::Listener(0),
+            Event::Connection { key, edges } => TurnEvent::Connection {
+                key,
+                ready: Readiness::of_event(
+                    edges.readable,
+                    edges.writable,
+                    edges.read_closed,
+                    false,
+                    false,
+                ),
+            },
+        });
+        let events: Vec<TurnEvent> = events.collect();
+        if turn::turn(self, now_ms, events)? == Flow::Stop {
+            self.note(|| "the server returns".into());
+            self.stopped = true;
         }
         self.end_of_turn()
     }
@@ -1596,14 +1754,7 @@ impl<D: Decide> World<D> {
     }
 
     /// Hands an event to `Connections::drive` and checks the call.
-    fn drive(&mut self, key: usize, edges: Edges) -> Result<(), String> {
-        let ready = Readiness::of_event(
-            edges.readable,
-            edges.writable,
-            edges.read_closed,
-            false,
-            false,
-        );
+    fn check_drive(&mut self, key: usize, ready: Readiness) -> Result<usize, String> {
         let id = self.keys.get(&key).copied();
         let before = self.connections.get(key).map(|c| c.state());
         self.note(|| format!("event {ready:?} for key {key} (peer {id:?}) in state {before:?}"));
@@ -1617,7 +1768,7 @@ impl<D: Decide> World<D> {
             if closed.is_some() || !again.is_empty() {
                 return Err(format!("an event for vacant key {key} did something"));
             }
-            return Ok(());
+            return Ok(0);
         };
         if again.iter().any(|&listed| listed != key) {
             return Err(format!(
@@ -1625,7 +1776,9 @@ impl<D: Decide> World<D> {
             ));
         }
         let before = before.expect("a key in `keys` is open");
-        self.after_call(id, key, before, 1, again.len(), closed)
+        let n_closed = usize::from(closed.is_some());
+        self.after_call(id, key, before, 1, again.len(), closed)?;
+        Ok(n_closed)
     }
 
     /// The serve-again phase: `Connections::serve_again`, which must serve
@@ -1633,7 +1786,7 @@ impl<D: Decide> World<D> {
     fn serve_phase(&mut self, listed: &[usize]) -> Result<(), String> {
         if listed.is_empty() {
             let n_listed = self.connections.listed_again().len();
-            let closed = self.serve_again();
+            let closed = self.call_serve_again();
             return match closed.is_empty() && self.connections.listed_again().len() == n_listed {
                 true => Ok(()),
                 false => Err("served a connection again that nobody listed".into()),
@@ -1669,7 +1822,7 @@ impl<D: Decide> World<D> {
             .collect();
         self.kernel.borrow_mut().serve_log = Some(Vec::new());
         let n_listed = self.connections.listed_again().len();
-        let closed = self.serve_again();
+        let closed = self.call_serve_again();
         let served = self
             .kernel
             .borrow_mut()
@@ -1695,7 +1848,10 @@ impl<D: Decide> World<D> {
             let Some((id, state)) = open else { continue };
             self.coverage.calls += 1;
             // An open connection listed to be served again reads.
-            if state == State::Open && !served.contains(&id) {
+            // Unless the room it was fed for went to others' reads earlier in
+            // the turn: it starves again without a read.
+            let starved_again = self.connections.starving().contains(&key);
+            if state == State::Open && !served.contains(&id) && !starved_again {
                 return Err(format!(
                     "peer {id} (key {key}) was listed to be served again, but was not"
                 ));
@@ -1717,7 +1873,7 @@ impl<D: Decide> World<D> {
         }
     }
 
-    fn serve_again(&mut self) -> Vec<Closed<SimStream<D>>> {
+    fn call_serve_again(&mut self) -> Vec<Closed<SimStream<D>>> {
         let now_ms = self.kernel.borrow().now_ms;
         self.connections.serve_again(&self.registrar, now_ms)
     }
@@ -1777,6 +1933,7 @@ impl<D: Decide> World<D> {
         if agains > 0 {
             self.kernel.borrow_mut().sockets[id].saw.served_again = true;
         }
+        self.check_memory()?;
         if let Some(closed) = closed {
             if closed.key != key {
                 return Err(format!("closing key {key} closed key {}", closed.key));
@@ -1794,9 +1951,122 @@ impl<D: Decide> World<D> {
             saw.paused |= state == State::Paused;
             saw.resumed |= before == State::Paused && state == State::Open;
             saw.lingered |= matches!(state, State::Lingering(_));
+            saw.starved |= self.connections.starving().contains(&key);
         }
+        self.update_model(id, state)?;
         self.check_bounds(id, key)?;
         self.check_registration(id, key)
+    }
+
+    /// The memory budget's bound (src/connections/memory.rs): the storage
+    /// counted is exactly the storage held, and it passes the budget only
+    /// by reads kept by connections that had nothing left over, one each.
+    fn check_memory(&mut self) -> Result<(), String> {
+        let (mut held, mut slack) = (0, 0);
+        for (_, connection) in self.connections.iter() {
+            held += connection.buffer_capacity();
+            slack += connection.buffer_capacity().min(READ_CHUNK_BYTES);
+        }
+        let counted = self.connections.memory_used();
+        if counted != held {
+            return Err(format!(
+                "the budget counts {counted} bytes of storage, the buffers hold {held}"
+            ));
+        }
+        if self.memory_limit == usize::MAX {
+            return Ok(());
+        }
+        if held > self.memory_limit.saturating_add(slack) {
+            return Err(format!(
+                "buffers hold {held} bytes, past the budget of {} plus one read per holder \
+                 ({slack})",
+                self.memory_limit
+            ));
+        }
+        if held > self.memory_limit {
+            self.coverage.over_budget += 1;
+        }
+        Ok(())
+    }
+
+    /// Brings the model's account of peer `id`'s leftovers up to date after
+    /// a call, from the bytes read and written alone, and checks the
+    /// connection agrees on what it owes. The clock does not move within a
+    /// call, so "since when" is this call's time whenever something began
+    /// (owing, a line) or moved (a write took echoes) in it.
+    fn update_model(&mut self, id: usize, state: State) -> Result<(), String> {
+        let limits = self.limits;
+        let mut k = self.kernel.borrow_mut();
+        let now_ms = k.now_ms;
+        let s = &mut k.sockets[id];
+        let stop = s.shutdown.map_or(s.read_pos, |mark| mark.read_pos);
+        let mut model = s.model;
+        let line_start = model.line_start;
+        model.scan(limits.framing, &s.plan.input, stop, limits.max_line_bytes);
+        let Some(owed) = model.line_start.checked_sub(s.written.len()) else {
+            return Err(format!(
+                "peer {id}: {} bytes written, more than the {} bytes of complete lines read",
+                s.written.len(),
+                model.line_start
+            ));
+        };
+        let unfinished = match state {
+            State::Open | State::Paused if !model.too_long => model.scanned - model.line_start,
+            _ => 0,
+        };
+        if s.written.len() > model.written || (model.owed == 0 && owed > 0) {
+            model.owing_since_ms = now_ms;
+        }
+        if unfinished > 0 && (model.unfinished == 0 || model.line_start != line_start) {
+            model.line_since_ms = now_ms;
+        }
+        model.owed = owed;
+        model.unfinished = unfinished;
+        model.written = s.written.len();
+        s.model = model;
+        Ok(())
+    }
+
+    /// The model's earliest deadline for connection `key` (peer `id`), and
+    /// the close reason it calls for: as `Connection::deadline` documents
+    /// it, from the model's own clock readings.
+    fn model_deadline(&self, key: usize, id: usize) -> Option<(u64, &'static str)> {
+        let state = self.connections.get(key).expect("open").state();
+        let k = self.kernel.borrow();
+        let s = &k.sockets[id];
+        if let State::Lingering(finish) = state {
+            return Some((s.last_activity_ms + LINGER_MS, reason_name(&finish.into())));
+        }
+        let on = |timeout_ms: u64, applies: bool, since_ms: u64| {
+            (timeout_ms > 0 && applies).then_some(since_ms + timeout_ms)
+        };
+        [
+            (
+                on(self.send_ms, s.model.owed > 0, s.model.owing_since_ms),
+                "send timeout",
+            ),
+            (
+                on(self.line_ms, s.model.unfinished > 0, s.model.line_since_ms),
+                "line timeout",
+            ),
+            (on(self.idle_ms, true, s.last_activity_ms), "idle timeout"),
+        ]
+        .into_iter()
+        .filter_map(|(due, reason)| Some((due?, reason)))
+        .min_by_key(|&(due, _)| due)
+    }
+
+    /// Since when the model says peer `id`'s client has made no progress
+    /// while its connection holds leftovers, if it holds any.
+    fn model_stalled_since(&self, id: usize) -> Option<u64> {
+        let model = self.kernel.borrow().sockets[id].model;
+        if model.owed > 0 {
+            Some(model.owing_since_ms)
+        } else if model.unfinished > 0 {
+            Some(model.line_since_ms)
+        } else {
+            None
+        }
     }
 
     /// What is registered for the socket is what its connection waits for.
@@ -1852,8 +2122,9 @@ impl<D: Decide> World<D> {
         }
     }
 
-    /// `Connections::accept_pending`, and its budget and rejections.
-    fn accept(&mut self) -> Result<(), String> {
+    /// `Connections::accept_pending`, and its budget and rejections: why it
+    /// stopped, and how many it displaced.
+    fn check_accept(&mut self) -> Result<(AcceptEnd, usize), String> {
         let (queued, now_ms) = {
             let mut k = self.kernel.borrow_mut();
             k.accept_calls = 0;
@@ -1892,7 +2163,7 @@ impl<D: Decide> World<D> {
                 "{calls} accept calls in one turn, past the budget of {ACCEPT_BUDGET}"
             ));
         }
-        match end {
+        match &end {
             AcceptEnd::Empty if left > 0 => {
                 return Err(format!("accepting stopped with {left} connections queued"));
             }
@@ -1900,10 +2171,7 @@ impl<D: Decide> World<D> {
             AcceptEnd::BudgetSpent if calls < ACCEPT_BUDGET => {
                 return Err(format!("budget spent after {calls} accept calls"));
             }
-            AcceptEnd::BudgetSpent => {
-                self.coverage.accept_budget_spent += 1;
-                self.accept_again = true;
-            }
+            AcceptEnd::BudgetSpent => self.coverage.accept_budget_spent += 1,
             AcceptEnd::OutOfDescriptors(err) => {
                 return Err(format!("out of descriptors, which nobody injected: {err}"));
             }
@@ -1921,16 +2189,41 @@ impl<D: Decide> World<D> {
             }
         }
         let n_displaced = displaced.len();
+        let displaced_ids: Vec<usize> = displaced.iter().map(|c| self.keys[&c.key]).collect();
         for closed in displaced {
             self.coverage.displaced += 1;
             self.closed(closed, Via::Displaced)?;
         }
         let mut spare_slots = n_displaced;
         let mut open = open_before;
+        // Open connections by address as the call began, and those of each
+        // address it displaced (which, being closed in the call, may or may
+        // not count against a given attempt).
+        let addresses = self.addresses;
+        let address = move |id: usize| id % addresses;
+        let (mut from_address, mut displaced_from) =
+            (vec![0usize; self.addresses], vec![0usize; self.addresses]);
+        for &id in self.keys.values() {
+            from_address[address(id)] += 1;
+        }
+        for &id in &displaced_ids {
+            from_address[address(id)] += 1;
+            displaced_from[address(id)] += 1;
+        }
         for accept in told {
             match accept {
                 Accept::Accepted { key, peer, .. } => {
                     let id = usize::from(peer.port() - PEER_PORT);
+                    let from = address(id);
+                    if from_address[from].saturating_sub(displaced_from[from])
+                        >= self.max_per_address
+                    {
+                        return Err(format!(
+                            "peer {id} accepted with {} open from its address, max {}",
+                            from_address[from], self.max_per_address
+                        ));
+                    }
+                    from_address[from] += 1;
                     if open >= self.max_connections {
                         // A quiet connection must have made room for it.
                         if spare_slots == 0 {
@@ -1947,8 +2240,14 @@ impl<D: Decide> World<D> {
                     let violation = {
                         let mut k = self.kernel.borrow_mut();
                         k.sockets[id].phase = Phase::Open { key };
-                        // The idle timer starts at the accept.
+                        // The idle timer starts at the accept, and so do the
+                        // model's others.
                         k.sockets[id].last_activity_ms = now_ms;
+                        k.sockets[id].model = Held {
+                            owing_since_ms: now_ms,
+                            line_since_ms: now_ms,
+                            ..Held::default()
+                        };
                         k.sockets[id].violation.take()
                     };
                     if let Some(violation) = violation {
@@ -1976,9 +2275,14 @@ impl<D: Decide> World<D> {
                 }
                 Accept::TooManyFromAddress { peer } => {
                     let id = usize::from(peer.port() - PEER_PORT);
-                    return Err(format!(
-                        "peer {id} refused by a per-address limit that is off"
-                    ));
+                    if from_address[address(id)] < self.max_per_address {
+                        return Err(format!(
+                            "peer {id} refused with {} open from its address, max {}",
+                            from_address[address(id)],
+                            self.max_per_address
+                        ));
+                    }
+                    self.gone(id, "too many from one address")?;
                 }
                 Accept::Unregistered { peer, err } => {
                     let id = usize::from(peer.port() - PEER_PORT);
@@ -1995,7 +2299,7 @@ impl<D: Decide> World<D> {
         if open >= 2 {
             self.coverage.several_connections = 1;
         }
-        Ok(())
+        Ok((end, n_displaced))
     }
 
     /// Peer `id` never got a connection: its socket must be closed untouched.
@@ -2013,7 +2317,7 @@ impl<D: Decide> World<D> {
 
     /// The waker's event: `Connections::begin_shutdown`, after closing the
     /// listener (connections still queued are refused).
-    fn begin_shutdown(&mut self) -> Result<(), String> {
+    fn check_begin_shutdown(&mut self) -> Result<(), String> {
         let now_ms = {
             let mut k = self.kernel.borrow_mut();
             k.listening = false;
@@ -2032,8 +2336,6 @@ impl<D: Decide> World<D> {
             k.now_ms
         };
         self.note(|| "server shutdown".into());
-        self.accept_again = false;
-        self.shutdown_deadline_ms = Some(now_ms.saturating_add(self.shutdown_timeout_ms));
         self.start_calls();
         let before: Vec<(usize, usize, State)> = self
             .keys
@@ -2063,22 +2365,22 @@ impl<D: Decide> World<D> {
     }
 
     /// `Connections::expire`: the connections closed must be exactly those
-    /// the model's own clock says have waited too long (the linger time
-    /// runs from our FIN; the idle time from the last byte moved before it).
+    /// the model's own clock says have waited too long, each with the
+    /// reason of its earliest deadline (the linger time runs from our FIN;
+    /// the idle time from the last byte moved before it; the send time from
+    /// when echoes began to be owed or were last taken; the line time from
+    /// the unfinished line's first byte).
     fn sweep(&mut self) -> Result<(), String> {
         let now_ms = self.kernel.borrow().now_ms;
         let expected: BTreeMap<usize, Option<&'static str>> = self
             .keys
             .iter()
             .map(|(&key, &id)| {
-                let quiet_ms = now_ms - self.kernel.borrow().sockets[id].last_activity_ms;
-                let expected = match self.connections.get(key).expect("open").state() {
-                    State::Lingering(finish) => {
-                        (quiet_ms >= LINGER_MS).then(|| reason_name(&finish.into()))
-                    }
-                    _ => (self.idle_ms > 0 && quiet_ms >= self.idle_ms).then_some("idle timeout"),
-                };
-                (key, expected)
+                let due = self.model_deadline(key, id);
+                (
+                    key,
+                    due.and_then(|(at_ms, reason)| (at_ms <= now_ms).then_some(reason)),
+                )
             })
             .collect();
         let closed = self.connections.expire(now_ms);
@@ -2090,9 +2392,10 @@ impl<D: Decide> World<D> {
             if got != *expected {
                 let id = self.keys[key];
                 let quiet_ms = now_ms - self.kernel.borrow().sockets[id].last_activity_ms;
+                let model = self.kernel.borrow().sockets[id].model;
                 return Err(format!(
-                    "peer {id}: expiry after {quiet_ms} ms quiet: got {got:?}, expected \
-                     {expected:?}"
+                    "peer {id}: expiry at {now_ms} ms, {quiet_ms} ms quiet, {model:?}: got \
+                     {got:?}, expected {expected:?}"
                 ));
             }
         }
@@ -2113,7 +2416,8 @@ impl<D: Decide> World<D> {
             let s = &k.sockets[id];
             let waiting = s.arrived > s.read_pos || (s.fin_arrived && !s.eof_read) || s.reset;
             let reads = matches!(connection.state(), State::Open | State::Lingering(_));
-            if waiting && reads && !s.edges.any() && !listed.contains(&key) {
+            let starving = self.connections.starving().contains(&key);
+            if waiting && reads && !s.edges.any() && !listed.contains(&key) && !starving {
                 return Err(format!(
                     "peer {id} (key {key}) has input waiting in state {}, but no event is coming \
                      and it is not listed to be served again",
@@ -2121,7 +2425,31 @@ impl<D: Decide> World<D> {
                 ));
             }
         }
-        if !k.backlog.is_empty() && k.listening && !k.listener_edge && !self.accept_again {
+        if !self.connections.starving().is_empty()
+            && self.connections.room_to_feed()
+            && !self.connections.want_another_turn()
+        {
+            return Err("connections starve with room to read, and the next poll will wait".into());
+        }
+        // Every deadline is kept within one housekeeping interval.
+        let now_ms = k.now_ms;
+        drop(k);
+        for (&key, &id) in &self.keys {
+            if let Some((due_ms, reason)) = self.model_deadline(key, id) {
+                if due_ms + HOUSEKEEPING_INTERVAL_MS <= now_ms {
+                    return Err(format!(
+                        "peer {id} (key {key}) still open at {now_ms} ms, its {reason} due at \
+                         {due_ms} ms"
+                    ));
+                }
+            }
+        }
+        let k = self.kernel.borrow();
+        if !k.backlog.is_empty()
+            && k.listening
+            && !k.listener_edge
+            && !self.turn_state.accept_again()
+        {
             return Err(format!(
                 "{} connections queued, but no event is coming and no accept is due",
                 k.backlog.len()
@@ -2177,6 +2505,7 @@ impl<D: Decide> World<D> {
             CloseReason::Io(err) => {
                 let injected = match err.kind() {
                     io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected => s.reset,
+                    io::ErrorKind::TimedOut => s.reset && s.reset_kind == io::ErrorKind::TimedOut,
                     io::ErrorKind::OutOfMemory => s.register_failed,
                     _ => false,
                 };
@@ -2185,9 +2514,19 @@ impl<D: Decide> World<D> {
                         "peer {id}: closed on an error nobody injected: {err}"
                     ));
                 }
+                if err.kind() == io::ErrorKind::TimedOut {
+                    self.coverage.keepalive_timeouts += 1;
+                }
                 return prefix_of(id, written, echo);
             }
-            CloseReason::IdleTimeout if via == Via::Expiry => return prefix_of(id, written, echo),
+            // The sweep checked the reason against the model's deadlines.
+            CloseReason::IdleTimeout | CloseReason::SendTimeout | CloseReason::LineTimeout
+                if via == Via::Expiry =>
+            {
+                return prefix_of(id, written, echo);
+            }
+            // `relieve_memory` checked that it was stalled.
+            CloseReason::Evicted if via == Via::Evicted => return prefix_of(id, written, echo),
             // Quiet means owing nothing: every echo was delivered.
             CloseReason::Displaced if via == Via::Displaced => {
                 return prefix_of(id, written, echo);
@@ -2195,7 +2534,6 @@ impl<D: Decide> World<D> {
             CloseReason::ShutdownTimeout if via == Via::Deadline => {
                 return prefix_of(id, written, echo);
             }
-            // The send and line timeouts are off in the simulation.
             CloseReason::IdleTimeout
             | CloseReason::ShutdownTimeout
             | CloseReason::SendTimeout
@@ -2293,6 +2631,130 @@ impl<D: Decide> World<D> {
         if k.trace {
             eprintln!("t={} {}", k.now_ms, what());
         }
+    }
+}
+
+/// The simulation's steps of the server's turn: each makes the same call
+/// into `Connections` as the server's, and checks what it did.
+impl<D: Decide> Steps for World<D> {
+    type Fault = String;
+
+    fn turn_state(&mut self) -> &mut TurnState {
+        &mut self.turn_state
+    }
+
+    fn begin_turn(&mut self) -> Result<(), String> {
+        self.listed = self.connections.listed_again().to_vec();
+        // With room for a read, the starving are served with them, after.
+        if self.connections.room_to_feed() {
+            // Those still open: a key whose connection closed is dropped.
+            // A key may be listed twice, once for a connection since closed:
+            // served once.
+            for &key in self.connections.starving() {
+                if self.connections.get(key).is_some() && !self.listed.contains(&key) {
+                    self.listed.push(key);
+                }
+            }
+        }
+        self.accepts_this_turn = 0;
+        self.connections.begin_turn();
+        Ok(())
+    }
+
+    fn requests(&mut self, from: Outside) -> Result<Vec<Request>, String> {
+        match from {
+            Outside::Waker => Ok(vec![Request::Shutdown {
+                why: "shutdown requested",
+            }]),
+            Outside::Signals => Err("an event for a signal pipe the simulation has not".into()),
+        }
+    }
+
+    fn summary_requested(&mut self) -> Result<(), String> {
+        Err("a summary that nobody requested".into())
+    }
+
+    fn begin_shutdown(&mut self, _why: &str) -> Result<usize, String> {
+        let open = self.connections.len();
+        self.check_begin_shutdown()?;
+        Ok(open - self.connections.len())
+    }
+
+    fn stop_now(&mut self, why: &str) -> Result<(), String> {
+        Err(format!("{why} a second time, which nobody did"))
+    }
+
+    fn listeners(&self) -> usize {
+        usize::from(self.kernel.borrow().listening)
+    }
+
+    fn accept(&mut self, index: usize) -> Result<(AcceptEnd, usize), String> {
+        self.accepts_this_turn += 1;
+        if index != 0 || self.accepts_this_turn > 1 {
+            return Err(format!(
+                "accept call {} of this turn, on listener {index}: one listener, accepted \
+                 from once a turn",
+                self.accepts_this_turn
+            ));
+        }
+        self.check_accept()
+    }
+
+    fn drive(&mut self, key: usize, ready: Readiness) -> Result<usize, String> {
+        self.check_drive(key, ready)
+    }
+
+    fn serve_again(&mut self) -> Result<usize, String> {
+        let listed = std::mem::take(&mut self.listed);
+        let open = self.connections.len();
+        self.serve_phase(&listed)?;
+        Ok(open.saturating_sub(self.connections.len()))
+    }
+
+    /// Only a connection whose client the model says has made no progress
+    /// for `EVICT_STALLED_MS`, while others starve with the budget spent,
+    /// may be evicted.
+    fn relieve_memory(&mut self) -> Result<usize, String> {
+        let now_ms = self.kernel.borrow().now_ms;
+        let spent = !self.connections.starving().is_empty() && !self.connections.room_to_feed();
+        let evicted = self.connections.relieve_memory(now_ms);
+        let n = evicted.len();
+        for closed in evicted {
+            let id = self.keys[&closed.key];
+            let stalled_ms = self
+                .model_stalled_since(id)
+                .map(|since_ms| now_ms.saturating_sub(since_ms));
+            if !spent || stalled_ms.is_none_or(|ms| ms < EVICT_STALLED_MS) {
+                return Err(format!(
+                    "peer {id} evicted, stalled for {stalled_ms:?} ms, budget spent with others \
+                     starving: {spent}"
+                ));
+            }
+            self.closed(closed, Via::Evicted)?;
+        }
+        Ok(n)
+    }
+
+    fn housekeeping(&mut self) -> Result<usize, String> {
+        let open = self.connections.len();
+        self.sweep()?;
+        Ok(open - self.connections.len())
+    }
+
+    fn clock_work(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn no_connections(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    fn close_all(&mut self) -> Result<(), String> {
+        self.note(|| "shutdown deadline".into());
+        for closed in self.connections.close_all(|| CloseReason::ShutdownTimeout) {
+            self.closed(closed, Via::Deadline)?;
+        }
+        Ok(())
     }
 }
 
