@@ -21,27 +21,18 @@
 //! | `Draining`  | no more input will be echoed; delivering what is owed | write             |
 //! | `Lingering` | our FIN is sent; discarding input until the peer closes | read            |
 //!
-//! The work of a call (`flush`, `read_and_echo`, `read_and_discard`) finds
-//! things out; only `transition` changes the state, in one table:
-//!
-//! | state                  | input         | next state              | and then                         |
-//! |------------------------|---------------|-------------------------|----------------------------------|
-//! | `Open`                 | `PeerEof`     | `Draining(PeerFinished)` | unfinished line dropped         |
-//! | `Open`                 | `LineTooLong` | `Draining(LineTooLong)` | the long line dropped            |
-//! | `Open`                 | `OutputFull`  | `Paused`                |                                  |
-//! | `Paused`               | `OutputLow`   | `Open`                  | read until `WouldBlock`          |
-//! | `Open`, `Paused`       | `Shutdown`    | `Draining(ServerShutdown)` | unfinished line dropped       |
-//! | `Open`, idle           | `ShutdownIdle` | closed                 | nothing owed, nothing queued     |
-//! | `Draining(PeerFinished)` | `NothingOwed` | closed                | `CloseReason::PeerFinished`      |
-//! | `Draining(other)`      | `NothingOwed` | `Lingering(other)`      | FIN sent; read until `WouldBlock` |
-//! | `Lingering(finish)`    | `PeerEof`     | closed                  | the reason that made us finish   |
-//! | `Draining`, `Lingering` | `Shutdown`   | unchanged               | already finishing                |
+//! Its parts, each a file of `src/connection/`: `machine.rs` the state
+//! table (`advance` and `transition`), `steps.rs` the reads, echoes and
+//! flushes a call does, `timers.rs` the deadlines that follow from them.
+
+mod machine;
+mod steps;
+mod timers;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use log::trace;
 use mio::Interest;
 
 use crate::buffer::{Buffer, READ_CHUNK_BYTES, ReadBuffer};
@@ -49,47 +40,21 @@ use crate::framing::Framing;
 pub use crate::state::{
     CloseReason, FIRST_INTEREST, Finish, ReadUntil, Readiness, State, Step, Waiting,
 };
+pub use timers::{LINGER_MS, Timeouts};
+
+use machine::{Input, Next};
+use steps::read_retrying;
 
 /// Bytes one connection may read in one turn of the event loop before the
 /// others get theirs (redis caps its reads per event for the same reason).
 /// A connection that still has input after this is served again next turn.
 pub const TURN_READ_BUDGET_BYTES: usize = 4 * READ_CHUNK_BYTES;
 
-/// How long a connection that we finished on our side (its line was too
-/// long, or the server is stopping) waits, after sending its FIN, for the
-/// peer to close in turn. Two seconds is many round trips even across a
-/// continent, and short enough that a shutdown is not held up by a peer
-/// that never closes.
-pub const LINGER_MS: u64 = 2_000;
-
 /// A byte stream the connection can drive: a `Socket` in the server, a
 /// simulated or scripted one in tests.
 pub trait Stream: Read + Write {
     /// Shuts down the sending half (sends FIN after any queued data).
     fn shutdown_write(&self) -> io::Result<()>;
-}
-
-/// How long a connection may wait for each thing, in milliseconds; 0 for
-/// forever. Taken from `Config` once.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Timeouts {
-    /// No bytes moving either way (`--idle-timeout`).
-    pub idle_ms: u64,
-    /// Echoes owed, and not one byte of them taken (`--send-timeout`).
-    pub send_ms: u64,
-    /// A line begun and not finished (`--line-timeout`).
-    pub line_ms: u64,
-}
-
-impl Timeouts {
-    /// The shortest timeout that is on: no deadline can become due sooner
-    /// than this after it starts to run. `None` if all are off.
-    pub fn shortest_ms(&self) -> Option<u64> {
-        [self.idle_ms, self.send_ms, self.line_ms]
-            .into_iter()
-            .filter(|&ms| ms > 0)
-            .min()
-    }
 }
 
 /// The per-connection limits, taken from `Config` once.
@@ -167,53 +132,6 @@ pub struct Connection<S> {
     /// The last time a call began with no unfinished line: while a line is
     /// unfinished, when its first byte was read.
     line_since_ms: u64,
-}
-
-/// What the state table decides on: something one step of work found out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Input {
-    /// A read returned 0: the peer will send nothing more.
-    PeerEof,
-    /// The unfinished line reached `max_line_bytes` without ending.
-    LineTooLong,
-    /// The output owed reached `max_pending_bytes`.
-    OutputFull,
-    /// A paused connection's output fell to `resume_pending_bytes`.
-    OutputLow,
-    /// A draining connection has delivered everything it owed.
-    NothingOwed,
-    /// The server began shutting down.
-    Shutdown,
-    /// The server began shutting down, and this connection is idle: it owes
-    /// nothing, holds no unfinished line, and a read found nothing queued.
-    ShutdownIdle,
-}
-
-/// How one read went.
-#[derive(Debug)]
-enum ReadOutcome {
-    /// `WouldBlock`: nothing more to read until the next edge.
-    Blocked,
-    /// A short read, which proves the input drained (`ReadUntil::ShortRead`).
-    Drained,
-    /// Bytes read, and there may be more.
-    More,
-    /// The read found something the state table must decide on.
-    Found(Input),
-    /// No read was made: the memory budget leaves the buffer no room.
-    Starved,
-}
-
-/// What the state machine does after a transition.
-#[derive(Debug)]
-enum Next {
-    /// Carry on as before.
-    Continue,
-    /// Read until `WouldBlock`: input may be queued that no edge will
-    /// announce, because the connection was not reading when it arrived.
-    ReadAll,
-    /// Return this step to the server.
-    Return(Step),
 }
 
 /// The id the next connection gets, in any event loop of this process,
@@ -328,67 +246,6 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// The connection's earliest deadline, and the reason it closes with
-    /// when that passes: `LINGER_MS` after our FIN for a lingering
-    /// connection (whatever the timeouts); otherwise the soonest of the
-    /// idle, send and line timeouts that are on and apply. `None` if nothing
-    /// it waits for has a deadline.
-    pub fn deadline(&self, timeouts: &Timeouts) -> Option<(u64, CloseReason)> {
-        if let State::Lingering(finish) = self.state {
-            // The peer has had our FIN for a while; its close reason is the
-            // one that made us stop, not the wait.
-            return Some((self.last_active_ms + LINGER_MS, finish.into()));
-        }
-        let on = |timeout_ms: u64, applies: bool, since_ms: u64| {
-            (timeout_ms > 0 && applies).then_some(since_ms.saturating_add(timeout_ms))
-        };
-        let candidates = [
-            (
-                on(
-                    timeouts.send_ms,
-                    self.buffer.pending_len() > 0,
-                    self.owing_since_ms,
-                ),
-                CloseReason::SendTimeout,
-            ),
-            (
-                on(
-                    timeouts.line_ms,
-                    !self.buffer.unfinished().is_empty(),
-                    self.line_since_ms,
-                ),
-                CloseReason::LineTimeout,
-            ),
-            (
-                on(timeouts.idle_ms, true, self.last_active_ms),
-                CloseReason::IdleTimeout,
-            ),
-        ];
-        candidates
-            .into_iter()
-            .filter_map(|(due, reason)| Some((due?, reason)))
-            .min_by_key(|(due, _)| *due)
-    }
-
-    /// Since when the connection has been quiet, if it is idle between
-    /// lines: open, owing nothing, no line begun; `None` otherwise.
-    pub fn quiet_since_ms(&self) -> Option<u64> {
-        (self.state == State::Open && self.buffer.is_empty()).then_some(self.last_active_ms)
-    }
-
-    /// Since when the connection has held buffer storage without the peer
-    /// making progress: the oldest of its owed echoes not taken, or the
-    /// start of its unfinished line. `None` if it holds nothing.
-    pub fn stalled_since_ms(&self) -> Option<u64> {
-        if self.buffer.pending_len() > 0 {
-            Some(self.owing_since_ms)
-        } else if !self.buffer.unfinished().is_empty() {
-            Some(self.line_since_ms)
-        } else {
-            None
-        }
-    }
-
     /// The connection id its log lines show.
     pub fn id(&self) -> u64 {
         self.id
@@ -459,325 +316,6 @@ impl<S: Stream> Connection<S> {
     /// The stream, for the server to register or deregister.
     pub fn stream_mut(&mut self) -> &mut S {
         &mut self.stream
-    }
-
-    /// The state machine proper: do the work the state allows, feed what it
-    /// finds to `transition`, until there is nothing left to do this call.
-    /// Socket errors propagate with `?` and close the connection.
-    fn advance(
-        &mut self,
-        ready: Readiness,
-        limits: &Limits,
-        read_buffer: &mut ReadBuffer,
-        now_ms: u64,
-        mut memory_room: usize,
-    ) -> io::Result<Step> {
-        // Output first: the peer has waited longest for it, and draining it
-        // may lift a pause. A writable event with nothing pending is spurious.
-        if ready.writable {
-            self.flush(now_ms)?;
-        }
-        // `None`: nothing (more) to read in this call.
-        let mut reading = ready.readable.then_some(ready.read_until);
-        // Every byte read counts, whatever the read found.
-        let mut budget = TURN_READ_BUDGET_BYTES;
-        loop {
-            let read = match (self.state, reading) {
-                // Spent, with input possibly left (the kernel will not
-                // report it again): served again next turn.
-                (State::Open | State::Lingering(_), Some(_)) if budget == 0 => {
-                    return Ok(Step::Again);
-                }
-                (State::Open, Some(until)) => self.read_and_echo(
-                    until,
-                    &mut budget,
-                    limits,
-                    read_buffer,
-                    now_ms,
-                    &mut memory_room,
-                )?,
-                (State::Lingering(_), Some(until)) => {
-                    self.read_and_discard(until, &mut budget, read_buffer)?
-                }
-                (State::Open | State::Lingering(_), None) => return Ok(Step::Wait),
-                (State::Paused, _) if self.buffer.pending_len() <= limits.resume_pending_bytes => {
-                    ReadOutcome::Found(Input::OutputLow)
-                }
-                (State::Paused, _) => return Ok(Step::Wait),
-                (State::Draining(_), _) if self.buffer.pending_len() > 0 => return Ok(Step::Wait),
-                (State::Draining(_), _) => ReadOutcome::Found(Input::NothingOwed),
-            };
-            match read {
-                ReadOutcome::Blocked => return Ok(Step::Wait),
-                // Input may be left unread, and the kernel will not report
-                // it again: the loop serves the connection once it has room.
-                ReadOutcome::Starved => return Ok(Step::Starve),
-                ReadOutcome::Drained => reading = None,
-                ReadOutcome::More => {}
-                ReadOutcome::Found(input) => match self.transition(input, now_ms)? {
-                    Next::Continue => {}
-                    Next::ReadAll => reading = Some(ReadUntil::WouldBlock),
-                    Next::Return(step) => return Ok(step),
-                },
-            }
-        }
-    }
-
-    /// The state table (see the module docs): the only place the state
-    /// changes.
-    fn transition(&mut self, input: Input, now_ms: u64) -> io::Result<Next> {
-        let (next_state, next) = match (self.state, input) {
-            // An unfinished line the peer never ended is not echoed
-            // (docs/PROTOCOL.md); an over-long one never can be.
-            (State::Open, Input::PeerEof) => {
-                self.buffer.discard_unfinished();
-                (State::Draining(Finish::PeerFinished), Next::Continue)
-            }
-            (State::Open, Input::LineTooLong) => {
-                self.buffer.discard_unfinished();
-                (State::Draining(Finish::LineTooLong), Next::Continue)
-            }
-            (State::Open, Input::OutputFull) => (State::Paused, Next::Continue),
-            // Reading stopped before `WouldBlock` when we paused, so the
-            // kernel owes us no event for that input, nor for a FIN that
-            // came while we waited only for writability: resume on our own.
-            (State::Paused, Input::OutputLow) => (State::Open, Next::ReadAll),
-            (State::Open | State::Paused, Input::Shutdown) => {
-                self.buffer.discard_unfinished();
-                (State::Draining(Finish::ServerShutdown), Next::Continue)
-            }
-            // Nothing owed, nothing unread: closing sends the FIN after the
-            // last echo, and nothing is there to turn it into a reset, so
-            // there is nothing to linger for (nginx closes its idle
-            // keepalive connections at a graceful stop the same way).
-            (State::Open, Input::ShutdownIdle) => {
-                return Ok(Next::Return(Step::Close(CloseReason::ServerShutdown)));
-            }
-            // Every byte the peer sent has been read (we saw its EOF), so
-            // closing cannot cause a reset.
-            (State::Draining(Finish::PeerFinished), Input::NothingOwed) => {
-                return Ok(Next::Return(Step::Close(CloseReason::PeerFinished)));
-            }
-            // The peer may have sent more than we read, and its FIN too,
-            // while we waited only for writability: drain what is queued.
-            (State::Draining(finish), Input::NothingOwed) => {
-                self.stream.shutdown_write()?;
-                self.last_active_ms = now_ms;
-                (State::Lingering(finish), Next::ReadAll)
-            }
-            (State::Lingering(finish), Input::PeerEof) => {
-                return Ok(Next::Return(Step::Close(finish.into())));
-            }
-            (State::Draining(_) | State::Lingering(_), Input::Shutdown) => {
-                return Ok(Next::Return(Step::Wait));
-            }
-            // No work step finds these: a paused or draining connection does
-            // not read, a lingering one does not echo. Waiting is safe: the
-            // interest still follows from the state.
-            (state, input) => {
-                debug_assert!(false, "no transition for {input:?} in state {state}");
-                return Ok(Next::Return(Step::Wait));
-            }
-        };
-        trace!("conn {}: {} -> {}", self.id, self.state, next_state);
-        self.state = next_state;
-        Ok(next)
-    }
-
-    /// Reads once and echoes every line the read completed.
-    ///
-    /// With nothing left over, the read lands in the server's `ReadBuffer`,
-    /// its complete lines are written from there, and only what the write
-    /// left and the unfinished line are kept. With leftovers, it reads into
-    /// the connection's own buffer, behind them.
-    fn read_and_echo(
-        &mut self,
-        until: ReadUntil,
-        budget: &mut usize,
-        limits: &Limits,
-        read_buffer: &mut ReadBuffer,
-        now_ms: u64,
-        memory_room: &mut usize,
-    ) -> io::Result<ReadOutcome> {
-        let (n, asked, too_long) = if self.buffer.is_empty() {
-            let room = read_buffer.room();
-            let asked = room.len();
-            let Some(n) = read_retrying(&mut self.stream, room)? else {
-                return Ok(ReadOutcome::Blocked);
-            };
-            let received = &room[..n];
-            let scan = limits.framing.scan(received, 0, limits.max_line_bytes);
-            self.lines += scan.lines as u64;
-            let (complete, unfinished) = received.split_at(scan.complete_bytes);
-            // Echo without waiting for a writable event: the socket is almost
-            // always writable, and asking first would cost an epoll_ctl and a
-            // wake-up per line (redis's "write before sleep").
-            let sent = self.send(complete, now_ms)?;
-            let unfinished = if scan.too_long { &[][..] } else { unfinished };
-            // The bytes are read already: they are kept whatever the
-            // budget says, so a connection with nothing left over may go past
-            // it by one read (see `Connections`). What they take is spent
-            // from the room, so that a later read of this call cannot be
-            // granted it again. Nothing kept, nothing spent: the usual case
-            // costs no arithmetic.
-            let grown = self
-                .buffer
-                .keep(&complete[sent..], unfinished)
-                .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
-            *memory_room = memory_room.saturating_sub(grown);
-            // Nothing was left over before this read, so a line it leaves
-            // unfinished began now, even if the call began with another.
-            if !unfinished.is_empty() {
-                self.line_since_ms = now_ms;
-            }
-            (n, asked, scan.too_long)
-        } else {
-            // The buffer may grow by the room the budget left when the call
-            // began, less what earlier reads of this call took of it.
-            let held = self.buffer.capacity();
-            let cap = limits
-                .max_buffer_bytes()
-                .min(held.saturating_add(*memory_room));
-            self.buffer
-                .make_spare(cap)
-                .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
-            *memory_room = memory_room.saturating_sub(self.buffer.capacity() - held);
-            let room = self.buffer.spare();
-            // Reading pauses before the owed output reaches the limits' cap
-            // and the line limit closes before the unfinished line does, so
-            // only the memory budget can leave no room. Reading into none
-            // would return 0, which reads as EOF: stop instead.
-            if room.is_empty() {
-                return Ok(ReadOutcome::Starved);
-            }
-            let asked = room.len();
-            let Some(n) = read_retrying(&mut self.stream, room)? else {
-                return Ok(ReadOutcome::Blocked);
-            };
-            let scanned = self.buffer.unfinished().len();
-            self.buffer.filled(n);
-            let scan =
-                limits
-                    .framing
-                    .scan(self.buffer.unfinished(), scanned, limits.max_line_bytes);
-            self.buffer.complete(scan.complete_bytes);
-            self.lines += scan.lines as u64;
-            // A line ended: the unfinished one, if any, began in this read.
-            if scan.complete_bytes > 0 {
-                self.line_since_ms = now_ms;
-            }
-            self.flush(now_ms)?;
-            (n, asked, scan.too_long)
-        };
-        self.last_active_ms = now_ms;
-        self.received_any |= n > 0;
-        *budget = budget.saturating_sub(n);
-        Ok(if n == 0 {
-            ReadOutcome::Found(Input::PeerEof)
-        } else if too_long {
-            ReadOutcome::Found(Input::LineTooLong)
-        } else if self.buffer.pending_len() >= limits.max_pending_bytes {
-            ReadOutcome::Found(Input::OutputFull)
-        } else {
-            read_outcome(n, asked, until)
-        })
-    }
-
-    /// Reads once while lingering and drops what it read, into the server's
-    /// `ReadBuffer`. Discarded input is not activity: the linger time runs
-    /// from our FIN, so a peer that keeps sending cannot hold the connection
-    /// open.
-    fn read_and_discard(
-        &mut self,
-        until: ReadUntil,
-        budget: &mut usize,
-        read_buffer: &mut ReadBuffer,
-    ) -> io::Result<ReadOutcome> {
-        let room = read_buffer.room();
-        let asked = room.len();
-        let Some(n) = read_retrying(&mut self.stream, room)? else {
-            return Ok(ReadOutcome::Blocked);
-        };
-        self.received_any |= n > 0;
-        *budget = budget.saturating_sub(n);
-        Ok(if n == 0 {
-            ReadOutcome::Found(Input::PeerEof)
-        } else {
-            read_outcome(n, asked, until)
-        })
-    }
-
-    /// Writes the pending output until it is all sent or the socket is full.
-    fn flush(&mut self, now_ms: u64) -> io::Result<()> {
-        if self.buffer.pending_len() > 0 {
-            let sent = send(&mut self.stream, self.buffer.pending())?;
-            self.buffer.consume(sent);
-            self.note_sent(sent, now_ms);
-        }
-        Ok(())
-    }
-
-    /// Writes `bytes` until they are all sent or the socket is full, and
-    /// returns how many were sent.
-    fn send(&mut self, bytes: &[u8], now_ms: u64) -> io::Result<usize> {
-        let sent = send(&mut self.stream, bytes)?;
-        self.note_sent(sent, now_ms);
-        Ok(sent)
-    }
-
-    fn note_sent(&mut self, sent: usize, now_ms: u64) {
-        if sent > 0 {
-            self.bytes_echoed += sent as u64;
-            self.last_active_ms = now_ms;
-            self.owing_since_ms = now_ms;
-        }
-    }
-}
-
-/// Reads once, retrying `Interrupted`; `None` for `WouldBlock`.
-#[inline]
-fn read_retrying(stream: &mut impl Read, room: &mut [u8]) -> io::Result<Option<usize>> {
-    loop {
-        match stream.read(room) {
-            Ok(n) => return Ok(Some(n)),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-}
-
-/// Writes `bytes` until all are sent, a write comes back short, or the
-/// socket says `WouldBlock`; returns how many were sent.
-#[inline]
-fn send(stream: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
-    let mut sent = 0;
-    while sent < bytes.len() {
-        match stream.write(&bytes[sent..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                sent += n;
-                // A short write means the send buffer is full (epoll(7));
-                // another write would only return `WouldBlock`.
-                if sent < bytes.len() {
-                    break;
-                }
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(sent)
-}
-
-/// How a read of `n` bytes out of `asked` leaves the burst.
-#[inline]
-fn read_outcome(n: usize, asked: usize, until: ReadUntil) -> ReadOutcome {
-    if n < asked && until == ReadUntil::ShortRead {
-        ReadOutcome::Drained
-    } else {
-        ReadOutcome::More
     }
 }
 

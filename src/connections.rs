@@ -13,12 +13,12 @@
 //! Three defences live in rooms of their own beside it, each an `impl` of
 //! `Connections`: `deadlines` (the timeouts and linger, from a queue),
 //! `memory` (the memory budget and eviction) and `admission` (who gives up
-//! a slot at `max_connections`, and the per-address count).
+//! a slot at `max_connections`, and the per-address count). The accept
+//! loop that admission guards is `accept`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::net::SocketAddr;
 
 use log::warn;
 use mio::Interest;
@@ -26,23 +26,20 @@ use slab::Slab;
 
 use crate::buffer::ReadBuffer;
 use crate::connection::{
-    CloseReason, Connection, FIRST_INTEREST, Finish, Limits, Readiness, State, Step, Stream,
-    Timeouts,
+    CloseReason, Connection, Finish, Limits, Readiness, State, Step, Stream, Timeouts,
 };
 
+mod accept;
 mod admission;
 mod deadlines;
 mod memory;
 
+pub use accept::{ACCEPT_BUDGET, Accept, AcceptEnd, Listener};
 pub use admission::DISPLACE_QUIET_MS;
 pub use deadlines::EXPIRY_SWEEP_MS;
 pub use memory::EVICT_STALLED_MS;
 
 use admission::AddressKey;
-
-/// Connections accepted from one listener per turn, so that a connect flood
-/// cannot starve the clients already connected.
-pub const ACCEPT_BUDGET: usize = 128;
 
 /// What the connections need of the poll instance: to register a stream
 /// under its key, and to change what it is registered for. `socket.rs`
@@ -80,16 +77,6 @@ pub trait Registrar<S> {
     fn deregister(&self, stream: &mut S) -> io::Result<()>;
 }
 
-/// A listening socket, as the accept loop sees it.
-pub trait Listener<S> {
-    /// Accepts one queued connection.
-    ///
-    /// # Errors
-    ///
-    /// `WouldBlock` when none is queued; anything else as `accept(2)`.
-    fn accept(&self) -> io::Result<(S, SocketAddr)>;
-}
-
 /// A connection that has been closed: removed from the slab, its socket
 /// still open until the value is dropped.
 #[derive(Debug)]
@@ -100,53 +87,6 @@ pub struct Closed<S> {
     pub connection: Connection<S>,
     /// Why it was closed.
     pub reason: CloseReason,
-}
-
-/// What one connection attempt came to in `accept_pending`.
-#[derive(Debug)]
-pub enum Accept {
-    /// Accepted and registered under `key`.
-    Accepted {
-        /// The new connection's key.
-        key: usize,
-        /// Its connection id, which the log shows (`Connection::id`).
-        id: u64,
-        /// Its peer.
-        peer: SocketAddr,
-    },
-    /// Accepted and closed at once: `max_connections` are open, and none
-    /// has been quiet long enough to give its slot up.
-    Rejected {
-        /// Its peer.
-        peer: SocketAddr,
-    },
-    /// Accepted and closed at once: its address (its /64, for IPv6)
-    /// already has `max_connections_per_ip` open.
-    TooManyFromAddress {
-        /// Its peer.
-        peer: SocketAddr,
-    },
-    /// Accepted, but it could not be registered, so it was closed.
-    Unregistered {
-        /// Its peer.
-        peer: SocketAddr,
-        /// Why.
-        err: io::Error,
-    },
-}
-
-/// Why `accept_pending` stopped.
-#[derive(Debug)]
-pub enum AcceptEnd {
-    /// The backlog is empty (`WouldBlock`).
-    Empty,
-    /// `ACCEPT_BUDGET` connections were taken; more may be queued, and no new
-    /// edge will say so: accept again next turn.
-    BudgetSpent,
-    /// The process or system is out of descriptors (or socket memory). The
-    /// connection stays queued in the kernel; retrying at once would fail
-    /// the same way.
-    OutOfDescriptors(io::Error),
 }
 
 /// Every open connection of one event loop.
@@ -279,85 +219,6 @@ impl<S: Stream> Connections<S> {
     /// in `tests/sim` reads the list to check serve-again order and fairness.
     pub fn listed_again(&self) -> &[usize] {
         &self.again
-    }
-
-    /// Accepts from `listener` until its backlog is empty or `ACCEPT_BUDGET`
-    /// is spent. The listener is edge-triggered: one event may stand for
-    /// many queued connections, and none of them will be announced again.
-    /// Each attempt is reported to `tell`, in order.
-    ///
-    /// At `max_connections`, a newcomer takes the slot of the connection
-    /// that has been quiet the longest (open, owing nothing, no line begun,
-    /// nothing moved for `DISPLACE_QUIET_MS`): it is closed, and returned
-    /// with the reason `Displaced`. Only when none is that quiet is the
-    /// newcomer refused. So slots held by clients that do nothing cannot
-    /// lock out the ones that come to echo (nginx reclaims idle keepalive
-    /// connections the same way).
-    pub fn accept_pending(
-        &mut self,
-        listener: &impl Listener<S>,
-        registrar: &impl Registrar<S>,
-        max_connections: usize,
-        now_ms: u64,
-        mut tell: impl FnMut(Accept),
-    ) -> (AcceptEnd, Vec<Closed<S>>) {
-        let mut displaced = Vec::new();
-        // The quietest connections, quietest last, found once per call.
-        let mut quietest: Option<Vec<(u64, usize, u64)>> = None;
-        for _ in 0..ACCEPT_BUDGET {
-            let (mut stream, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    return (AcceptEnd::Empty, displaced);
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) if out_of_descriptors(&err) => {
-                    return (AcceptEnd::OutOfDescriptors(err), displaced);
-                }
-                Err(err) => {
-                    // ECONNABORTED and the like: that one connection failed
-                    // before we took it, the listener is fine.
-                    log::debug!("accept failed: {err}");
-                    continue;
-                }
-            };
-            // Accepting and closing at once tells the client plainly; a
-            // connection left in the backlog would just hang.
-            let address = AddressKey::of(peer);
-            if self.max_per_address != usize::MAX
-                && self.per_address.get(&address).copied().unwrap_or(0) >= self.max_per_address
-            {
-                tell(Accept::TooManyFromAddress { peer });
-                continue;
-            }
-            if self.slab.len() >= max_connections {
-                let candidates = quietest.get_or_insert_with(|| self.quietest(now_ms));
-                match self.displace(registrar, candidates, now_ms) {
-                    Some(closed) => displaced.push(closed),
-                    None => {
-                        tell(Accept::Rejected { peer });
-                        continue;
-                    }
-                }
-            }
-            let entry = self.slab.vacant_entry();
-            let key = entry.key();
-            if let Err(err) = registrar.register(&mut stream, key, FIRST_INTEREST) {
-                tell(Accept::Unregistered { peer, err });
-                continue;
-            }
-            let id = entry.insert(Connection::new(stream, peer, now_ms)).id();
-            // Nothing can come due sooner than the shortest timeout.
-            if let Some(shortest_ms) = self.timeouts.shortest_ms() {
-                self.deadlines
-                    .push(Reverse((now_ms.saturating_add(shortest_ms), key, id)));
-            }
-            if self.max_per_address != usize::MAX {
-                *self.per_address.entry(address).or_insert(0) += 1;
-            }
-            tell(Accept::Accepted { key, id, peer });
-        }
-        (AcceptEnd::BudgetSpent, displaced)
     }
 
     /// Starts a turn: the connections listed to be served again so far are
@@ -548,13 +409,4 @@ impl<S: Stream> Connections<S> {
             reason,
         }
     }
-}
-
-/// EMFILE, ENFILE and friends: the process or the system is out of
-/// descriptors or socket memory. Nothing is wrong with the listener.
-fn out_of_descriptors(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }

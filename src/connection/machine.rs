@@ -1,0 +1,190 @@
+//! The state machine of one connection: `advance` does the work the state
+//! allows and feeds what it finds to `transition`, the only place the state
+//! changes. The work itself (reading, echoing, flushing) is in `steps.rs`;
+//! what the states mean and which readiness each waits for is in
+//! `connection.rs`.
+//!
+//! The state table:
+//!
+//!
+//! The work of a call (`flush`, `read_and_echo`, `read_and_discard`) finds
+//! things out; only `transition` changes the state, in one table:
+//!
+//! | state                  | input         | next state              | and then                         |
+//! |------------------------|---------------|-------------------------|----------------------------------|
+//! | `Open`                 | `PeerEof`     | `Draining(PeerFinished)` | unfinished line dropped         |
+//! | `Open`                 | `LineTooLong` | `Draining(LineTooLong)` | the long line dropped            |
+//! | `Open`                 | `OutputFull`  | `Paused`                |                                  |
+//! | `Paused`               | `OutputLow`   | `Open`                  | read until `WouldBlock`          |
+//! | `Open`, `Paused`       | `Shutdown`    | `Draining(ServerShutdown)` | unfinished line dropped       |
+//! | `Open`, idle           | `ShutdownIdle` | closed                 | nothing owed, nothing queued     |
+//! | `Draining(PeerFinished)` | `NothingOwed` | closed                | `CloseReason::PeerFinished`      |
+//! | `Draining(other)`      | `NothingOwed` | `Lingering(other)`      | FIN sent; read until `WouldBlock` |
+//! | `Lingering(finish)`    | `PeerEof`     | closed                  | the reason that made us finish   |
+//! | `Draining`, `Lingering` | `Shutdown`   | unchanged               | already finishing                |
+
+use std::io;
+
+use log::trace;
+
+use super::steps::ReadOutcome;
+use super::{Connection, Limits, Stream, TURN_READ_BUDGET_BYTES};
+use crate::buffer::ReadBuffer;
+use crate::state::{CloseReason, Finish, ReadUntil, Readiness, State, Step};
+
+/// What the state table decides on: something one step of work found out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Input {
+    /// A read returned 0: the peer will send nothing more.
+    PeerEof,
+    /// The unfinished line reached `max_line_bytes` without ending.
+    LineTooLong,
+    /// The output owed reached `max_pending_bytes`.
+    OutputFull,
+    /// A paused connection's output fell to `resume_pending_bytes`.
+    OutputLow,
+    /// A draining connection has delivered everything it owed.
+    NothingOwed,
+    /// The server began shutting down.
+    Shutdown,
+    /// The server began shutting down, and this connection is idle: it owes
+    /// nothing, holds no unfinished line, and a read found nothing queued.
+    ShutdownIdle,
+}
+
+/// What the state machine does after a transition.
+#[derive(Debug)]
+pub(super) enum Next {
+    /// Carry on as before.
+    Continue,
+    /// Read until `WouldBlock`: input may be queued that no edge will
+    /// announce, because the connection was not reading when it arrived.
+    ReadAll,
+    /// Return this step to the server.
+    Return(Step),
+}
+
+impl<S: Stream> Connection<S> {
+    /// The state machine proper: do the work the state allows, feed what it
+    /// finds to `transition`, until there is nothing left to do this call.
+    /// Socket errors propagate with `?` and close the connection.
+    pub(super) fn advance(
+        &mut self,
+        ready: Readiness,
+        limits: &Limits,
+        read_buffer: &mut ReadBuffer,
+        now_ms: u64,
+        mut memory_room: usize,
+    ) -> io::Result<Step> {
+        // Output first: the peer has waited longest for it, and draining it
+        // may lift a pause. A writable event with nothing pending is spurious.
+        if ready.writable {
+            self.flush(now_ms)?;
+        }
+        // `None`: nothing (more) to read in this call.
+        let mut reading = ready.readable.then_some(ready.read_until);
+        // Every byte read counts, whatever the read found.
+        let mut budget = TURN_READ_BUDGET_BYTES;
+        loop {
+            let read = match (self.state, reading) {
+                // Spent, with input possibly left (the kernel will not
+                // report it again): served again next turn.
+                (State::Open | State::Lingering(_), Some(_)) if budget == 0 => {
+                    return Ok(Step::Again);
+                }
+                (State::Open, Some(until)) => self.read_and_echo(
+                    until,
+                    &mut budget,
+                    limits,
+                    read_buffer,
+                    now_ms,
+                    &mut memory_room,
+                )?,
+                (State::Lingering(_), Some(until)) => {
+                    self.read_and_discard(until, &mut budget, read_buffer)?
+                }
+                (State::Open | State::Lingering(_), None) => return Ok(Step::Wait),
+                (State::Paused, _) if self.buffer.pending_len() <= limits.resume_pending_bytes => {
+                    ReadOutcome::Found(Input::OutputLow)
+                }
+                (State::Paused, _) => return Ok(Step::Wait),
+                (State::Draining(_), _) if self.buffer.pending_len() > 0 => return Ok(Step::Wait),
+                (State::Draining(_), _) => ReadOutcome::Found(Input::NothingOwed),
+            };
+            match read {
+                ReadOutcome::Blocked => return Ok(Step::Wait),
+                // Input may be left unread, and the kernel will not report
+                // it again: the loop serves the connection once it has room.
+                ReadOutcome::Starved => return Ok(Step::Starve),
+                ReadOutcome::Drained => reading = None,
+                ReadOutcome::More => {}
+                ReadOutcome::Found(input) => match self.transition(input, now_ms)? {
+                    Next::Continue => {}
+                    Next::ReadAll => reading = Some(ReadUntil::WouldBlock),
+                    Next::Return(step) => return Ok(step),
+                },
+            }
+        }
+    }
+
+    /// The state table (see the module docs): the only place the state
+    /// changes.
+    pub(super) fn transition(&mut self, input: Input, now_ms: u64) -> io::Result<Next> {
+        let (next_state, next) = match (self.state, input) {
+            // An unfinished line the peer never ended is not echoed
+            // (docs/PROTOCOL.md); an over-long one never can be.
+            (State::Open, Input::PeerEof) => {
+                self.buffer.discard_unfinished();
+                (State::Draining(Finish::PeerFinished), Next::Continue)
+            }
+            (State::Open, Input::LineTooLong) => {
+                self.buffer.discard_unfinished();
+                (State::Draining(Finish::LineTooLong), Next::Continue)
+            }
+            (State::Open, Input::OutputFull) => (State::Paused, Next::Continue),
+            // Reading stopped before `WouldBlock` when we paused, so the
+            // kernel owes us no event for that input, nor for a FIN that
+            // came while we waited only for writability: resume on our own.
+            (State::Paused, Input::OutputLow) => (State::Open, Next::ReadAll),
+            (State::Open | State::Paused, Input::Shutdown) => {
+                self.buffer.discard_unfinished();
+                (State::Draining(Finish::ServerShutdown), Next::Continue)
+            }
+            // Nothing owed, nothing unread: closing sends the FIN after the
+            // last echo, and nothing is there to turn it into a reset, so
+            // there is nothing to linger for (nginx closes its idle
+            // keepalive connections at a graceful stop the same way).
+            (State::Open, Input::ShutdownIdle) => {
+                return Ok(Next::Return(Step::Close(CloseReason::ServerShutdown)));
+            }
+            // Every byte the peer sent has been read (we saw its EOF), so
+            // closing cannot cause a reset.
+            (State::Draining(Finish::PeerFinished), Input::NothingOwed) => {
+                return Ok(Next::Return(Step::Close(CloseReason::PeerFinished)));
+            }
+            // The peer may have sent more than we read, and its FIN too,
+            // while we waited only for writability: drain what is queued.
+            (State::Draining(finish), Input::NothingOwed) => {
+                self.stream.shutdown_write()?;
+                self.last_active_ms = now_ms;
+                (State::Lingering(finish), Next::ReadAll)
+            }
+            (State::Lingering(finish), Input::PeerEof) => {
+                return Ok(Next::Return(Step::Close(finish.into())));
+            }
+            (State::Draining(_) | State::Lingering(_), Input::Shutdown) => {
+                return Ok(Next::Return(Step::Wait));
+            }
+            // No work step finds these: a paused or draining connection does
+            // not read, a lingering one does not echo. Waiting is safe: the
+            // interest still follows from the state.
+            (state, input) => {
+                debug_assert!(false, "no transition for {input:?} in state {state}");
+                return Ok(Next::Return(Step::Wait));
+            }
+        };
+        trace!("conn {}: {} -> {}", self.id, self.state, next_state);
+        self.state = next_state;
+        Ok(next)
+    }
+}
