@@ -42,8 +42,8 @@ pub use crate::state::{
 };
 pub use timers::{LINGER_MS, Timeouts};
 
-use machine::{Input, Next};
-use steps::read_retrying;
+use machine::Next;
+use steps::{Input, read_retrying};
 
 /// Bytes one connection may read in one turn of the event loop before the
 /// others get theirs (redis caps its reads per event for the same reason).

@@ -7,10 +7,29 @@
 
 use std::io::{self, Read, Write};
 
-use super::machine::Input;
 use super::{Connection, Limits, Stream};
 use crate::buffer::ReadBuffer;
 use crate::state::ReadUntil;
+
+/// What the state table decides on: something one step of work found out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Input {
+    /// A read returned 0: the peer will send nothing more.
+    PeerEof,
+    /// The unfinished line reached `max_line_bytes` without ending.
+    LineTooLong,
+    /// The output owed reached `max_pending_bytes`.
+    OutputFull,
+    /// A paused connection's output fell to `resume_pending_bytes`.
+    OutputLow,
+    /// A draining connection has delivered everything it owed.
+    NothingOwed,
+    /// The server began shutting down.
+    Shutdown,
+    /// The server began shutting down, and this connection is idle: it owes
+    /// nothing, holds no unfinished line, and a read found nothing queued.
+    ShutdownIdle,
+}
 
 /// How one read went.
 #[derive(Debug)]
