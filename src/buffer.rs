@@ -76,9 +76,22 @@ impl ReadBuffer {
     }
 }
 
-/// One connection's leftovers. See the module docs for the layout.
+/// One connection's leftovers, or nothing: an idle connection's `Buffer`
+/// is one null pointer. The store and its indexes live in one small
+/// allocation of their own (`Leftovers`), made when something is first left
+/// over and freed with the storage by `release`, so a connection that holds
+/// nothing costs 8 bytes here rather than 48.
 #[derive(Debug, Default)]
 pub struct Buffer {
+    /// `None` whenever nothing is left over and `release` has run. A
+    /// one-element array behind a thin pointer, because `Vec` can allocate
+    /// it fallibly (`try_reserve_exact`) and `Box::new` cannot.
+    held: Option<Box<[Leftovers; 1]>>,
+}
+
+/// The store of leftovers. See the module docs for the layout.
+#[derive(Debug, Default)]
+struct Leftovers {
     /// The storage; `len()` is its usable size and every byte is initialised,
     /// so reads never need to zero anything. Empty whenever the buffer is
     /// released with nothing left over (an idle connection's state).
@@ -92,6 +105,161 @@ pub struct Buffer {
 }
 
 impl Buffer {
+    #[inline]
+    fn leftovers(&self) -> Option<&Leftovers> {
+        self.held.as_deref().map(|[leftovers]| leftovers)
+    }
+
+    #[inline]
+    fn leftovers_mut(&mut self) -> Option<&mut Leftovers> {
+        self.held.as_deref_mut().map(|[leftovers]| leftovers)
+    }
+
+    /// The store, allocated if there is none yet.
+    fn leftovers_or_new(&mut self) -> Result<&mut Leftovers, TryReserveError> {
+        if self.held.is_none() {
+            let mut one = Vec::new();
+            one.try_reserve_exact(1)?;
+            one.push(Leftovers::default());
+            // A boxed slice of length one is always a `[Leftovers; 1]`.
+            self.held = Box::<[Leftovers; 1]>::try_from(one.into_boxed_slice()).ok();
+        }
+        match self.held.as_deref_mut() {
+            Some([leftovers]) => Ok(leftovers),
+            None => unreachable!("the store was made above"),
+        }
+    }
+
+    /// Complete lines waiting to be written back.
+    #[inline]
+    pub fn pending(&self) -> &[u8] {
+        self.leftovers().map_or(&[], Leftovers::pending)
+    }
+
+    /// Number of bytes waiting to be written back.
+    #[inline]
+    pub fn pending_len(&self) -> usize {
+        self.leftovers().map_or(0, Leftovers::pending_len)
+    }
+
+    /// Bytes of the line still being received, from its first byte.
+    #[inline]
+    pub fn unfinished(&self) -> &[u8] {
+        self.leftovers().map_or(&[], Leftovers::unfinished)
+    }
+
+    /// True when nothing is owed and nothing is half-received.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.leftovers().is_none_or(Leftovers::is_empty)
+    }
+
+    /// Bytes of storage held for leftovers, whether in use or not: exactly
+    /// what was allocated for them, so that the memory budget counts what
+    /// the process holds for bytes. (The store's own 48 bytes, present only
+    /// while something is left over, are a fixed cost per connection, like
+    /// the `Connection` itself, bounded by `max-connections`.)
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.leftovers().map_or(0, Leftovers::capacity)
+    }
+
+    /// Keeps what one read into the `ReadBuffer` left over: `owed`, echoes
+    /// the socket did not take, then `unfinished`, the start of a line. The
+    /// buffer must be empty: a connection with leftovers reads into its own
+    /// storage instead.
+    ///
+    /// Returns how many bytes of storage that added (0 when nothing was
+    /// left over, or the storage held was large enough), for the memory
+    /// budget.
+    ///
+    /// # Errors
+    ///
+    /// The allocation failed; nothing is kept.
+    #[inline]
+    pub fn keep(&mut self, owed: &[u8], unfinished: &[u8]) -> Result<usize, TryReserveError> {
+        debug_assert!(self.is_empty(), "leftovers kept over leftovers");
+        if owed.is_empty() && unfinished.is_empty() {
+            return Ok(0);
+        }
+        self.leftovers_or_new()?.keep(owed, unfinished)
+    }
+
+    /// Makes room behind the leftovers for a read (see `spare`),
+    /// compacting or growing (up to `max_capacity`) as needed.
+    ///
+    /// # Errors
+    ///
+    /// Growing failed; the buffer holds what it held.
+    #[inline]
+    pub fn make_spare(&mut self, max_capacity: usize) -> Result<(), TryReserveError> {
+        self.leftovers_or_new()?.make_spare(max_capacity)
+    }
+
+    /// The room behind the leftovers, up to `READ_CHUNK_BYTES`: what
+    /// `make_spare` made. Empty when its `max_capacity` left no room for the
+    /// bytes already held: the limits keep that from happening, but the
+    /// memory budget can (the caller then stops reading until it has room).
+    #[inline]
+    pub fn spare(&mut self) -> &mut [u8] {
+        match self.leftovers_mut() {
+            Some(leftovers) => leftovers.spare(),
+            None => &mut [],
+        }
+    }
+
+    /// Records that a read put `n` bytes into the slice `spare` returned.
+    #[inline]
+    pub fn filled(&mut self, n: usize) {
+        if let Some(leftovers) = self.leftovers_mut() {
+            leftovers.filled(n);
+        }
+        debug_assert!(n == 0 || self.held.is_some());
+    }
+
+    /// Marks the first `n` bytes of the unfinished line as complete lines.
+    #[inline]
+    pub fn complete(&mut self, n: usize) {
+        if let Some(leftovers) = self.leftovers_mut() {
+            leftovers.complete(n);
+        }
+        debug_assert!(n == 0 || self.held.is_some());
+    }
+
+    /// Records that a write sent the first `n` bytes of the pending output.
+    #[inline]
+    pub fn consume(&mut self, n: usize) {
+        if let Some(leftovers) = self.leftovers_mut() {
+            leftovers.consume(n);
+        }
+        debug_assert!(n == 0 || self.held.is_some());
+    }
+
+    /// Drops the unfinished line (the peer finished without ending it, or it
+    /// grew too long to ever be echoed).
+    pub fn discard_unfinished(&mut self) {
+        if let Some(leftovers) = self.leftovers_mut() {
+            leftovers.discard_unfinished();
+        }
+    }
+
+    /// Frees the store and its storage if nothing is left over, or trades
+    /// the storage for an allocation of exactly the right size if all it
+    /// holds is a short unfinished line. Called whenever a connection goes
+    /// back to waiting for readiness.
+    #[inline]
+    pub fn release(&mut self) {
+        if let Some(leftovers) = self.leftovers_mut() {
+            if leftovers.is_empty() {
+                self.held = None;
+            } else {
+                leftovers.release();
+            }
+        }
+    }
+}
+
+impl Leftovers {
     /// Complete lines waiting to be written back.
     #[inline]
     pub fn pending(&self) -> &[u8] {

@@ -121,6 +121,10 @@ pub struct Connection<S> {
     /// memory (`Step::Starve`), so that it is listed once. In the padding
     /// too.
     starving: bool,
+    /// Whether the loop's deadline queue holds an entry for it (see
+    /// `connections/deadlines.rs`), so that it is given one only when a
+    /// timeout may start to run and it has none. In the padding too.
+    armed: bool,
     /// Bytes written back.
     bytes_echoed: u64,
     /// When bytes last moved either way, in server clock milliseconds; for
@@ -153,6 +157,7 @@ impl<S: Stream> Connection<S> {
             received_any: false,
             listed_again: false,
             starving: false,
+            armed: false,
             bytes_echoed: 0,
             last_active_ms: now_ms,
             owing_since_ms: now_ms,
@@ -271,6 +276,22 @@ impl<S: Stream> Connection<S> {
     /// Takes the connection off the list of those waiting for memory.
     pub fn fed(&mut self) {
         self.starving = false;
+    }
+
+    /// Marks the connection as having an entry in the deadline queue; false
+    /// if it already had one.
+    pub fn arm(&mut self) -> bool {
+        !std::mem::replace(&mut self.armed, true)
+    }
+
+    /// Marks the connection as having no entry in the deadline queue.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// Whether the connection holds leftovers: echoes owed or a line begun.
+    pub fn holds_leftovers(&self) -> bool {
+        !self.buffer.is_empty()
     }
 
     /// Whether the connection is listed to be served again next turn.
@@ -821,5 +842,27 @@ mod tests {
         h.room(ROOMY).arrive([bytes(b"ping\r\n")]);
         assert_wait(h.ready_at(READABLE, 0, 0));
         assert_eq!(h.written(), b"ping\r\n");
+    }
+}
+#[cfg(test)]
+mod size {
+    use std::mem::size_of;
+
+    use super::Connection;
+    use crate::buffer::Buffer;
+    use crate::socket::Socket;
+
+    /// What an idle connection costs the process is mostly this struct (its
+    /// slab entry) and nothing else: no buffer, no deadline entry under the
+    /// default timeouts. docs/BENCHMARKS.md measures the whole at 10,000
+    /// connections; this keeps the struct from growing unnoticed.
+    #[test]
+    fn an_idle_connection_is_its_struct_of_112_bytes_with_a_buffer_of_one_pointer() {
+        assert_eq!(size_of::<Buffer>(), 8);
+        assert!(
+            size_of::<Connection<Socket>>() <= 112,
+            "{} bytes",
+            size_of::<Connection<Socket>>()
+        );
     }
 }

@@ -109,8 +109,10 @@ pub struct Connections<S> {
     /// The timeouts every connection is held to.
     timeouts: Timeouts,
     /// When to look at a connection's deadlines next: `(due_ms, key, id)`,
-    /// soonest first (see `expire`). Every open connection has an entry
-    /// while any timeout is on, and one more while it lingers; an entry
+    /// soonest first (see `expire`). A connection has an entry while a
+    /// timeout may run for it (always under the idle timeout; under the send
+    /// and line timeouts alone, while it holds leftovers), and one more
+    /// while it lingers; an entry
     /// whose key now holds another connection (a different `id`), or none,
     /// is stale and dropped when it comes up.
     deadlines: BinaryHeap<Reverse<(u64, usize, u64)>>,
@@ -294,7 +296,13 @@ impl<S: Stream> Connections<S> {
             return None;
         }
         self.account(key, held);
-        self.apply(registrar, key, (waiting.interest(), waiting.state), step)
+        self.apply(
+            registrar,
+            key,
+            (waiting.interest(), waiting.state),
+            step,
+            now_ms,
+        )
     }
 
     /// Begins a graceful shutdown of every connection: each stops reading
@@ -308,7 +316,7 @@ impl<S: Stream> Connections<S> {
             let held = connection.buffer_capacity();
             let step = connection.begin_shutdown(&self.limits, &mut self.read_buffer, now_ms);
             self.account(key, held);
-            closed.extend(self.apply(registrar, key, before, step));
+            closed.extend(self.apply(registrar, key, before, step, now_ms));
         }
         closed
     }
@@ -330,6 +338,7 @@ impl<S: Stream> Connections<S> {
         key: usize,
         before: (Option<Interest>, State),
         step: Step,
+        now_ms: u64,
     ) -> Option<Closed<S>> {
         let (interest_before, state_before) = before;
         // The line limit may have been hit in this call whatever the step:
@@ -362,6 +371,12 @@ impl<S: Stream> Connections<S> {
         }
         match step {
             Step::Close(reason) => return Some(self.close(key, reason)),
+            // A call that left something over may have started the send or
+            // the line timer.
+            _ => self.arm(key, now_ms),
+        }
+        match step {
+            Step::Close(_) => {}
             Step::Starve => {
                 if self.slab[key].starve() {
                     self.starving.push(key);

@@ -3,7 +3,6 @@
 //! attempt came to. Who may take a slot (the per-address limit,
 //! displacement at `max_connections`) is `admission.rs`'s.
 
-use std::cmp::Reverse;
 use std::io;
 use std::net::SocketAddr;
 
@@ -139,11 +138,8 @@ impl<S: Stream> Connections<S> {
                 continue;
             }
             let id = entry.insert(Connection::new(stream, peer, now_ms)).id();
-            // Nothing can come due sooner than the shortest timeout.
-            if let Some(shortest_ms) = self.timeouts.shortest_ms() {
-                self.deadlines
-                    .push(Reverse((now_ms.saturating_add(shortest_ms), key, id)));
-            }
+            // Only the idle timeout runs for a connection holding nothing.
+            self.arm(key, now_ms);
             if self.max_per_address != usize::MAX {
                 *self.per_address.entry(address).or_insert(0) += 1;
             }

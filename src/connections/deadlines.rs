@@ -1,15 +1,25 @@
 //! The deadline queue: when to look at a connection's timeouts and linger.
 //!
-//! Every open connection has an entry while any timeout is on (and one more
-//! while it lingers). An entry is a time at which a deadline *may* have
-//! come; `expire` works out the true one only then, so timestamps updated on
-//! every read and write cost nothing here, and the cost of a housekeeping
-//! tick follows the deadlines that come up, not the connections open.
+//! A connection has an entry while a timeout may run for it (and one more
+//! while it lingers). The idle timeout runs always; the send and line
+//! timeouts only while the connection holds leftovers (echoes owed, a line
+//! begun), which it can start to do only in a call whose outcome the loop
+//! applies (`Connections::apply`): a call that leaves something over
+//! changes the storage held. So under the default timeouts an idle
+//! connection has no entry and costs the queue nothing, and the hot path
+//! (a line echoed whole, nothing kept) never touches it.
+//!
+//! An entry is a time at which a deadline *may* have come; `expire` works
+//! out the true one only then, so timestamps updated on every read and write
+//! cost nothing here, and the cost of a housekeeping tick follows the
+//! deadlines that come up, not the connections open. An entry due at `D`,
+//! pushed at `T`, also stands for every timer that starts after `T`: none
+//! can be due before `T` plus the shortest timeout, which is at least `D`.
 
 use std::cmp::Reverse;
 
 use super::{Closed, Connections};
-use crate::connection::{State, Stream};
+use crate::connection::{Connection, State, Stream};
 
 /// How often `expire` must be called for `idle-timeout` and `LINGER_MS` to
 /// be kept to within this much: the loop's housekeeping interval.
@@ -56,6 +66,13 @@ impl<S: Stream> Connections<S> {
                     let again_ms = match (next, recheck_ms) {
                         (Some((at_ms, _)), Some(recheck_ms)) if !lingering => at_ms.min(recheck_ms),
                         (Some((at_ms, _)), _) => at_ms,
+                        // Nothing runs and nothing can start before the
+                        // connection next holds leftovers, which arms it
+                        // again.
+                        (None, _) if !self.needs_entry(connection) => {
+                            self.slab[key].disarm();
+                            continue;
+                        }
                         (None, Some(recheck_ms)) => recheck_ms,
                         (None, None) => continue,
                     };
@@ -64,6 +81,33 @@ impl<S: Stream> Connections<S> {
             }
         }
         closed
+    }
+
+    /// Whether a timeout may run for `connection`, so that it needs an
+    /// entry: the idle timeout always does, the send and line timeouts
+    /// while it holds leftovers.
+    fn needs_entry(&self, connection: &Connection<S>) -> bool {
+        let timeouts = &self.timeouts;
+        timeouts.idle_ms > 0
+            || ((timeouts.send_ms > 0 || timeouts.line_ms > 0) && connection.holds_leftovers())
+    }
+
+    /// Gives connection `key` an entry in the queue if a timeout may run for
+    /// it and it has none. Nothing can come due sooner than the shortest
+    /// timeout from now.
+    pub(super) fn arm(&mut self, key: usize, now_ms: u64) {
+        let Some(shortest_ms) = self.timeouts.shortest_ms() else {
+            return;
+        };
+        let connection = &self.slab[key];
+        if !self.needs_entry(connection) {
+            return;
+        }
+        let id = connection.id();
+        if self.slab[key].arm() {
+            self.deadlines
+                .push(Reverse((now_ms.saturating_add(shortest_ms), key, id)));
+        }
     }
 
     /// A closed connection's entries stay in the deadline queue until they
