@@ -23,8 +23,10 @@
 //!
 //! Its parts, each a file of `src/connection/`: `machine.rs` the state
 //! table (`advance` and `transition`), `steps.rs` the reads, echoes and
-//! flushes a call does, `timers.rs` the deadlines that follow from them.
+//! flushes a call does, `timers.rs` the deadlines that follow from them,
+//! `handover.rs` what it carries across an upgrade.
 
+mod handover;
 mod machine;
 mod steps;
 mod timers;
@@ -40,6 +42,7 @@ use crate::framing::Framing;
 pub use crate::state::{
     CloseReason, FIRST_INTEREST, Finish, ReadUntil, Readiness, State, Step, Waiting,
 };
+pub use handover::continue_ids_from;
 pub use timers::{LINGER_MS, Timeouts};
 
 use machine::Next;
@@ -842,6 +845,91 @@ mod tests {
         h.room(ROOMY).arrive([bytes(b"ping\r\n")]);
         assert_wait(h.ready_at(READABLE, 0, 0));
         assert_eq!(h.written(), b"ping\r\n");
+    }
+
+    /// Handed over mid-conversation (echoes owed, a line begun, timers
+    /// running) and taken over on another stream, a connection goes on as if
+    /// nothing happened: the same owed bytes go out, the line completes to
+    /// the same echo, and its id, counters and deadlines are its own.
+    #[test]
+    fn a_connection_handed_over_goes_on_where_it_was() {
+        let timeouts = Timeouts {
+            idle_ms: 10_000,
+            send_ms: 5_000,
+            line_ms: 7_000,
+        };
+        let mut h = Harness::crlf();
+        h.room(4).arrive([bytes(b"one\r\ntw")]);
+        assert_wait(h.ready_at(READABLE, 100, ROOMY));
+        assert_eq!(h.written(), b"one\r");
+        let record = h.connection.hand_over(7, 400);
+        assert_eq!(
+            (
+                record.fd,
+                record.pending.as_slice(),
+                record.unfinished.as_slice()
+            ),
+            (7, &b"\n"[..], &b"tw"[..])
+        );
+        let before = (
+            h.connection.deadline(&timeouts),
+            h.connection.state(),
+            h.connection.id(),
+        );
+
+        // The next program's clock reads 1,000 where this one read 400.
+        let mut next = Harness::crlf();
+        let taken = Connection::take_over(Script::default(), &record, &next.limits, 1_000)
+            .expect("a state it could be in");
+        next.connection = taken;
+        let shifted = before
+            .0
+            .map(|(at_ms, reason)| (at_ms + 600, reason.to_string()));
+        assert_eq!(
+            next.connection
+                .deadline(&timeouts)
+                .map(|(at_ms, reason)| (at_ms, reason.to_string())),
+            shifted
+        );
+        assert_eq!(
+            (next.connection.state(), next.connection.id()),
+            (before.1, before.2)
+        );
+        assert_eq!(next.connection.lines(), 1);
+        next.room(usize::MAX).arrive([bytes(b"o\r\n")]);
+        assert_wait(next.ready_at(READABLE, 1_000, ROOMY));
+        assert_eq!(next.written(), b"\ntwo\r\n");
+        assert_eq!(next.connection.lines(), 2);
+        assert_eq!(next.connection.bytes_echoed(), 4 + 6);
+        // Ids drawn from now on come after it.
+        assert!(Connection::new(Script::default(), record.peer, 0).id() > record.id);
+    }
+
+    #[test]
+    fn a_state_no_connection_can_be_in_is_refused() {
+        let mut h = Harness::crlf();
+        h.room(0).arrive([bytes(b"half")]);
+        assert_wait(h.ready(READABLE));
+        let record = h.connection.hand_over(3, 0);
+        let limits = h.limits;
+        let refused = |record: &crate::handover::ConnectionRecord| {
+            Connection::take_over(Script::default(), record, &limits, 0).map(|_| ())
+        };
+        assert_eq!(refused(&record), Ok(()));
+        let mut draining = record.clone();
+        draining.state = State::Draining(Finish::PeerFinished);
+        assert!(
+            refused(&draining).is_err(),
+            "an unfinished line kept after reading stopped"
+        );
+        let mut long = record.clone();
+        long.unfinished = vec![b'x'; limits.max_line_bytes];
+        assert!(refused(&long).is_err(), "a line at the limit");
+        let mut lingering = record;
+        lingering.unfinished.clear();
+        lingering.pending = b"owed\r\n".to_vec();
+        lingering.state = State::Lingering(Finish::LineTooLong);
+        assert!(refused(&lingering).is_err(), "echoes owed after the FIN");
     }
 }
 #[cfg(test)]

@@ -80,6 +80,7 @@ pub mod connection;
 pub mod connections;
 pub mod control;
 pub mod framing;
+pub mod handover;
 pub mod listener;
 pub mod logging;
 pub mod probe;
