@@ -55,16 +55,15 @@ enum After {
     Close,
 }
 
-/// Serves on 127.0.0.1 with a port chosen by the OS, printing
-/// `listening on ADDR` once ready. Runs until killed.
+/// Serves on `listener` (bound, and announced, by the caller: connections
+/// that come before the loop starts wait in its backlog). Runs until killed.
 ///
 /// # Errors
 ///
 /// Setting up the listener or epoll, a failed wait, or a failed accept other
 /// than a connection aborted before it was taken (the floor has no limits,
 /// so running out of descriptors ends it).
-pub fn serve() -> io::Result<()> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+pub fn serve(listener: TcpListener) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let epoll = epoll::create(CreateFlags::CLOEXEC)?;
     let listener_key = key(&listener);
@@ -74,7 +73,6 @@ pub fn serve() -> io::Result<()> {
         EventData::new_u64(listener_key),
         EventFlags::IN,
     )?;
-    crate::peers::announce(listener.local_addr()?);
 
     let mut buf = vec![0; READ_BYTES];
     // Indexed by descriptor, as a C server's table of clients would be.

@@ -72,7 +72,11 @@ impl Peer {
 pub fn serve(peer: Peer) -> io::Result<()> {
     match peer {
         Peer::Echod => Err(io::Error::other("echod runs as its own binary")),
-        Peer::Floor => crate::floor::serve(),
+        Peer::Floor => {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            announce(listener.local_addr()?);
+            crate::floor::serve(listener)
+        }
         Peer::Threads => threads(),
         Peer::TokioCurrent => tokio::runtime::Builder::new_current_thread()
             .enable_io()
