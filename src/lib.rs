@@ -82,6 +82,7 @@ pub mod control;
 pub mod framing;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod probe;
 pub mod server;
 pub mod socket;
