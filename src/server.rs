@@ -16,6 +16,10 @@
 //! rate-limited warnings) is `control.rs`'s; this file decides only what a
 //! `Request` means for the connections.
 //!
+//! The metrics endpoint (`--metrics-listen`, `metrics.rs`) is served here
+//! too, at tokens of its own; the loop's side of it, with the totals it
+//! reports, is `server/reporting.rs`.
+//!
 //! A connection's token is its slab key, so dispatch is a lookup with no map
 //! and no offset. The few reserved tokens sit at the top of the range, which
 //! a slab key can never reach.
