@@ -160,15 +160,20 @@ impl Server {
             }
             self.now = Instant::now();
             let now_ms = millis_since(self.started, self.now);
+            // Connections first: nearly every event is one's, and every
+            // reserved token is at or above `METRICS.start`, so one
+            // comparison tells.
             let events = events.iter().map(|event| match event.token() {
-                WAKER => Event::Outside(Outside::Waker),
-                SIGNALS => Event::Outside(Outside::Signals),
-                Token(t) if LISTENERS.contains(&t) => Event::Listener(t - LISTENERS.start),
-                Token(t) if METRICS.contains(&t) => Event::Metrics(t - METRICS.start),
-                Token(key) => Event::Connection {
+                Token(key) if key < METRICS.start => Event::Connection {
                     key,
                     ready: readiness(event),
                 },
+                WAKER => Event::Outside(Outside::Waker),
+                SIGNALS => Event::Outside(Outside::Signals),
+                Token(t) if LISTENERS.contains(&t) => Event::Listener(t - LISTENERS.start),
+                // The endpoint's range (the one token left, between the
+                // listeners and the signals, is never registered).
+                Token(t) => Event::Metrics(t - METRICS.start),
             });
             match turn::turn(&mut self, now_ms, events) {
                 Ok(Flow::Continue) => {}
