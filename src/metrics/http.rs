@@ -224,6 +224,37 @@ mod tests {
         check(&head, Head::Complete(Answer::HeadTooLarge));
     }
 
+    proptest::proptest! {
+        /// What the endpoint relies on, for any bytes: nothing is asked for
+        /// past the limit, and once a head is complete within it, what
+        /// follows changes nothing (the fuzz target `http_head` checks the
+        /// same on AFL++'s inputs).
+        #[test]
+        fn a_complete_head_is_answered_whatever_follows(
+            seed in 0..4usize,
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let seeds: [&[u8]; 4] = [
+                b"GET /metrics HTTP/1.1\r\n",
+                b"GET /metrics HTTP/1.1\r\n\r\n",
+                b"POST / HTTP/1.0\r\nA: b\r\n",
+                b"",
+            ];
+            let mut head = seeds[seed].to_vec();
+            head.extend_from_slice(&noise);
+            let answer = parse(&head);
+            if head.len() >= HEAD_LIMIT_BYTES {
+                proptest::prop_assert_ne!(answer, Head::Partial);
+            }
+            if let Head::Complete(answer) = answer {
+                let mut longer = head.clone();
+                longer.extend_from_slice(&tail);
+                proptest::prop_assert_eq!(parse(&longer), Head::Complete(answer));
+            }
+        }
+    }
+
     #[test]
     fn responses_say_their_length_and_close() {
         let response = response(Answer::Metrics(Format::Prometheus), "a 1\n");
