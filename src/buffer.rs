@@ -53,17 +53,26 @@ const SHRINK_UNFINISHED_BYTES: usize = 512;
 /// nothing left over lands here, and its complete lines are echoed from
 /// here. It is borrowed for one read at a time, so nothing in it outlives
 /// the call that read it.
+///
+/// Since every read of the loop's connections is handed it, it also counts
+/// the bytes they read, wherever each read landed: one addition per read,
+/// where the read's result is handled, and none per line (the metrics
+/// endpoint reports the count as `echod_bytes_received_total`).
 #[derive(Debug)]
 pub struct ReadBuffer {
     /// `READ_CHUNK_BYTES` bytes, initialised once, so reads never zero
     /// anything.
     bytes: Box<[u8]>,
+    /// Bytes the loop's connections have read since it started, into this
+    /// buffer or their own.
+    received_bytes: u64,
 }
 
 impl Default for ReadBuffer {
     fn default() -> ReadBuffer {
         ReadBuffer {
             bytes: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
+            received_bytes: 0,
         }
     }
 }
@@ -73,6 +82,17 @@ impl ReadBuffer {
     #[inline]
     pub fn room(&mut self) -> &mut [u8] {
         &mut self.bytes
+    }
+
+    /// Counts `n` bytes a connection of the loop has just read.
+    #[inline]
+    pub fn count_received(&mut self, n: usize) {
+        self.received_bytes += n as u64;
+    }
+
+    /// Bytes the loop's connections have read since it started.
+    pub fn received_bytes(&self) -> u64 {
+        self.received_bytes
     }
 }
 

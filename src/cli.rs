@@ -98,6 +98,9 @@ Options:
       --stats-interval SECS    Log a one-line summary (connections, rates,
                                closes by reason) every SECS; 0 disables
                                [default: 0]
+      --metrics-listen ADDR    Serve Prometheus metrics at http://ADDR/metrics;
+                               ADDR is IP:PORT. Repeatable, each address
+                               once [default: none]
       --log-level LEVEL        off, error, warn, info, debug or trace
                                [default: $RUST_LOG, else info]
   -q, --quiet                  Log warnings and errors only (--log-level warn)
@@ -247,6 +250,25 @@ where
                     )));
                 }
                 config.stats_interval = (!interval.is_zero()).then_some(interval);
+            }
+            Long("metrics-listen") => {
+                let value = string(parser.value()?, "--metrics-listen")?;
+                let address = value.parse::<SocketAddr>().map_err(|_| {
+                    UsageError(format!(
+                        "invalid --metrics-listen address '{value}': expected IP:PORT such as 127.0.0.1:9321"
+                    ))
+                })?;
+                if config.metrics_listen.contains(&address) {
+                    return Err(UsageError(format!(
+                        "--metrics-listen {address} is given twice: give each address once"
+                    )));
+                }
+                if config.metrics_listen.len() == MAX_LISTENERS {
+                    return Err(UsageError(format!(
+                        "too many --metrics-listen addresses: at most {MAX_LISTENERS}"
+                    )));
+                }
+                config.metrics_listen.push(address);
             }
             Long("log-level") => {
                 let value = string(parser.value()?, "--log-level")?;
@@ -406,6 +428,18 @@ mod tests {
         assert_eq!(config.workers, 3);
         assert_eq!(config.log_level, Some(LevelFilter::Warn));
         assert_eq!(
+            parse(&[
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "[::1]:9"
+            ])
+            .unwrap()
+            .metrics_listen,
+            ["127.0.0.1:0".parse().unwrap(), "[::1]:9".parse().unwrap()]
+        );
+        assert!(parse(&[]).unwrap().metrics_listen.is_empty());
+        assert_eq!(
             parse(&["-p", "0"]).unwrap().listen,
             Listen::Default { port: 0 }
         );
@@ -443,6 +477,18 @@ mod tests {
             (
                 &["--max-connections", "99999999999999999999"],
                 "invalid --max-connections '99999999999999999999': must be at least 1",
+            ),
+            (
+                &["--metrics-listen", "localhost:9"],
+                "invalid --metrics-listen address 'localhost:9'",
+            ),
+            (
+                &[
+                    "--metrics-listen",
+                    "127.0.0.1:9",
+                    "--metrics-listen=127.0.0.1:9",
+                ],
+                "--metrics-listen 127.0.0.1:9 is given twice",
             ),
             (&["--framing", "cr"], "invalid --framing 'cr'"),
             (&["--max-line-bytes", "1"], "must be between 2 and"),

@@ -162,6 +162,9 @@ pub struct Config {
     pub workers: usize,
     /// Log level; `None` defers to `RUST_LOG`, then to `info`.
     pub log_level: Option<LevelFilter>,
+    /// Where the Prometheus endpoint listens (`metrics.rs`), at most
+    /// `listener::MAX_LISTENERS` addresses; empty: no endpoint.
+    pub metrics_listen: Vec<SocketAddr>,
 }
 
 impl Default for Config {
@@ -182,6 +185,7 @@ impl Default for Config {
             stats_interval: None,
             workers: 1,
             log_level: None,
+            metrics_listen: Vec::new(),
         }
     }
 }

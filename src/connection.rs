@@ -237,6 +237,7 @@ impl<S: Stream> Connection<S> {
                 Ok(None) => Input::ShutdownIdle,
                 Ok(Some(n)) => {
                     self.received_any |= n > 0;
+                    read_buffer.count_received(n);
                     Input::Shutdown
                 }
                 Err(err) => return Step::Close(CloseReason::Io(err)),

@@ -205,10 +205,21 @@ impl<S: Stream> Connections<S> {
     }
 
     /// Buffer storage the connections hold now, as the memory budget counts
-    /// it. The loop needs none of these three; the simulation in `tests/sim`
-    /// checks the budget's bound with them.
+    /// it. The loop needs it only for its totals (and the other two not at
+    /// all); the simulation in `tests/sim` checks the budget's bound with
+    /// them.
     pub fn memory_used(&self) -> usize {
         self.memory_used
+    }
+
+    /// The memory budget, in bytes; `None` when there is none.
+    pub fn memory_limit(&self) -> Option<usize> {
+        (self.memory_limit != usize::MAX).then_some(self.memory_limit)
+    }
+
+    /// Bytes the connections have read since the loop started.
+    pub fn received_bytes(&self) -> u64 {
+        self.read_buffer.received_bytes()
     }
 
     /// The connections waiting for memory, in the order they stopped.

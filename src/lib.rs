@@ -64,8 +64,9 @@
 //! worker's totals), `workers` (one loop, or one per `--workers` thread),
 //! `config` (the settings), `cli` (the command line, with `args` for option
 //! values), `listener` and `socket` (the sockets), `logging`, and as needed
-//! `systemd`, `summary`, `allocator` and `probe` (the `echod probe` health
-//! check, a client of the daemon). `docs/ARCHITECTURE.md` has the same map
+//! `systemd`, `summary`, `allocator`, `probe` (the `echod probe` health
+//! check, a client of the daemon) and `metrics` (the Prometheus endpoint of
+//! `--metrics-listen`, served by the same loop). `docs/ARCHITECTURE.md` has the same map
 //! with each module's invariants.
 
 #![deny(unsafe_code)]
@@ -83,6 +84,7 @@ pub mod framing;
 pub mod handover;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod probe;
 pub mod server;
 pub mod socket;

@@ -16,6 +16,10 @@
 //! rate-limited warnings) is `control.rs`'s; this file decides only what a
 //! `Request` means for the connections.
 //!
+//! The metrics endpoint (`--metrics-listen`, `metrics.rs`) is served here
+//! too, at tokens of its own; the loop's side of it, with the totals it
+//! reports, is `server/reporting.rs`.
+//!
 //! A connection's token is its slab key, so dispatch is a lookup with no map
 //! and no offset. The few reserved tokens sit at the top of the range, which
 //! a slab key can never reach.
@@ -35,15 +39,17 @@ use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
 
 use crate::allocator;
-use crate::connection::{CloseReason, Readiness, State};
+use crate::connection::{CloseReason, Readiness};
 use crate::connections::{Accept, AcceptEnd, Closed, Connections};
 use crate::control::{
     self, Control, Flow, Request, ShutdownHandle, ShutdownRequests, admit_peer_line,
 };
 use crate::listener::MAX_LISTENERS;
+use crate::metrics::{self, Endpoint};
 use crate::socket::Socket;
 use crate::summary::{Closes, ConnectionCounts, Summary, counted};
 
+mod reporting;
 mod setup;
 pub mod turn;
 
@@ -63,6 +69,9 @@ const SIGNALS: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `LISTENERS.start + i`. Slab keys count up from 0
 /// and never get near these.
 const LISTENERS: Range<usize> = usize::MAX - 2 - MAX_LISTENERS..usize::MAX - 2;
+/// The metrics endpoint's listeners and scrapers (`metrics::TOKENS`),
+/// just below the listeners'.
+const METRICS: Range<usize> = LISTENERS.start - metrics::TOKENS..LISTENERS.start;
 
 /// Events taken from the kernel per `poll` call. More events per call mean
 /// fewer calls under load; the rest wait for the next call, not lost.
@@ -108,6 +117,10 @@ pub struct Server {
     /// Accepts and rejections, and the lines, bytes and close reasons of
     /// the connections closed so far; `summary` adds the open connections.
     totals: Summary,
+    /// The metrics endpoint, if `--metrics-listen` gave it addresses: its
+    /// sockets are registered at `METRICS`. Dropped, closing them, when a
+    /// shutdown begins.
+    metrics: Option<Endpoint>,
 }
 
 impl Server {
@@ -147,14 +160,20 @@ impl Server {
             }
             self.now = Instant::now();
             let now_ms = millis_since(self.started, self.now);
+            // Connections first: nearly every event is one's, and every
+            // reserved token is at or above `METRICS.start`, so one
+            // comparison tells.
             let events = events.iter().map(|event| match event.token() {
-                WAKER => Event::Outside(Outside::Waker),
-                SIGNALS => Event::Outside(Outside::Signals),
-                Token(t) if LISTENERS.contains(&t) => Event::Listener(t - LISTENERS.start),
-                Token(key) => Event::Connection {
+                Token(key) if key < METRICS.start => Event::Connection {
                     key,
                     ready: readiness(event),
                 },
+                WAKER => Event::Outside(Outside::Waker),
+                SIGNALS => Event::Outside(Outside::Signals),
+                Token(t) if LISTENERS.contains(&t) => Event::Listener(t - LISTENERS.start),
+                // The endpoint's range (the one token left, between the
+                // listeners and the signals, is never registered).
+                Token(t) => Event::Metrics(t - METRICS.start),
             });
             match turn::turn(&mut self, now_ms, events) {
                 Ok(Flow::Continue) => {}
@@ -167,7 +186,11 @@ impl Server {
     /// How long `poll` may wait: not at all if work was left over, otherwise
     /// until the nearest deadline.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.connections.want_another_turn() || self.turn.accept_again() {
+        let scrapers_queued = self
+            .metrics
+            .as_ref()
+            .is_some_and(Endpoint::wants_another_turn);
+        if self.connections.want_another_turn() || self.turn.accept_again() || scrapers_queued {
             return Some(Duration::ZERO);
         }
         // The loop's deadlines are near (housekeeping is at most a second
@@ -237,20 +260,6 @@ impl Server {
         n
     }
 
-    /// Totals so far, open connections included.
-    fn summary(&self) -> Summary {
-        let mut summary = self.totals;
-        for (_, connection) in self.connections.iter() {
-            summary.lines += connection.lines();
-            summary.bytes += connection.bytes_echoed();
-            if connection.state() == State::Paused {
-                summary.paused_connections += 1;
-            }
-        }
-        summary.open_connections = self.connections.len();
-        summary
-    }
-
     /// The run is over: publishes and logs the totals, and returns them.
     /// The count of peer lines held back is logged first, whatever the
     /// second, so that the log adds up before its last line.
@@ -300,6 +309,7 @@ impl Steps for Server {
         );
         self.control.stopping(self.connections.len());
         self.listeners.clear();
+        self.metrics = None;
         let closed = self
             .connections
             .begin_shutdown(self.poll.registry(), self.turn.now_ms());
@@ -344,6 +354,7 @@ impl Steps for Server {
                 }
                 Accept::TooManyFromAddress { peer } => {
                     totals.rejected += 1;
+                    totals.rejected_per_ip += 1;
                     debug!("max-connections-per-ip reached: closed a new connection from {peer}");
                 }
                 Accept::Unregistered { peer, err } => {
@@ -360,6 +371,11 @@ impl Steps for Server {
         Ok((end, self.record_closes(displaced)))
     }
 
+    fn metrics(&mut self, index: usize) -> Result<(), Infallible> {
+        self.scrape(index);
+        Ok(())
+    }
+
     fn drive(&mut self, key: usize, ready: Readiness) -> Result<usize, Infallible> {
         let registry = self.poll.registry();
         let now_ms = self.turn.now_ms();
@@ -373,6 +389,7 @@ impl Steps for Server {
     }
 
     fn serve_again(&mut self) -> Result<usize, Infallible> {
+        self.accept_scrapers_again();
         let closed = self
             .connections
             .serve_again(self.poll.registry(), self.turn.now_ms());
@@ -395,6 +412,7 @@ impl Steps for Server {
             ..self.totals
         });
         self.control.publish(|| self.summary());
+        self.expire_scrapers();
         let closed = self.connections.expire(self.turn.now_ms());
         if self.connections.take_trim_hint() {
             allocator::give_back();

@@ -28,11 +28,21 @@ pub struct Summary {
     pub lines: u64,
     /// Bytes written back to clients.
     pub bytes: u64,
-    /// Connections closed at once because `max-connections` was reached.
+    /// Bytes read from clients, counted once per read.
+    pub bytes_received: u64,
+    /// Connections closed at once because `max-connections` (or
+    /// `max-connections-per-ip`) was reached.
     pub rejected: u64,
+    /// Of `rejected`, those refused by `max-connections-per-ip`.
+    pub rejected_per_ip: u64,
     /// Connections paused (their client is not reading its echoes) when the
     /// summary was taken.
     pub paused_connections: usize,
+    /// Buffer storage the connections held when the summary was taken, in
+    /// bytes, as the memory budget counts it.
+    pub buffer_bytes: usize,
+    /// The memory budget over that storage, in bytes; `None`: no budget.
+    pub buffer_budget_bytes: Option<usize>,
     /// Connections closed so far, by reason.
     pub closes: Closes,
 }
@@ -264,8 +274,9 @@ impl AddAssign for Closes {
 }
 
 /// Adds up the summaries of several event loops (`--workers`). Every field
-/// is a plain sum; for `peak_connections` that is an upper bound, since the
-/// loops need not have peaked at the same moment.
+/// is a plain sum (the budget, a sum of the shares); for `peak_connections`
+/// that is an upper bound, since the loops need not have peaked at the
+/// same moment.
 impl AddAssign for Summary {
     fn add_assign(&mut self, other: Summary) {
         self.accepted += other.accepted;
@@ -273,8 +284,16 @@ impl AddAssign for Summary {
         self.open_connections += other.open_connections;
         self.lines += other.lines;
         self.bytes += other.bytes;
+        self.bytes_received += other.bytes_received;
         self.rejected += other.rejected;
+        self.rejected_per_ip += other.rejected_per_ip;
         self.paused_connections += other.paused_connections;
+        self.buffer_bytes += other.buffer_bytes;
+        // Each worker holds a share of one budget, or none has one.
+        self.buffer_budget_bytes = match (self.buffer_budget_bytes, other.buffer_budget_bytes) {
+            (Some(mine), Some(theirs)) => Some(mine.saturating_add(theirs)),
+            (mine, theirs) => mine.or(theirs),
+        };
         self.closes += other.closes;
     }
 }
@@ -383,6 +402,7 @@ mod tests {
                 probes: 4,
                 ..Closes::default()
             },
+            ..Summary::default()
         };
         let line = Interval {
             before: &before,

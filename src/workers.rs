@@ -43,6 +43,11 @@
 //! join a port another process already serves, where a single loop's bind
 //! fails with "address in use".
 //!
+//! The metrics endpoint (`--metrics-listen`), if any, is bound here once
+//! and served by one loop: the single loop, exact to the moment of each
+//! scrape; or worker 1, which reports the sums of what every worker last
+//! published (at most a second old).
+//!
 //! `main` calls `run` with the daemon's `Wiring` and maps its `RunError` to
 //! an exit status.
 
@@ -61,6 +66,7 @@ use mio::{Events, Poll, Token, Waker};
 use crate::config::{Config, Listen};
 use crate::control::{Control, Request, ShutdownHandle, Wiring, Worker};
 use crate::listener;
+use crate::metrics::{Endpoint, Source};
 use crate::server::{self, Server, StartError};
 use crate::summary::{Summary, counted};
 
@@ -118,7 +124,11 @@ pub fn run(
     };
     let control = Control::new(wiring, config.stats_interval)
         .map_err(|err| RunError::Start(StartError::Setup(err)))?;
-    let server = Server::with_control(config, listeners, control).map_err(RunError::Start)?;
+    let metrics = bind_metrics(&config, Source::Own)?;
+    let mut server = Server::with_control(config, listeners, control).map_err(RunError::Start)?;
+    if let Some(endpoint) = metrics {
+        server = server.serve_metrics(endpoint).map_err(RunError::Start)?;
+    }
     server.run().map_err(RunError::Loop)
 }
 
@@ -160,6 +170,8 @@ fn run_workers(
     let memory_shares = config
         .max_memory
         .map(|budget| self::shares(budget, n_workers));
+    let reports: Vec<Arc<Mutex<Summary>>> = (0..n_workers).map(|_| Arc::default()).collect();
+    let mut metrics = bind_metrics(&config, Source::Published(reports.clone()))?;
     let mut servers = Vec::with_capacity(n_workers);
     for (i, (listeners, share)) in listener_sets.into_iter().zip(shares).enumerate() {
         let worker_config = Config {
@@ -167,14 +179,17 @@ fn run_workers(
             max_memory: memory_shares.as_ref().map(|memory| memory[i]),
             ..config.clone()
         };
-        let report = Arc::new(Mutex::new(Summary::default()));
+        let report = Arc::clone(&reports[i]);
         let worker = Worker {
             number: i + 1,
             report: Arc::clone(&report),
         };
         let control = Control::for_worker(worker);
-        let server =
+        let mut server =
             Server::with_control(worker_config, listeners, control).map_err(RunError::Start)?;
+        if let Some(endpoint) = metrics.take() {
+            server = server.serve_metrics(endpoint).map_err(RunError::Start)?;
+        }
         coordinator.shutdowns.push(server.shutdown_handle());
         coordinator.reports.push(report);
         servers.push(server);
@@ -241,6 +256,16 @@ fn worker_listeners(
         sets.push(bind(&Listen::Addresses(addresses.clone()))?);
     }
     Ok(sets)
+}
+
+/// The metrics endpoint `config.metrics_listen` asks for, bound, if any.
+fn bind_metrics(config: &Config, source: Source) -> Result<Option<Endpoint>, RunError> {
+    if config.metrics_listen.is_empty() {
+        return Ok(None);
+    }
+    Endpoint::bind(&config.metrics_listen, source)
+        .map(Some)
+        .map_err(|err| RunError::Start(StartError::Listen(err)))
 }
 
 /// `total` connections shared among `n_workers` so that the shares add up

@@ -9,7 +9,8 @@
 //! - Every Markdown table is one block (a row after a blank line renders as
 //!   a paragraph of literal pipes).
 //! - Every file path and test name that README.md and docs/*.md cite exists
-//!   in the tree as it is now (the tree is read, not a list of files).
+//!   in the tree as it is now (the tree is read, not a list of files), and
+//!   every Prometheus series they name is one `tests/metrics.rs` checks.
 //! - The declared `rust-version` covers every locked dependency's, read
 //!   from `cargo metadata`, and the README states the same version.
 //! - The README's commands run in order on a fresh clone: a binary under
@@ -626,6 +627,17 @@ fn resolve(tree: &BTreeSet<String>, doc: &str, cited: &str) -> Option<String> {
     None
 }
 
+/// The name of the Prometheus series a code span names, labels dropped
+/// (`echod_connections_closed_total{reason}`), if it names one: it begins
+/// with `echod_` or `process_` and is lower-case snake case.
+fn series_name(span: &str) -> Option<&str> {
+    let name = span.split_once('{').map_or(span, |(name, _)| name);
+    let snake = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    (snake && (name.starts_with("echod_") || name.starts_with("process_"))).then_some(name)
+}
+
 /// Whether a code span has the shape of a test name: lower-case snake case
 /// of four words or more (`second_signal_exits_at_once`), which field and
 /// JSON key names (`max_line_bytes`, `lines_all_phases`) are not.
@@ -684,6 +696,14 @@ fn every_path_and_test_name_the_docs_cite_exists() {
                                 current_file = Some(cited.to_owned());
                             }
                         }
+                    }
+                } else if let Some(series) = series_name(span) {
+                    // A series the docs name is one the metrics tests
+                    // find in a scrape.
+                    if !read("tests/metrics.rs").contains(&format!("\"{series}")) {
+                        problems.push(format!(
+                            "{doc}:{line_no}: series `{series}` is not checked in tests/metrics.rs"
+                        ));
                     }
                 } else if is_test_name(span) {
                     let found = match &current_file {

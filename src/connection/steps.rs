@@ -134,6 +134,7 @@ impl<S: Stream> Connection<S> {
         };
         self.last_active_ms = now_ms;
         self.received_any |= n > 0;
+        read_buffer.count_received(n);
         *budget = budget.saturating_sub(n);
         Ok(if n == 0 {
             ReadOutcome::Found(Input::PeerEof)
@@ -162,6 +163,7 @@ impl<S: Stream> Connection<S> {
             return Ok(ReadOutcome::Blocked);
         };
         self.received_any |= n > 0;
+        read_buffer.count_received(n);
         *budget = budget.saturating_sub(n);
         Ok(if n == 0 {
             ReadOutcome::Found(Input::PeerEof)

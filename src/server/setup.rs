@@ -137,6 +137,7 @@ impl Server {
                 u64::try_from(config.shutdown_timeout.as_millis()).unwrap_or(u64::MAX),
             ),
             totals: Summary::default(),
+            metrics: None,
         })
     }
 }

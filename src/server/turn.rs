@@ -30,6 +30,9 @@ pub enum Event {
     Outside(Outside),
     /// Listener `index` has connections queued.
     Listener(usize),
+    /// The metrics endpoint's token `index` (a listener or a scraper; see
+    /// `metrics::TOKENS`) is ready.
+    Metrics(usize),
     /// Readiness for the connection under `key` (or for none: an event
     /// that outlived its connection).
     Connection {
@@ -153,6 +156,10 @@ pub trait Steps {
     /// why it stopped, and how many connections it displaced.
     fn accept(&mut self, index: usize) -> Result<(AcceptEnd, usize), Self::Fault>;
 
+    /// Hands an event to the metrics endpoint (`metrics::Endpoint::on_event`);
+    /// it closes no echo connection.
+    fn metrics(&mut self, index: usize) -> Result<(), Self::Fault>;
+
     /// Hands an event to its connection (`Connections::drive`).
     fn drive(&mut self, key: usize, ready: Readiness) -> Result<usize, Self::Fault>;
 
@@ -184,8 +191,10 @@ pub trait Steps {
 /// 1. set aside last turn's leftovers;
 /// 2. dispatch each event by what it is for: requests from outside,
 ///    a listener (accepted from now unless it spent its budget last turn,
-///    when every listener is accepted from after the events), a connection;
-/// 3. serve the leftovers, and evict for memory if the budget is spent;
+///    when every listener is accepted from after the events), the metrics
+///    endpoint, a connection;
+/// 3. serve the leftovers (the endpoint's too), and evict for memory if the
+///    budget is spent;
 /// 4. accept on every listener if an accept pause has run out, or a
 ///    listener spent its budget last turn;
 /// 5. housekeeping when due, then whatever else the clock makes due;
@@ -222,6 +231,10 @@ pub fn turn<S: Steps>(
                 0
             }
             Event::Listener(_) => 0,
+            Event::Metrics(index) => {
+                steps.metrics(index)?;
+                0
+            }
             Event::Connection { key, ready } => steps.drive(key, ready)?,
         };
         steps.turn_state().freed(closes);

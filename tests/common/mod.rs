@@ -9,6 +9,8 @@
 //! they saw for the test to judge.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod scrape;
+
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};

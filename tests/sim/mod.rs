@@ -2745,6 +2745,12 @@ impl<D: Decide> Steps for World<D> {
         Ok(())
     }
 
+    /// The simulation serves no metrics endpoint: no event is ever one of
+    /// its tokens.
+    fn metrics(&mut self, _index: usize) -> Result<(), String> {
+        Ok(())
+    }
+
     fn no_connections(&self) -> bool {
         self.connections.is_empty()
     }

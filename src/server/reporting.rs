@@ -1,0 +1,92 @@
+//! What the loop reports of itself: its totals (the summary that the
+//! SIGUSR1 line, the stats line, a worker's published totals and a scrape
+//! all start from), and the metrics endpoint that serves them
+//! (`--metrics-listen`, `metrics.rs`).
+//!
+//! The endpoint's hooks in `server.rs` are one line each: its tokens' events
+//! come here through `Steps::metrics`, its accept leftovers through
+//! `serve_again`, its deadlines through housekeeping. With no endpoint each
+//! costs one test of an `Option` per turn, and nothing per line.
+
+use log::info;
+
+use super::{LOG_TARGET, METRICS, Server, StartError};
+use crate::connection::State;
+use crate::connections::Connections;
+use crate::metrics::Endpoint;
+use crate::socket::Socket;
+use crate::summary::Summary;
+
+impl Server {
+    /// Serves `endpoint` from this loop: registers its listeners at the
+    /// tokens reserved for it (`METRICS`).
+    ///
+    /// # Errors
+    ///
+    /// `StartError::Setup` if a listener cannot be registered.
+    pub fn serve_metrics(mut self, mut endpoint: Endpoint) -> Result<Server, StartError> {
+        endpoint
+            .attach(self.poll.registry(), METRICS.start)
+            .map_err(StartError::Setup)?;
+        for address in endpoint.local_addrs() {
+            info!(target: LOG_TARGET, "{}metrics at http://{address}/metrics", self.control.label());
+        }
+        self.metrics = Some(endpoint);
+        Ok(self)
+    }
+
+    /// The addresses the metrics endpoint is bound to; none without one.
+    pub fn metrics_addrs(&self) -> &[std::net::SocketAddr] {
+        self.metrics.as_ref().map_or(&[], Endpoint::local_addrs)
+    }
+
+    /// Totals so far, open connections included.
+    pub(super) fn summary(&self) -> Summary {
+        summary_of(&self.totals, &self.connections)
+    }
+
+    /// Hands the event of the endpoint's token `index` to it; a response
+    /// due now reports the totals as they are at this point of the turn.
+    pub(super) fn scrape(&mut self, index: usize) {
+        if let Some(endpoint) = &mut self.metrics {
+            let (totals, connections) = (&self.totals, &self.connections);
+            endpoint.on_event(self.poll.registry(), index, self.turn.now_ms(), || {
+                summary_of(totals, connections)
+            });
+        }
+    }
+
+    /// Accepts the scrapers a metrics listener left queued last turn.
+    pub(super) fn accept_scrapers_again(&mut self) {
+        if let Some(endpoint) = &mut self.metrics {
+            endpoint.serve_again(self.poll.registry(), self.turn.now_ms());
+        }
+    }
+
+    /// Closes the scrapers too slow for their deadline.
+    pub(super) fn expire_scrapers(&mut self) {
+        if let Some(endpoint) = &mut self.metrics {
+            endpoint.expire(self.turn.now_ms());
+        }
+    }
+}
+
+/// The loop's totals so far: those of the closed connections, `totals`,
+/// with the open ones' counts and the loop's own counters added. It visits
+/// every open connection, so it is taken when asked for (a scrape, a
+/// summary, once a second for a worker), never per event.
+fn summary_of(totals: &Summary, connections: &Connections<Socket>) -> Summary {
+    let mut summary = *totals;
+    for (_, connection) in connections.iter() {
+        summary.lines += connection.lines();
+        summary.bytes += connection.bytes_echoed();
+        if connection.state() == State::Paused {
+            summary.paused_connections += 1;
+        }
+    }
+    summary.open_connections = connections.len();
+    summary.bytes_received = connections.received_bytes();
+    summary.buffer_bytes = connections.memory_used();
+    summary.buffer_budget_bytes = connections.memory_limit();
+    summary
+}
