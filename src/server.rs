@@ -40,14 +40,12 @@ use mio::{Events, Poll, Token};
 
 use crate::allocator;
 use crate::connection::{CloseReason, Readiness};
-use crate::connections::{Accept, AcceptEnd, Closed, Connections};
-use crate::control::{
-    self, Control, Flow, Request, ShutdownHandle, ShutdownRequests, admit_peer_line,
-};
+use crate::connections::{Accept, AcceptEnd, Connections};
+use crate::control::{Control, Flow, Request, ShutdownHandle, ShutdownRequests, admit_peer_line};
 use crate::listener::MAX_LISTENERS;
 use crate::metrics::{self, Endpoint};
 use crate::socket::Socket;
-use crate::summary::{Closes, ConnectionCounts, Summary, counted};
+use crate::summary::{Summary, counted};
 
 mod reporting;
 mod setup;
@@ -203,72 +201,6 @@ impl Server {
             .flatten()
             .min()?;
         Some(deadline.saturating_duration_since(Instant::now()))
-    }
-
-    /// Counts a closed connection in the totals and logs why it closed:
-    /// at `info` within the peer-line budget (`control::admit_peer_line`),
-    /// since a peer decides how often connections close; a probe's close
-    /// at `debug`, where nothing is held back.
-    fn record_close(&mut self, closed: Closed<Socket>) {
-        let Closed {
-            connection, reason, ..
-        } = closed;
-        let id = connection.id();
-        self.totals.lines += connection.lines();
-        self.totals.bytes += connection.bytes_echoed();
-        let received_nothing = !connection.received_any();
-        self.totals.closes.record(&reason, received_nothing);
-        if Closes::is_probe(&reason, received_nothing) {
-            debug!(
-                "conn {id}: closed without sending anything ({reason}); peer {}",
-                connection.peer()
-            );
-        } else {
-            // The allocator refusing memory is the operator's concern, not
-            // only the client's: a warning, within the same budget.
-            let level = if matches!(reason, CloseReason::OutOfMemory) {
-                Level::Warn
-            } else {
-                Level::Info
-            };
-            if admit_peer_line(level, LOG_TARGET) {
-                let counts = ConnectionCounts {
-                    framing: self.connections.limits().framing,
-                    lines_received: connection.lines(),
-                    bytes_echoed: connection.bytes_echoed(),
-                    bytes_owed: connection.pending_bytes() as u64,
-                    received_any: connection.received_any(),
-                };
-                log::log!(
-                    level,
-                    "conn {id}: closed ({reason}); {counts}; peer {}",
-                    connection.peer()
-                );
-            }
-        }
-        // Dropping the stream closes the socket, which also removes it from
-        // the epoll set; an explicit deregister would cost an `epoll_ctl`.
-        drop(connection);
-    }
-
-    /// Records each close, and says how many there were.
-    fn record_closes(&mut self, closed: Vec<Closed<Socket>>) -> usize {
-        let n = closed.len();
-        for closed in closed {
-            self.record_close(closed);
-        }
-        n
-    }
-
-    /// The run is over: publishes and logs the totals, and returns them.
-    /// The count of peer lines held back is logged first, whatever the
-    /// second, so that the log adds up before its last line.
-    fn finish_run(self) -> Summary {
-        let summary = self.summary();
-        self.control.publish(|| summary);
-        control::report_held_back_lines(true);
-        info!("{}stopped: {summary}", self.control.label());
-        summary
     }
 }
 

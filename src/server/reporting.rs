@@ -1,6 +1,7 @@
-//! What the loop reports of itself: its totals (the summary that the
-//! SIGUSR1 line, the stats line, a worker's published totals and a scrape
-//! all start from), and the metrics endpoint that serves them
+//! What the loop reports of itself: each close, counted in its totals and
+//! told in its close line (`record_close`); the totals (the summary that
+//! the SIGUSR1 line, the stats line, a worker's published totals and a
+//! scrape all start from); and the metrics endpoint that serves them
 //! (`--metrics-listen`, `metrics.rs`).
 //!
 //! The endpoint's hooks in `server.rs` are one line each: its tokens' events
@@ -8,14 +9,15 @@
 //! `serve_again`, its deadlines through housekeeping. With no endpoint each
 //! costs one test of an `Option` per turn, and nothing per line.
 
-use log::info;
+use log::{Level, debug, info};
 
 use super::{LOG_TARGET, METRICS, Server, StartError};
-use crate::connection::State;
-use crate::connections::Connections;
+use crate::connection::{CloseReason, State};
+use crate::connections::{Closed, Connections};
+use crate::control::{self, admit_peer_line};
 use crate::metrics::Endpoint;
 use crate::socket::Socket;
-use crate::summary::Summary;
+use crate::summary::{Closes, ConnectionCounts, Summary};
 
 impl Server {
     /// Serves `endpoint` from this loop: registers its listeners at the
@@ -89,4 +91,72 @@ fn summary_of(totals: &Summary, connections: &Connections<Socket>) -> Summary {
     summary.buffer_bytes = connections.memory_used();
     summary.buffer_budget_bytes = connections.memory_limit();
     summary
+}
+
+impl Server {
+    /// Counts a closed connection in the totals and logs why it closed:
+    /// at `info` within the peer-line budget (`control::admit_peer_line`),
+    /// since a peer decides how often connections close; a probe's close
+    /// at `debug`, where nothing is held back.
+    pub(super) fn record_close(&mut self, closed: Closed<Socket>) {
+        let Closed {
+            connection, reason, ..
+        } = closed;
+        let id = connection.id();
+        self.totals.lines += connection.lines();
+        self.totals.bytes += connection.bytes_echoed();
+        let received_nothing = !connection.received_any();
+        self.totals.closes.record(&reason, received_nothing);
+        if Closes::is_probe(&reason, received_nothing) {
+            debug!(
+                "conn {id}: closed without sending anything ({reason}); peer {}",
+                connection.peer()
+            );
+        } else {
+            // The allocator refusing memory is the operator's concern, not
+            // only the client's: a warning, within the same budget.
+            let level = if matches!(reason, CloseReason::OutOfMemory) {
+                Level::Warn
+            } else {
+                Level::Info
+            };
+            if admit_peer_line(level, LOG_TARGET) {
+                let counts = ConnectionCounts {
+                    framing: self.connections.limits().framing,
+                    lines_received: connection.lines(),
+                    bytes_echoed: connection.bytes_echoed(),
+                    bytes_owed: connection.pending_bytes() as u64,
+                    received_any: connection.received_any(),
+                };
+                log::log!(
+                    level,
+                    "conn {id}: closed ({reason}); {counts}; peer {}",
+                    connection.peer()
+                );
+            }
+        }
+        // Dropping the stream closes the socket, which also removes it from
+        // the epoll set; an explicit deregister would cost an `epoll_ctl`.
+        drop(connection);
+    }
+
+    /// Records each close, and says how many there were.
+    pub(super) fn record_closes(&mut self, closed: Vec<Closed<Socket>>) -> usize {
+        let n = closed.len();
+        for closed in closed {
+            self.record_close(closed);
+        }
+        n
+    }
+
+    /// The run is over: publishes and logs the totals, and returns them.
+    /// The count of peer lines held back is logged first, whatever the
+    /// second, so that the log adds up before its last line.
+    pub(super) fn finish_run(self) -> Summary {
+        let summary = self.summary();
+        self.control.publish(|| summary);
+        control::report_held_back_lines(true);
+        info!("{}stopped: {summary}", self.control.label());
+        summary
+    }
 }
