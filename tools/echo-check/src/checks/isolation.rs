@@ -23,6 +23,9 @@ const CONCURRENT_CLIENTS: usize = 1_000;
 const TRICKLING_CLIENTS: usize = 200;
 /// Round trips the well-behaved client makes while others misbehave.
 const ROUND_TRIPS: usize = 100;
+/// Round trips beside the flooder, fewer: the flood costs the machine a
+/// core or two for as long as they take.
+const FLOODED_ROUND_TRIPS: usize = 50;
 /// The longest one round trip is waited for; past `ISOLATION_BOUND`
 /// already, so a missing echo is told from a slow one.
 const ROUND_TRIP_LIMIT: Duration = Duration::from_secs(3);
@@ -72,7 +75,7 @@ pub fn concurrency(options: &Options) -> Outcome {
 
 /// `flooder-fairness`: one client writes lines as fast as the server
 /// takes them (and reads its echoes, so it never stalls itself) while
-/// another makes 100 round trips.
+/// another makes 50 round trips.
 pub fn flooder_fairness(options: &Options) -> Outcome {
     let flooder = match client::connect(options.target) {
         Ok(stream) => stream,
@@ -115,7 +118,7 @@ pub fn flooder_fairness(options: &Options) -> Outcome {
     };
     // Let the flood get going before measuring.
     thread::sleep(Duration::from_millis(200));
-    let measured = round_trips(options, "beside a flooder");
+    let measured = round_trips(options, FLOODED_ROUND_TRIPS, "beside a flooder");
     stop.store(true, Ordering::Relaxed);
     let _ = flooder.shutdown(Shutdown::Both);
     let flooded = writer.join().unwrap_or(0);
@@ -150,7 +153,7 @@ pub fn slowloris_isolation(options: &Options) -> Outcome {
         })
     };
     thread::sleep(Duration::from_millis(200));
-    let measured = round_trips(options, "beside tricklers");
+    let measured = round_trips(options, ROUND_TRIPS, "beside tricklers");
     stop.store(true, Ordering::Relaxed);
     let _ = trickle.join();
     judge_round_trips(
@@ -179,7 +182,7 @@ pub fn non_reader_isolation(options: &Options) -> Outcome {
         Stopped::Cap => "without its writes stopping",
         Stopped::Error(_) => "until the server closed it",
     };
-    let measured = round_trips(options, "beside a non-reader");
+    let measured = round_trips(options, ROUND_TRIPS, "beside a non-reader");
     // Closing the non-reader resets its connection, which also frees a
     // server blocked on writing to it.
     drop(non_reader);
@@ -189,17 +192,17 @@ pub fn non_reader_isolation(options: &Options) -> Outcome {
     )
 }
 
-/// 100 round trips on a new connection; their durations, or the evidence
-/// of the first that failed.
-fn round_trips(options: &Options, context: &str) -> Result<Vec<Duration>, String> {
+/// `count` round trips on a new connection; their durations, or the
+/// evidence of the first that failed.
+fn round_trips(options: &Options, count: usize, context: &str) -> Result<Vec<Duration>, String> {
     let mut stream = client::connect(options.target)
         .map_err(|err| format!("ping-pong client {context}: connect failed: {err}"))?;
-    let mut times = Vec::with_capacity(ROUND_TRIPS);
-    for n in 0..ROUND_TRIPS {
+    let mut times = Vec::with_capacity(count);
+    for n in 0..count {
         let mut line = format!("ping {n:03}").into_bytes();
         line.extend_from_slice(options.framing.terminator());
         let time = round_trip(&mut stream, &line, ROUND_TRIP_LIMIT)
-            .map_err(|evidence| format!("round trip {} of {ROUND_TRIPS} {context}: {evidence}", n + 1))?;
+            .map_err(|evidence| format!("round trip {} of {count} {context}: {evidence}", n + 1))?;
         times.push(time);
     }
     Ok(times)
