@@ -18,6 +18,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest a single read or write may block, so that no wait is unbounded.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an exchange's reader waits for a byte before it gives up.
+const EXCHANGE_QUIET: Duration = Duration::from_secs(2);
 /// The size of one read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -62,7 +64,11 @@ pub fn connect_small_receive(
     target: SocketAddr,
     receive_buffer_bytes: usize,
 ) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     socket.set_recv_buffer_size(receive_buffer_bytes)?;
     socket.connect_timeout(&target.into(), CONNECT_TIMEOUT)?;
     let stream: TcpStream = socket.into();
@@ -78,7 +84,11 @@ fn configure(stream: &TcpStream) -> io::Result<()> {
 
 /// Reads until `expected_len` bytes have arrived, the server closes, or
 /// `deadline` passes.
-pub fn read_up_to(stream: &mut TcpStream, expected_len: usize, deadline: Instant) -> (Vec<u8>, Ending) {
+pub fn read_up_to(
+    stream: &mut TcpStream,
+    expected_len: usize,
+    deadline: Instant,
+) -> (Vec<u8>, Ending) {
     read_paced(stream, expected_len, deadline, Duration::ZERO)
 }
 
@@ -155,7 +165,11 @@ fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<
 
 /// One ping-pong: writes `line`, waits for its echo until `bound`, returns
 /// how long it took, or the evidence of what went wrong.
-pub fn round_trip(stream: &mut TcpStream, line: &[u8], bound: Duration) -> Result<Duration, String> {
+pub fn round_trip(
+    stream: &mut TcpStream,
+    line: &[u8],
+    bound: Duration,
+) -> Result<Duration, String> {
     let started = Instant::now();
     stream
         .write_all(line)
@@ -179,7 +193,8 @@ pub fn round_trip(stream: &mut TcpStream, line: &[u8], bound: Duration) -> Resul
 /// `window` bytes be sent and not yet echoed, while this thread reads the
 /// echoes. `stall` delays the first read; `pause` follows every read;
 /// `finish` shuts down the sending half once everything is sent. Reads
-/// until `payload.len()` bytes, the server's close or `deadline`.
+/// until `payload.len()` bytes, the server's close, two seconds with
+/// nothing arriving, or `deadline`.
 #[derive(Debug)]
 pub struct Exchange {
     /// The bytes to send, whose echo is expected in full.
@@ -257,7 +272,10 @@ impl Exchange {
         let mut ending = Ending::Complete;
         while received.len() < self.payload.len() {
             let want = (self.payload.len() - received.len()).min(chunk.len());
-            match read_by(stream, &mut chunk[..want], self.deadline) {
+            // A server that lost bytes would keep the reader waiting to the
+            // deadline: two quiet seconds end the reading sooner.
+            let by = self.deadline.min(Instant::now() + EXCHANGE_QUIET);
+            match read_by(stream, &mut chunk[..want], by) {
                 Ok(0) => {
                     ending = Ending::Eof;
                     break;
@@ -279,13 +297,21 @@ impl Exchange {
         }
         let closed_after = (self.finish && ending == Ending::Complete).then(|| {
             let (extra, end) = collect_for(stream, Duration::from_secs(2));
-            if extra.is_empty() { end } else { Ending::Complete }
+            if extra.is_empty() {
+                end
+            } else {
+                Ending::Complete
+            }
         });
         // The sender gives up at the deadline at the latest; closing the
         // socket would also end a write blocked on a stalled server.
         let _ = stream.shutdown(Shutdown::Both);
         let _ = sender.join();
-        Ok(Exchanged { received, ending, closed_after })
+        Ok(Exchanged {
+            received,
+            ending,
+            closed_after,
+        })
     }
 }
 
@@ -348,7 +374,12 @@ pub enum Stopped {
 /// Writes `chunk` again and again, never reading, until a write makes no
 /// progress for `stuck`, `cap` bytes are sent, or the socket fails.
 /// Returns the bytes the server took and why sending stopped.
-pub fn send_until_stuck(stream: &mut TcpStream, chunk: &[u8], cap: u64, stuck: Duration) -> (u64, Stopped) {
+pub fn send_until_stuck(
+    stream: &mut TcpStream,
+    chunk: &[u8],
+    cap: u64,
+    stuck: Duration,
+) -> (u64, Stopped) {
     let _ = stream.set_write_timeout(Some(stuck));
     let mut sent = 0u64;
     while sent < cap {

@@ -114,15 +114,24 @@ pub struct Outcome {
 impl Outcome {
     /// A pass with its evidence.
     pub fn pass(detail: impl Into<String>) -> Outcome {
-        Outcome { verdict: Verdict::Pass, detail: detail.into() }
+        Outcome {
+            verdict: Verdict::Pass,
+            detail: detail.into(),
+        }
     }
     /// A fail with its evidence.
     pub fn fail(detail: impl Into<String>) -> Outcome {
-        Outcome { verdict: Verdict::Fail, detail: detail.into() }
+        Outcome {
+            verdict: Verdict::Fail,
+            detail: detail.into(),
+        }
     }
     /// A skip with its reason.
     pub fn skip(detail: impl Into<String>) -> Outcome {
-        Outcome { verdict: Verdict::Skip, detail: detail.into() }
+        Outcome {
+            verdict: Verdict::Skip,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -189,10 +198,18 @@ pub fn run(options: &Options) -> Report {
         .map(|check| {
             let started = Instant::now();
             let outcome = (check.run)(options);
-            CheckResult { id: check.id, proves: check.proves, outcome, elapsed: started.elapsed() }
+            CheckResult {
+                id: check.id,
+                proves: check.proves,
+                outcome,
+                elapsed: started.elapsed(),
+            }
         })
         .collect();
-    Report { target: options.target, results }
+    Report {
+        target: options.target,
+        results,
+    }
 }
 
 /// `concurrency` opens 1,000 connections and `slowloris-isolation` a few

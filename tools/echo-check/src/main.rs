@@ -115,7 +115,15 @@ fn parse() -> Result<Option<Command>, UsageError> {
     }
     let target = target.ok_or_else(|| UsageError("HOST:PORT is required".into()))?;
     let target = resolve(&target, allow_remote)?;
-    Ok(Some(Command { options: Options { target, framing, max_line_bytes, only }, json }))
+    Ok(Some(Command {
+        options: Options {
+            target,
+            framing,
+            max_line_bytes,
+            only,
+        },
+        json,
+    }))
 }
 
 /// The first address `target` names, refused unless it is loopback or

@@ -10,7 +10,12 @@ use crate::Report;
 /// The table: a heading, then per check its id, verdict and evidence on
 /// one line and what it proves on the next, then the totals.
 pub fn table(report: &Report) -> String {
-    let width = report.results.iter().map(|result| result.id.len()).max().unwrap_or(0);
+    let width = report
+        .results
+        .iter()
+        .map(|result| result.id.len())
+        .max()
+        .unwrap_or(0);
     let mut out = format!("echo-check {}\n", report.target);
     for result in &report.results {
         let _ = writeln!(

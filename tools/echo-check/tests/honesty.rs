@@ -17,7 +17,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Every check against a fresh server with `fault`.
 fn run(fault: Fault) -> Report {
-    let _turn = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let server = TestServer::start(fault);
     echo_check::run(&Options {
         target: server.addr,
@@ -33,7 +35,15 @@ fn assert_fails_exactly(report: &Report, expected: &[&str]) {
     let verdicts: String = report
         .results
         .iter()
-        .map(|result| format!("\n  {} {} ({:.1} s): {}", result.id, result.outcome.verdict.name(), result.elapsed.as_secs_f64(), result.outcome.detail))
+        .map(|result| {
+            format!(
+                "\n  {} {} ({:.1} s): {}",
+                result.id,
+                result.outcome.verdict.name(),
+                result.elapsed.as_secs_f64(),
+                result.outcome.detail
+            )
+        })
         .collect();
     assert_eq!(report.failed_ids(), expected, "{verdicts}");
     assert_eq!(report.results.len(), echo_check::CHECKS.len(), "{verdicts}");

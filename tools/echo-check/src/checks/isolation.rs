@@ -14,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::ISOLATION_BOUND;
+
 use crate::client::{self, Stopped, numbered_lines, read_up_to, round_trip};
 use crate::{Options, Outcome};
 
@@ -21,6 +22,12 @@ use crate::{Options, Outcome};
 const CONCURRENT_CLIENTS: usize = 1_000;
 /// Clients `slowloris-isolation` trickles bytes from.
 const TRICKLING_CLIENTS: usize = 200;
+/// The p99 round trip allowed beside a flooder. A loop that serves the
+/// flooder until it pauses answers no one for seconds (the round trip is
+/// given up at `ROUND_TRIP_LIMIT`); a loop without a per-turn budget that
+/// only keeps pace with the flooder was seen at 1.2 s on a loaded two-core
+/// machine, a delay, not starvation.
+const FLOODER_BOUND: Duration = Duration::from_secs(2);
 /// Round trips the well-behaved client makes while others misbehave.
 const ROUND_TRIPS: usize = 100;
 /// Round trips beside the flooder, fewer: the flood costs the machine a
@@ -47,7 +54,9 @@ pub fn concurrency(options: &Options) -> Outcome {
         let mut stream = match client::connect(options.target) {
             Ok(stream) => stream,
             Err(err) => {
-                return Outcome::fail(format!("client {n} of {CONCURRENT_CLIENTS}: connect failed: {err}"));
+                return Outcome::fail(format!(
+                    "client {n} of {CONCURRENT_CLIENTS}: connect failed: {err}"
+                ));
             }
         };
         let mut line = format!("client {n:04}").into_bytes();
@@ -82,11 +91,16 @@ pub fn flooder_fairness(options: &Options) -> Outcome {
         Err(err) => return Outcome::fail(format!("flooder: connect failed: {err}")),
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let chunk = numbered_lines("flood", 1024, 64, options.framing.terminator());
+    // Writes of 256 KiB: the flooder makes one system call for the
+    // server's many reads, so a server that reads it until `WouldBlock`
+    // seldom gets there.
+    let chunk = numbered_lines("flood", 4096, 64, options.framing.terminator());
     let writer = {
         let (mut stream, stop) = (flooder.try_clone(), Arc::clone(&stop));
         thread::spawn(move || {
-            let Ok(stream) = stream.as_mut() else { return 0u64 };
+            let Ok(stream) = stream.as_mut() else {
+                return 0u64;
+            };
             let until = Instant::now() + Duration::from_secs(15);
             let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) && Instant::now() < until {
@@ -123,7 +137,11 @@ pub fn flooder_fairness(options: &Options) -> Outcome {
     let _ = flooder.shutdown(Shutdown::Both);
     let flooded = writer.join().unwrap_or(0);
     let _ = reader.join();
-    judge_round_trips(measured, &format!("beside a flooder ({} MiB sent)", flooded >> 20))
+    judge_round_trips(
+        measured,
+        FLOODER_BOUND,
+        &format!("beside a flooder ({} MiB sent)", flooded >> 20),
+    )
 }
 
 /// `slowloris-isolation`: 200 clients each send one byte of an unfinished
@@ -158,6 +176,7 @@ pub fn slowloris_isolation(options: &Options) -> Outcome {
     let _ = trickle.join();
     judge_round_trips(
         measured,
+        ISOLATION_BOUND,
         &format!("beside {TRICKLING_CLIENTS} clients trickling a byte each every 20 ms"),
     )
 }
@@ -188,7 +207,11 @@ pub fn non_reader_isolation(options: &Options) -> Outcome {
     drop(non_reader);
     judge_round_trips(
         measured,
-        &format!("after a non-reader sent {:.1} MiB {how}", sent as f64 / 1048576.0),
+        ISOLATION_BOUND,
+        &format!(
+            "after a non-reader sent {:.1} MiB {how}",
+            sent as f64 / 1048576.0
+        ),
     )
 }
 
@@ -209,23 +232,29 @@ fn round_trips(options: &Options, count: usize, context: &str) -> Result<Vec<Dur
 }
 
 /// Passes if every round trip completed and their 99th percentile is
-/// within `ISOLATION_BOUND`.
-fn judge_round_trips(measured: Result<Vec<Duration>, String>, context: &str) -> Outcome {
+/// within `bound`.
+fn judge_round_trips(
+    measured: Result<Vec<Duration>, String>,
+    bound: Duration,
+    context: &str,
+) -> Outcome {
     let mut times = match measured {
         Ok(times) => times,
         Err(evidence) => return Outcome::fail(evidence),
     };
     times.sort();
-    let at = |quantile: f64| times[((times.len() as f64 * quantile).ceil() as usize).clamp(1, times.len()) - 1];
+    let at = |quantile: f64| {
+        times[((times.len() as f64 * quantile).ceil() as usize).clamp(1, times.len()) - 1]
+    };
     let (p50, p99) = (at(0.50), at(0.99));
     let summary = format!(
         "{} round trips {context}: p50 {:.1} ms, p99 {:.1} ms (bound {} ms)",
         times.len(),
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3,
-        ISOLATION_BOUND.as_millis()
+        bound.as_millis()
     );
-    if p99 <= ISOLATION_BOUND {
+    if p99 <= bound {
         Outcome::pass(summary)
     } else {
         Outcome::fail(summary)

@@ -152,7 +152,9 @@ pub fn long_line(options: &Options) -> Outcome {
     };
     let terminator = options.framing.terminator();
     if limit < terminator.len() + 1 {
-        return Outcome::skip(format!("--max-line-bytes {limit} leaves no room for a line"));
+        return Outcome::skip(format!(
+            "--max-line-bytes {limit} leaves no room for a line"
+        ));
     }
     let at_limit = line(&vec![b'y'; limit - terminator.len()], options.framing);
     let within = with_connection(options, |stream| {
@@ -163,7 +165,10 @@ pub fn long_line(options: &Options) -> Outcome {
         Ok(judge_echo(&at_limit, &received, ending, started))
     });
     if within.verdict != crate::Verdict::Pass {
-        return Outcome::fail(format!("a line of exactly {limit} bytes: {}", within.detail));
+        return Outcome::fail(format!(
+            "a line of exactly {limit} bytes: {}",
+            within.detail
+        ));
     }
     let over = with_connection(options, |stream| {
         // The write of a too-long body may fail part way: a server that
@@ -198,7 +203,10 @@ pub fn long_line(options: &Options) -> Outcome {
     }
     let alive = echo(options);
     if alive.verdict != crate::Verdict::Pass {
-        return Outcome::fail(format!("after the long line, a new client: {}", alive.detail));
+        return Outcome::fail(format!(
+            "after the long line, a new client: {}",
+            alive.detail
+        ));
     }
     over
 }

@@ -13,7 +13,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::client::{self, Ending, Exchange, Stopped, count_until_quiet, difference, numbered_lines};
+use crate::client::{
+    self, Ending, Exchange, Stopped, count_until_quiet, difference, numbered_lines,
+};
 use crate::{Options, Outcome};
 
 /// Lines in flight in `pipeline`, sent before their echoes are read.

@@ -52,7 +52,8 @@ pub enum Fault {
     Unbounded,
     /// Closes at the client's FIN even with echoes owed.
     CloseAtFin,
-    /// Reads one connection until `WouldBlock`, however long that takes.
+    /// Reads one connection without a budget, and a heavy sender until it
+    /// has sent nothing for 50 ms, however long that takes.
     Unfair,
 }
 
@@ -79,7 +80,12 @@ impl TestServer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let handle = thread::spawn(move || serve(poll, listener, fault, &flag));
-        TestServer { addr, stop, waker, handle: Some(handle) }
+        TestServer {
+            addr,
+            stop,
+            waker,
+            handle: Some(handle),
+        }
     }
 }
 
@@ -130,7 +136,11 @@ fn serve(mut poll: Poll, listener: TcpListener, fault: Fault, stop: &AtomicBool)
     // without waiting.
     let mut again = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let timeout = if again.is_empty() { Duration::from_millis(200) } else { Duration::ZERO };
+        let timeout = if again.is_empty() {
+            Duration::from_millis(200)
+        } else {
+            Duration::ZERO
+        };
         if let Err(err) = poll.poll(&mut events, Some(timeout)) {
             if err.kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -146,13 +156,16 @@ fn serve(mut poll: Poll, listener: TcpListener, fault: Fault, stop: &AtomicBool)
             }
         }
         for key in ready {
-            let Some(connection) = connections.get_mut(key) else { continue };
+            let Some(connection) = connections.get_mut(key) else {
+                continue;
+            };
             let open = drive(connection, fault).is_ok();
             let interest = connection.interest();
-            if !open || poll
-                .registry()
-                .reregister(&mut connection.stream, Token(key), interest)
-                .is_err()
+            if !open
+                || poll
+                    .registry()
+                    .reregister(&mut connection.stream, Token(key), interest)
+                    .is_err()
             {
                 connections.remove(key);
             } else if connection.more_to_read {
@@ -194,6 +207,7 @@ fn accept_pending(listener: &TcpListener, registry: &Registry, connections: &mut
 fn drive(connection: &mut Connection, fault: Fault) -> io::Result<()> {
     let mut chunk = [0; 16 * 1024];
     let mut budget = READ_BUDGET_BYTES;
+    let (mut read_in_turn, mut lingered) = (0, 0);
     connection.more_to_read = false;
     loop {
         while !connection.paused && !connection.peer_done {
@@ -205,7 +219,21 @@ fn drive(connection: &mut Connection, fault: Fault) -> io::Result<()> {
                 Ok(0) => connection.peer_done = true,
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
+                    read_in_turn += n;
+                    lingered = 0;
                     frame(connection, &chunk[..n], fault)?;
+                }
+                // The unfair server drains a heavy sender completely: it
+                // waits up to 50 ms for more before it moves on, which a
+                // client sending without pause never gives it.
+                Err(err)
+                    if err.kind() == io::ErrorKind::WouldBlock
+                        && fault == Fault::Unfair
+                        && read_in_turn >= 1024 * 1024
+                        && lingered < 50 =>
+                {
+                    lingered += 1;
+                    thread::sleep(Duration::from_millis(1));
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -265,7 +293,10 @@ fn line_end(input: &[u8], fault: Fault) -> Option<usize> {
 
 fn flush(connection: &mut Connection, fault: Fault) -> io::Result<()> {
     while connection.owed() > 0 {
-        match connection.stream.write(&connection.output[connection.sent..]) {
+        match connection
+            .stream
+            .write(&connection.output[connection.sent..])
+        {
             Ok(n) => connection.sent += n,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => match fault {
                 Fault::BlockingWrite => thread::sleep(Duration::from_millis(1)),
