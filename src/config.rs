@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::access::Access;
 use crate::connection::{Limits, Timeouts};
 use crate::framing::Framing;
 
@@ -162,6 +163,9 @@ pub struct Config {
     pub workers: usize,
     /// Log level; `None` defers to `RUST_LOG`, then to `info`.
     pub log_level: Option<LevelFilter>,
+    /// Which client addresses may connect (`--allow`, `--deny`); the
+    /// default admits all.
+    pub access: Access,
 }
 
 impl Default for Config {
@@ -182,6 +186,7 @@ impl Default for Config {
             stats_interval: None,
             workers: 1,
             log_level: None,
+            access: Access::default(),
         }
     }
 }
