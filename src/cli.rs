@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::access::{self, Access, Rule};
 use crate::args::{UsageError, number_in, seconds, size, string, timeout};
 use crate::config::{
     Config, DEFAULT_PORT, Listen, MAX_LIMIT_BYTES, MAX_MEMORY_BYTES, MAX_WORKERS,
@@ -29,8 +30,10 @@ use crate::probe::{self, ProbeArgs, ProbeCommand};
 pub enum Command {
     /// Run the daemon.
     Run {
-        /// The settings the options gave, defaults for the rest.
-        config: Config,
+        /// The settings the options gave, defaults for the rest (boxed:
+        /// the listen addresses and access rules make it far larger than
+        /// the other commands).
+        config: Box<Config>,
         /// Whether `--listen` or `--port` was given, which socket activation
         /// forbids (the inherited sockets decide where echod listens). Not a
         /// setting: `main` checks it against the environment.
@@ -104,6 +107,13 @@ Options:
       --log-level LEVEL        off, error, warn, info, debug or trace
                                [default: $RUST_LOG, else info]
   -q, --quiet                  Log warnings and errors only (--log-level warn)
+      --allow NET              Admit clients in NET (192.0.2.0/24, 2001:db8::/32,
+                               or one address). Repeatable; with any --allow,
+                               a client no rule names is refused [default: all]
+      --deny NET               Refuse clients in NET, closed at accept unread.
+                               Repeatable; --allow and --deny are tried in the
+                               order given and the first that matches decides
+                               [default: none]
   -h, --help                   Print this help and exit
   -V, --version                Print the version and exit
 
@@ -158,6 +168,7 @@ where
     let mut config = Config::default();
     let mut addresses = Vec::new();
     let mut port = None;
+    let mut rules = Vec::new();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -280,6 +291,14 @@ where
                 config.log_level = Some(level);
             }
             Short('q') | Long("quiet") => config.log_level = Some(LevelFilter::Warn),
+            Long(verb @ ("allow" | "deny")) => {
+                let allow = verb == "allow";
+                let option = if allow { "--allow" } else { "--deny" };
+                let value = string(parser.value()?, option)?;
+                let network = access::parse_network(&value)
+                    .map_err(|why| UsageError(format!("invalid {option} '{value}': {why}")))?;
+                rules.push(Rule { allow, network });
+            }
             Short('h') | Long("help") => return Ok(Command::Help(USAGE)),
             Short('V') | Long("version") => return Ok(Command::Version),
             _ => return Err(arg.unexpected().into()),
@@ -295,6 +314,7 @@ where
             )));
         }
     }
+    config.access = Access::new(rules);
     let listen_given = !addresses.is_empty() || port.is_some();
     config.listen = match (addresses.is_empty(), port) {
         (true, port) => Listen::Default {
@@ -313,7 +333,7 @@ where
         }
     };
     Ok(Command::Run {
-        config,
+        config: Box::new(config),
         listen_given,
     })
 }
@@ -366,7 +386,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let args = std::iter::once("echod").chain(args.iter().copied());
         match parse_args(args) {
-            Ok(Command::Run { config, .. }) => Ok(config),
+            Ok(Command::Run { config, .. }) => Ok(*config),
             Ok(other) => Err(format!("{other:?}")),
             Err(err) => Err(err.0),
         }

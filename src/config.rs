@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::access::Access;
 use crate::connection::{Limits, Timeouts};
 use crate::framing::Framing;
 
@@ -165,6 +166,9 @@ pub struct Config {
     /// Where the Prometheus endpoint listens (`metrics.rs`), at most
     /// `listener::MAX_LISTENERS` addresses; empty: no endpoint.
     pub metrics_listen: Vec<SocketAddr>,
+    /// Which client addresses may connect (`--allow`, `--deny`); the
+    /// default admits all.
+    pub access: Access,
 }
 
 impl Default for Config {
@@ -186,6 +190,7 @@ impl Default for Config {
             workers: 1,
             log_level: None,
             metrics_listen: Vec::new(),
+            access: Access::default(),
         }
     }
 }

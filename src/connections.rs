@@ -24,6 +24,7 @@ use log::warn;
 use mio::Interest;
 use slab::Slab;
 
+use crate::access::Access;
 use crate::buffer::ReadBuffer;
 use crate::connection::{
     CloseReason, Connection, Finish, Limits, Readiness, State, Step, Stream, Timeouts,
@@ -143,6 +144,9 @@ pub struct Connections<S> {
     /// Open connections by address, kept only while `max_per_address` is
     /// on; an address with none has no entry.
     per_address: HashMap<AddressKey, usize>,
+    /// Who may connect (`--allow`, `--deny`), asked at accept; admits all
+    /// by default.
+    access: Access,
 }
 
 impl<S: Stream> Connections<S> {
@@ -170,7 +174,14 @@ impl<S: Stream> Connections<S> {
             memory_peak: 0,
             max_per_address,
             per_address: HashMap::new(),
+            access: Access::default(),
         }
+    }
+
+    /// The same, admitting only the clients `access` admits.
+    pub fn with_access(mut self, access: Access) -> Connections<S> {
+        self.access = access;
+        self
     }
 
     /// The limits connections are driven with.

@@ -72,6 +72,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod access;
 pub mod allocator;
 pub mod args;
 pub mod buffer;

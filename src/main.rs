@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         Ok(Command::Run {
             config,
             listen_given,
-        }) => (config, listen_given),
+        }) => (*config, listen_given),
         // Written with `write!` rather than `print!`, which panics if standard
         // output is closed (`echod --help | true`): there is nothing to do
         // about a reader that left.

@@ -284,6 +284,13 @@ impl Steps for Server {
                     totals.rejected += 1;
                     control.rejected(now, peer, max_connections);
                 }
+                Accept::Denied { peer } => {
+                    totals.rejected += 1;
+                    totals.denied += 1;
+                    if admit_peer_line(Level::Info, LOG_TARGET) {
+                        info!("denied by --allow/--deny: closed a new connection from {peer}");
+                    }
+                }
                 Accept::TooManyFromAddress { peer } => {
                     totals.rejected += 1;
                     totals.rejected_per_ip += 1;

@@ -30,11 +30,15 @@ pub struct Summary {
     pub bytes: u64,
     /// Bytes read from clients, counted once per read.
     pub bytes_received: u64,
-    /// Connections closed at once because `max-connections` (or
-    /// `max-connections-per-ip`) was reached.
+    /// Connections closed at once because `max-connections` was reached,
+    /// their address had `max-connections-per-ip` open, or the access
+    /// rules denied it.
     pub rejected: u64,
     /// Of `rejected`, those refused by `max-connections-per-ip`.
     pub rejected_per_ip: u64,
+    /// Of `rejected`, the connections the access rules (`--allow`,
+    /// `--deny`) refused: the rejections with reason `denied`.
+    pub denied: u64,
     /// Connections paused (their client is not reading its echoes) when the
     /// summary was taken.
     pub paused_connections: usize,
@@ -176,13 +180,13 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} served (peak {} at once, {} open), {} received, {} echoed, {} rejected; {}",
+            "{} served (peak {} at once, {} open), {} received, {} echoed, {}; {}",
             counted(self.accepted, "connection"),
             self.peak_connections,
             self.open_connections,
             counted(self.lines, "line"),
             counted(self.bytes, "byte"),
-            self.rejected,
+            Rejected(self),
             self.closes,
         )
     }
@@ -287,6 +291,7 @@ impl AddAssign for Summary {
         self.bytes_received += other.bytes_received;
         self.rejected += other.rejected;
         self.rejected_per_ip += other.rejected_per_ip;
+        self.denied += other.denied;
         self.paused_connections += other.paused_connections;
         self.buffer_bytes += other.buffer_bytes;
         // Each worker holds a share of one budget, or none has one.
@@ -308,16 +313,30 @@ impl fmt::Display for Interval<'_> {
         let bytes_per_sec = now.bytes.saturating_sub(before.bytes) as f64 / secs;
         write!(
             f,
-            "{} open (peak {}), {} accepted, {} rejected; {lines_per_sec:.1} lines/s, {} over {secs:.1} s; \
+            "{} open (peak {}), {} accepted, {}; {lines_per_sec:.1} lines/s, {} over {secs:.1} s; \
              {} paused; {}",
             now.open_connections,
             now.peak_connections,
             now.accepted,
-            now.rejected,
+            Rejected(now),
             PerSecond(bytes_per_sec),
             now.paused_connections,
             now.closes,
         )
+    }
+}
+
+/// `5 rejected`, or `5 rejected (2 denied)` once the access rules have
+/// refused any: the rejections, with those of reason `denied` apart.
+struct Rejected<'a>(&'a Summary);
+
+impl fmt::Display for Rejected<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} rejected", self.0.rejected)?;
+        if self.0.denied > 0 {
+            write!(f, " ({} denied)", self.0.denied)?;
+        }
+        Ok(())
     }
 }
 
@@ -396,6 +415,7 @@ mod tests {
             lines: 6_000,
             bytes: 100_000 + 20 * 1024 * 1024,
             rejected: 2,
+            denied: 0,
             paused_connections: 1,
             closes: Closes {
                 peer_finished: 7,

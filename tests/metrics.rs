@@ -71,6 +71,7 @@ fn every_series_is_reported() {
         "echod_connections_accepted_total",
         "echod_connections_rejected_total{reason=\"max_connections\"}",
         "echod_connections_rejected_total{reason=\"max_connections_per_ip\"}",
+        "echod_connections_rejected_total{reason=\"denied\"}",
         "echod_connections_closed_total{reason=\"peer_finished\"}",
         "echod_connections_closed_total{reason=\"line_too_long\"}",
         "echod_connections_closed_total{reason=\"idle_timeout\"}",
@@ -179,6 +180,25 @@ fn counts_are_exact_after_a_known_workload() {
     ] {
         assert_eq!(again.count(name), series.count(name), "{name}");
     }
+}
+
+#[test]
+fn connections_the_access_rules_deny_are_counted_as_denied() {
+    let (_daemon, addr, metrics) = start(&["--deny", "127.0.0.1"]);
+    for _ in 0..3 {
+        let mut denied = connect(addr);
+        assert!(read_to_eof(&mut denied).is_empty());
+    }
+    let series = scrape(metrics);
+    assert_eq!(
+        series.count("echod_connections_rejected_total{reason=\"denied\"}"),
+        3
+    );
+    assert_eq!(
+        series.count("echod_connections_rejected_total{reason=\"max_connections\"}"),
+        0
+    );
+    assert_eq!(series.count("echod_connections_accepted_total"), 0);
 }
 
 #[test]

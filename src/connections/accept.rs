@@ -42,6 +42,12 @@ pub enum Accept {
         /// Its peer.
         peer: SocketAddr,
     },
+    /// Accepted and closed at once, without a byte read: the access rules
+    /// (`--allow`, `--deny`) do not admit its address.
+    Denied {
+        /// Its peer.
+        peer: SocketAddr,
+    },
     /// Accepted and closed at once: its address (its /64, for IPv6)
     /// already has `max_connections_per_ip` open.
     TooManyFromAddress {
@@ -113,7 +119,12 @@ impl<S: Stream> Connections<S> {
                 }
             };
             // Accepting and closing at once tells the client plainly; a
-            // connection left in the backlog would just hang.
+            // connection left in the backlog would just hang. Dropped
+            // unread: a denied client is told nothing else.
+            if !self.access.admits_all() && !self.access.admits(peer.ip()) {
+                tell(Accept::Denied { peer });
+                continue;
+            }
             let address = AddressKey::of(peer);
             if self.max_per_address != usize::MAX
                 && self.per_address.get(&address).copied().unwrap_or(0) >= self.max_per_address

@@ -67,13 +67,17 @@ impl Collector for SnapshotCollector {
         counters(
             &mut encoder,
             "echod_connections_rejected",
-            "Echo connections accepted and closed at once, by the limit that refused them.",
+            "Echo connections accepted and closed at once, by the limit or rule that refused them.",
             &[
                 (
                     "max_connections",
-                    summary.rejected.saturating_sub(summary.rejected_per_ip),
+                    summary
+                        .rejected
+                        .saturating_sub(summary.rejected_per_ip)
+                        .saturating_sub(summary.denied),
                 ),
                 ("max_connections_per_ip", summary.rejected_per_ip),
+                ("denied", summary.denied),
             ],
         )?;
         counters(
@@ -268,6 +272,7 @@ mod tests {
             "echod_connections_open 2",
             "echod_connections_rejected_total{reason=\"max_connections\"} 2",
             "echod_connections_rejected_total{reason=\"max_connections_per_ip\"} 1",
+            "echod_connections_rejected_total{reason=\"denied\"} 0",
             "echod_connections_closed_total{reason=\"peer_finished\"} 3",
             "echod_connections_closed_total{reason=\"probe\"} 0",
             "echod_lines_echoed_total 7",

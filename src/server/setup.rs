@@ -126,7 +126,8 @@ impl Server {
                 config.timeouts(),
                 config.max_memory.unwrap_or(usize::MAX),
                 config.max_connections_per_ip.unwrap_or(usize::MAX),
-            ),
+            )
+            .with_access(config.access.clone()),
             max_connections,
             shutdown_timeout: config.shutdown_timeout,
             shutdowns: ShutdownRequests::new(waker),

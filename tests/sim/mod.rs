@@ -2212,6 +2212,10 @@ impl<D: Decide> World<D> {
         }
         for accept in told {
             match accept {
+                // The simulation sets no access rules.
+                Accept::Denied { peer } => {
+                    return Err(format!("{peer} denied with no access rules"));
+                }
                 Accept::Accepted { key, peer, .. } => {
                     let id = usize::from(peer.port() - PEER_PORT);
                     let from = address(id);
