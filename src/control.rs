@@ -7,7 +7,8 @@
 //! request means for what it runs. Out: systemd's READY, STATUS and
 //! STOPPING (`Type=notify`), the `--stats-interval` line when it is due, a
 //! worker's totals for its coordinator, and the log lines that remote peers
-//! cause, within a budget (`log_budget`, a room of its own).
+//! cause, within a budget (`log_budget`, a room of its own). The handle that
+//! stops a loop from another thread is `shutdown`, a room of its own too.
 //!
 //! Two loops stand on this module and neither copies any of it: `Server`
 //! (the single loop, or one worker of several) and the coordinator of
@@ -26,12 +27,11 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{Level, info, warn};
-use mio::{Interest, Registry, Token, Waker};
+use mio::{Interest, Registry, Token};
 use signal_hook::consts::{SIGALRM, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
@@ -39,10 +39,13 @@ use crate::summary::{Interval, Summary, counted};
 use crate::systemd::Notifier;
 
 mod log_budget;
+mod shutdown;
 
 pub use log_budget::{
     PEER_LINES_PER_SECOND, WARN_INTERVAL, admit_peer_line, report_held_back_lines,
 };
+
+pub use shutdown::{ShutdownHandle, ShutdownRequests};
 
 use log_budget::Throttled;
 
@@ -130,28 +133,6 @@ pub struct Worker {
     pub report: Arc<Mutex<Summary>>,
 }
 
-/// Stops a running server from another thread, as SIGTERM would.
-#[derive(Debug, Clone)]
-pub struct ShutdownHandle {
-    /// Requests made through every handle of this server; it only grows.
-    requested: Arc<AtomicUsize>,
-    /// Wakes the server's poll, which then reads `requested`.
-    waker: Arc<Waker>,
-}
-
-/// The server's end of its shutdown handles: how many requests were made,
-/// and how many the loop has taken.
-#[derive(Debug)]
-pub struct ShutdownRequests {
-    /// Shared with every `ShutdownHandle`; counts `trigger` calls.
-    requested: Arc<AtomicUsize>,
-    /// How many of `requested` have become a `Request`; never more than
-    /// `requested` held when last read.
-    taken: usize,
-    /// The waker registered with the server's poll.
-    waker: Arc<Waker>,
-}
-
 /// One loop's control plane. Each part is optional, so the same type
 /// serves the daemon's loop, an embedded server, a worker, and the workers'
 /// coordinator.
@@ -189,56 +170,6 @@ struct Cadence {
     /// The summary the previous line reported (or zeros, at start), and
     /// when it was taken: rates are measured from there.
     before: (Summary, Instant),
-}
-
-impl ShutdownHandle {
-    /// Asks the server to stop: the first call is a graceful shutdown, a
-    /// second one stops it at once, however close together the two are.
-    pub fn trigger(&self) {
-        // Counted before the wake-up, because the wake-up alone cannot
-        // count: mio's waker is an eventfd, and wake-ups made before the loop
-        // polls arrive as one event. The event says "look"; the count says
-        // how many requests there were.
-        self.requested.fetch_add(1, Ordering::SeqCst);
-        // Writing to the eventfd fails only if the server's poll instance
-        // is already gone, which is the outcome the caller wanted.
-        let _ = self.waker.wake();
-    }
-}
-
-impl ShutdownRequests {
-    /// The requests made through handles that wake `waker`, which the loop
-    /// has registered at a token of its own.
-    pub fn new(waker: Waker) -> ShutdownRequests {
-        ShutdownRequests {
-            requested: Arc::new(AtomicUsize::new(0)),
-            taken: 0,
-            waker: Arc::new(waker),
-        }
-    }
-
-    /// A handle that any thread may trigger.
-    pub fn handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            requested: Arc::clone(&self.requested),
-            waker: Arc::clone(&self.waker),
-        }
-    }
-
-    /// On the waker's event: one `Request::Shutdown` for each `trigger`
-    /// since the last call. None at all is normal: the loop may already
-    /// have taken a request whose wake-up arrives now.
-    pub fn take(&mut self) -> std::iter::RepeatN<Request> {
-        let requested = self.requested.load(Ordering::SeqCst);
-        let new = requested.wrapping_sub(self.taken);
-        self.taken = requested;
-        std::iter::repeat_n(
-            Request::Shutdown {
-                why: "shutdown requested",
-            },
-            new,
-        )
-    }
 }
 
 impl Control {
@@ -528,7 +459,7 @@ fn status(summary: &Summary) -> String {
 
 #[cfg(test)]
 mod tests {
-    use mio::Poll;
+    use mio::{Poll, Waker};
 
     use super::*;
 

@@ -1,0 +1,83 @@
+//! Stopping a loop from another thread, as SIGTERM would: a count of
+//! requests shared by every `ShutdownHandle`, and the loop's waker to make
+//! it look. The loop's end, `ShutdownRequests`, turns each new request into
+//! a `Request::Shutdown`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use mio::Waker;
+
+use super::Request;
+
+/// Stops a running server from another thread, as SIGTERM would.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    /// Requests made through every handle of this server; it only grows.
+    requested: Arc<AtomicUsize>,
+    /// Wakes the server's poll, which then reads `requested`.
+    waker: Arc<Waker>,
+}
+
+/// The server's end of its shutdown handles: how many requests were made,
+/// and how many the loop has taken.
+#[derive(Debug)]
+pub struct ShutdownRequests {
+    /// Shared with every `ShutdownHandle`; counts `trigger` calls.
+    requested: Arc<AtomicUsize>,
+    /// How many of `requested` have become a `Request`; never more than
+    /// `requested` held when last read.
+    taken: usize,
+    /// The waker registered with the server's poll.
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    /// Asks the server to stop: the first call is a graceful shutdown, a
+    /// second one stops it at once, however close together the two are.
+    pub fn trigger(&self) {
+        // Counted before the wake-up, because the wake-up alone cannot
+        // count: mio's waker is an eventfd, and wake-ups made before the loop
+        // polls arrive as one event. The event says "look"; the count says
+        // how many requests there were.
+        self.requested.fetch_add(1, Ordering::SeqCst);
+        // Writing to the eventfd fails only if the server's poll instance
+        // is already gone, which is the outcome the caller wanted.
+        let _ = self.waker.wake();
+    }
+}
+
+impl ShutdownRequests {
+    /// The requests made through handles that wake `waker`, which the loop
+    /// has registered at a token of its own.
+    pub fn new(waker: Waker) -> ShutdownRequests {
+        ShutdownRequests {
+            requested: Arc::new(AtomicUsize::new(0)),
+            taken: 0,
+            waker: Arc::new(waker),
+        }
+    }
+
+    /// A handle that any thread may trigger.
+    pub fn handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            requested: Arc::clone(&self.requested),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+
+    /// On the waker's event: one `Request::Shutdown` for each `trigger`
+    /// since the last call. None at all is normal: the loop may already
+    /// have taken a request whose wake-up arrives now.
+    pub fn take(&mut self) -> std::iter::RepeatN<Request> {
+        let requested = self.requested.load(Ordering::SeqCst);
+        let new = requested.wrapping_sub(self.taken);
+        self.taken = requested;
+        std::iter::repeat_n(
+            Request::Shutdown {
+                why: "shutdown requested",
+            },
+            new,
+        )
+    }
+}
