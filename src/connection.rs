@@ -42,7 +42,7 @@ use crate::framing::Framing;
 pub use crate::state::{
     CloseReason, FIRST_INTEREST, Finish, ReadUntil, Readiness, State, Step, Waiting,
 };
-pub use handover::continue_ids_from;
+pub use handover::{continue_ids_from, next_connection_id};
 pub use timers::{LINGER_MS, Timeouts};
 
 use machine::Next;
@@ -336,6 +336,11 @@ impl<S: Stream> Connection<S> {
     /// Bytes of buffer storage the connection holds.
     pub fn buffer_capacity(&self) -> usize {
         self.buffer.capacity()
+    }
+
+    /// The stream, for the server to name its socket.
+    pub fn stream(&self) -> &S {
+        &self.stream
     }
 
     /// The stream, for the server to register or deregister.

@@ -33,6 +33,7 @@ use crate::connection::{
 mod accept;
 mod admission;
 mod deadlines;
+mod handover;
 mod memory;
 
 pub use accept::{ACCEPT_BUDGET, Accept, AcceptEnd, Listener};

@@ -66,6 +66,12 @@ pub enum Request {
     },
     /// Log the totals so far (SIGUSR1).
     Summary,
+    /// Upgrade in place (SIGUSR2): check the program file as it is on disk
+    /// now, then re-execute it with every socket (`upgrade.rs`).
+    Upgrade,
+    /// The check an `Upgrade` started has an answer: go on with the
+    /// upgrade, or log why not.
+    UpgradeChecked,
 }
 
 /// What a loop does once it has handled a request.
@@ -101,8 +107,8 @@ enum Meaning {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Wiring {
     /// Take the signals in `SIGNALS`: SIGINT, SIGTERM and SIGQUIT
-    /// (shutdown), SIGUSR1 (summary), SIGHUP, SIGUSR2 and SIGALRM (logged
-    /// and ignored).
+    /// (shutdown), SIGUSR1 (summary), SIGUSR2 (upgrade), SIGHUP and
+    /// SIGALRM (logged and ignored).
     pub signals: bool,
     /// Send `sd_notify` messages; they go nowhere unless `NOTIFY_SOCKET`
     /// is set (see `systemd`).
@@ -243,7 +249,7 @@ impl Control {
 
     /// On the signal pipe's event: the requests the signals that arrived
     /// make, in order. Empty if there were none (a spurious event). A
-    /// signal that asks for nothing (SIGHUP, SIGUSR2, SIGALRM) is logged
+    /// signal that asks for nothing (SIGHUP, SIGALRM) is logged
     /// here, with why it changes nothing, and makes no request.
     pub fn signals(&mut self) -> Vec<Request> {
         let Some(signals) = self.signals.as_mut() else {
@@ -274,6 +280,14 @@ impl Control {
     pub fn status(&mut self, summary: &Summary) {
         if let Some(notifier) = self.notifier.as_mut() {
             notifier.status(&status(summary));
+        }
+    }
+
+    /// RELOADING=1: an upgrade in place is about to re-execute the program;
+    /// the new program's READY=1 (or this one's, if it failed) ends it.
+    pub fn reloading(&mut self) {
+        if let Some(notifier) = self.notifier.as_mut() {
+            notifier.reloading();
         }
     }
 
@@ -428,7 +442,8 @@ impl Cadence {
 /// | SIGQUIT | the same: nginx stops gracefully on it, and after a `Ctrl-C` a `Ctrl-\` (the terminal's SIGQUIT) is a second request, so it stops at once |
 /// | SIGUSR1 | log the summary |
 /// | SIGHUP | ignored: no configuration to reload, and the terminal of `echod &` closing must not stop it |
-/// | SIGUSR2, SIGALRM | ignored: nothing to do, but their default would kill echod |
+/// | SIGUSR2 | upgrade in place: re-execute the program file with every socket |
+/// | SIGALRM | ignored: nothing to do, but its default would kill echod |
 fn meaning(signal: i32) -> Option<Meaning> {
     let shutdown = |why| Some(Meaning::Ask(Request::Shutdown { why }));
     let ignore = |why, because| Some(Meaning::Ignore { why, because });
@@ -441,7 +456,7 @@ fn meaning(signal: i32) -> Option<Meaning> {
             "SIGHUP received",
             "echod has no configuration to reload; SIGTERM stops it",
         ),
-        SIGUSR2 => ignore("SIGUSR2 received", "SIGUSR1 logs a summary"),
+        SIGUSR2 => Some(Meaning::Ask(Request::Upgrade)),
         SIGALRM => ignore("SIGALRM received", "echod sets no alarm"),
         _ => None,
     }
@@ -493,11 +508,8 @@ mod tests {
             assert_eq!(meaning(signal), Some(expected), "signal {signal}");
         }
         assert_eq!(meaning(SIGUSR1), Some(Meaning::Ask(Request::Summary)));
-        for (signal, name) in [
-            (SIGHUP, "SIGHUP"),
-            (SIGUSR2, "SIGUSR2"),
-            (SIGALRM, "SIGALRM"),
-        ] {
+        assert_eq!(meaning(SIGUSR2), Some(Meaning::Ask(Request::Upgrade)));
+        for (signal, name) in [(SIGHUP, "SIGHUP"), (SIGALRM, "SIGALRM")] {
             let meant = meaning(signal);
             assert!(
                 matches!(meant, Some(Meaning::Ignore { why, .. }) if why == format!("{name} received")),

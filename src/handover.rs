@@ -13,7 +13,8 @@
 //!
 //! Every integer is little-endian; the CRC-32 (IEEE, as zlib's) covers
 //! everything before it. The body is the next connection id, the named
-//! counters, the listeners, then the connections; each list is a count
+//! counters, the listeners, the metrics endpoint's listeners, then the
+//! connections; each list is a count
 //! followed by its records, each byte string a length followed by its
 //! bytes. Counters travel by name, so that a program with a counter the
 //! other lacks starts that one at zero instead of refusing the rest.
@@ -48,6 +49,9 @@ pub struct Handover {
     pub counters: Vec<(String, u64)>,
     /// The listening sockets, each the same open socket.
     pub listeners: Vec<ListenerRecord>,
+    /// The metrics endpoint's listening sockets (`--metrics-listen`), also
+    /// carried over rather than bound again.
+    pub metrics_listeners: Vec<ListenerRecord>,
     /// The live connections.
     pub connections: Vec<ConnectionRecord>,
 }
@@ -76,6 +80,9 @@ pub struct ConnectionRecord {
     pub lines: u64,
     /// Whether the peer has sent anything.
     pub received_any: bool,
+    /// Whether it still waits for its PROXY protocol header
+    /// (`--proxy-protocol`): nothing of it has been consumed yet.
+    pub awaiting_header: bool,
     /// Bytes echoed so far.
     pub bytes_echoed: u64,
     /// How long ago bytes last moved either way (or, lingering, the FIN
@@ -146,10 +153,12 @@ pub fn encode(handover: &Handover) -> Vec<u8> {
         body.bytes(name.as_bytes());
         body.u64(*value);
     }
-    body.count(handover.listeners.len());
-    for listener in &handover.listeners {
-        body.i32(listener.fd);
-        body.address(listener.address);
+    for listeners in [&handover.listeners, &handover.metrics_listeners] {
+        body.count(listeners.len());
+        for listener in listeners {
+            body.i32(listener.fd);
+            body.address(listener.address);
+        }
     }
     body.count(handover.connections.len());
     for connection in &handover.connections {
@@ -161,6 +170,7 @@ pub fn encode(handover: &Handover) -> Vec<u8> {
         body.address(connection.peer);
         body.u64(connection.lines);
         body.u8(u8::from(connection.received_any));
+        body.u8(u8::from(connection.awaiting_header));
         body.u64(connection.bytes_echoed);
         body.u64(connection.active_age_ms);
         body.u64(connection.owing_age_ms);
@@ -223,13 +233,8 @@ pub fn decode(form: &[u8]) -> Result<Handover, HandoverError> {
             .map_err(|_| HandoverError::Invalid("counter name"))?;
         counters.push((name, body.u64("counter value")?));
     }
-    let mut listeners = Vec::new();
-    for _ in 0..body.count("listeners")? {
-        listeners.push(ListenerRecord {
-            fd: body.fd("listener descriptor")?,
-            address: body.address("listener address")?,
-        });
-    }
+    let listeners = body.listeners("listeners")?;
+    let metrics_listeners = body.listeners("metrics listeners")?;
     let mut connections = Vec::new();
     for _ in 0..body.count("connections")? {
         let fd = body.fd("connection descriptor")?;
@@ -241,11 +246,8 @@ pub fn decode(form: &[u8]) -> Result<Handover, HandoverError> {
             state,
             peer: body.address("peer address")?,
             lines: body.u64("lines")?,
-            received_any: match body.u8("received flag")? {
-                0 => false,
-                1 => true,
-                _ => return Err(HandoverError::Invalid("received flag")),
-            },
+            received_any: body.flag("received flag")?,
+            awaiting_header: body.flag("header flag")?,
             bytes_echoed: body.u64("bytes echoed")?,
             active_age_ms: body.u64("activity age")?,
             owing_age_ms: body.u64("owing age")?,
@@ -261,6 +263,7 @@ pub fn decode(form: &[u8]) -> Result<Handover, HandoverError> {
         next_connection_id,
         counters,
         listeners,
+        metrics_listeners,
         connections,
     })
 }
@@ -379,6 +382,27 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array(field)?))
     }
 
+    /// A flag: one byte, 0 or 1.
+    fn flag(&mut self, field: &'static str) -> Result<bool, HandoverError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(HandoverError::Invalid(field)),
+        }
+    }
+
+    /// A count of listening sockets, then each one's descriptor and address.
+    fn listeners(&mut self, field: &'static str) -> Result<Vec<ListenerRecord>, HandoverError> {
+        let mut listeners = Vec::new();
+        for _ in 0..self.count(field)? {
+            listeners.push(ListenerRecord {
+                fd: self.fd("listener descriptor")?,
+                address: self.address("listener address")?,
+            });
+        }
+        Ok(listeners)
+    }
+
     /// A descriptor number: never negative.
     fn fd(&mut self, field: &'static str) -> Result<i32, HandoverError> {
         let fd = i32::from_le_bytes(self.array(field)?);
@@ -453,6 +477,7 @@ mod tests {
                 address(),
                 any::<u64>(),
                 any::<bool>(),
+                any::<bool>(),
             ),
             (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
             (
@@ -462,7 +487,7 @@ mod tests {
         )
             .prop_map(
                 |(
-                    (fd, id, state, peer, lines, received_any),
+                    (fd, id, state, peer, lines, received_any, awaiting_header),
                     (bytes_echoed, active_age_ms, owing_age_ms, line_age_ms),
                     (pending, unfinished),
                 )| ConnectionRecord {
@@ -472,6 +497,7 @@ mod tests {
                     peer,
                     lines,
                     received_any,
+                    awaiting_header,
                     bytes_echoed,
                     active_age_ms,
                     owing_age_ms,
@@ -486,20 +512,28 @@ mod tests {
         (
             any::<u64>(),
             proptest::collection::vec(("[a-z_]{0,20}", any::<u64>()), 0..8),
-            proptest::collection::vec(
-                (0..i32::MAX, address()).prop_map(|(fd, address)| ListenerRecord { fd, address }),
-                0..4,
-            ),
+            listeners(),
+            listeners(),
             proptest::collection::vec(connection(), 0..12),
         )
             .prop_map(
-                |(next_connection_id, counters, listeners, connections)| Handover {
-                    next_connection_id,
-                    counters,
-                    listeners,
-                    connections,
+                |(next_connection_id, counters, listeners, metrics_listeners, connections)| {
+                    Handover {
+                        next_connection_id,
+                        counters,
+                        listeners,
+                        metrics_listeners,
+                        connections,
+                    }
                 },
             )
+    }
+
+    fn listeners() -> impl Strategy<Value = Vec<ListenerRecord>> {
+        proptest::collection::vec(
+            (0..i32::MAX, address()).prop_map(|(fd, address)| ListenerRecord { fd, address }),
+            0..4,
+        )
     }
 
     proptest! {

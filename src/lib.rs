@@ -92,6 +92,7 @@ pub mod socket;
 pub mod state;
 pub mod summary;
 pub mod systemd;
+pub mod upgrade;
 pub mod workers;
 
 pub use cli::Command;

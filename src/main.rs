@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use echod::cli::{self, Command};
 use echod::control::Wiring;
 use echod::workers::{self, RunError};
-use echod::{logging, probe, systemd};
+use echod::{logging, probe, systemd, upgrade};
 
 /// Exit status of `echod probe` when the echo did not come back.
 const EXIT_PROBE_FAILED: u8 = 1;
@@ -34,7 +34,15 @@ fn complain(message: std::fmt::Arguments) {
 fn main() -> ExitCode {
     // First, while this is the only thread: see the function's docs.
     echod::allocator::return_large_buffers_to_the_system();
-    let (config, listen_given) = match cli::parse_args(std::env::args_os()) {
+    // Resolved now, while it still names the file this process runs: an
+    // upgrade (SIGUSR2) runs the file at this path as it is then.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(err) = upgrade::remember_program(args.iter().skip(1).cloned().collect()) {
+        complain(format_args!(
+            "echod: warning: cannot resolve the program's path, so SIGUSR2 cannot upgrade: {err}"
+        ));
+    }
+    let (config, listen_given) = match cli::parse_args(args) {
         Ok(Command::Run {
             config,
             listen_given,
@@ -59,7 +67,14 @@ fn main() -> ExitCode {
             };
         }
         Ok(Command::Version) => {
-            let _ = writeln!(io::stdout(), "echod {}", env!("CARGO_PKG_VERSION"));
+            // The second line is what an upgrade checks (`upgrade::check`).
+            let _ = writeln!(
+                io::stdout(),
+                "echod {}\n{}{}",
+                env!("CARGO_PKG_VERSION"),
+                upgrade::FORMAT_LINE_PREFIX,
+                echod::handover::FORMAT_VERSION
+            );
             return ExitCode::SUCCESS;
         }
         Err(err) => {
@@ -69,16 +84,30 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    // Before anything else opens a descriptor: the numbers systemd passed
-    // must still be the inherited sockets (see `systemd`).
-    let inherited = match systemd::inherited_listeners() {
-        Ok(inherited) => inherited,
+    // Before anything else opens a descriptor: the numbers the program
+    // before this one (an upgrade in place) or systemd passed must still be
+    // the sockets they passed (see `upgrade` and `systemd`). A handover
+    // holds every socket, systemd's included.
+    let handover = match upgrade::inherited() {
+        Ok(handover) => handover,
         Err(err) => {
             complain(format_args!(
-                "echod: cannot use the sockets passed by systemd: {err}"
+                "echod: cannot take over from the program before: {err}"
             ));
             return ExitCode::from(EXIT_CANNOT_START);
         }
+    };
+    let inherited = match handover {
+        Some(_) => None,
+        None => match systemd::inherited_listeners() {
+            Ok(inherited) => inherited,
+            Err(err) => {
+                complain(format_args!(
+                    "echod: cannot use the sockets passed by systemd: {err}"
+                ));
+                return ExitCode::from(EXIT_CANNOT_START);
+            }
+        },
     };
     if inherited.is_some() && listen_given {
         complain(format_args!(
@@ -98,7 +127,7 @@ fn main() -> ExitCode {
     }
     // The daemon's loop takes the process's signals and talks to systemd;
     // a server embedded elsewhere does neither.
-    let code = match workers::run(config, inherited, Wiring::DAEMON) {
+    let code = match workers::run_from(config, inherited, handover, Wiring::DAEMON) {
         Ok(summary) if summary.cut_off() > 0 => {
             log::warn!(
                 "exit status {EXIT_CUT_OFF}: the stop cut off {}",

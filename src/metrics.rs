@@ -158,7 +158,18 @@ impl Endpoint {
                 .map_err(|source| BindError { address, source })?;
             local_addrs.push(bound);
         }
-        Ok(Endpoint {
+        Ok(Endpoint::from_listeners(listeners, local_addrs, source))
+    }
+
+    /// The endpoint on `listeners`, already bound to `local_addrs` (each
+    /// the address of the listener at its index): the sockets the program
+    /// before this one served the endpoint on, across an upgrade.
+    pub fn from_listeners(
+        listeners: Vec<TcpListener>,
+        local_addrs: Vec<SocketAddr>,
+        source: Source,
+    ) -> Endpoint {
+        Endpoint {
             listeners,
             local_addrs,
             scrapers: Slab::with_capacity(MAX_SCRAPERS),
@@ -166,7 +177,7 @@ impl Endpoint {
             first_token: 0,
             start_time_seconds: process::start_time(),
             accept_again: false,
-        })
+        }
     }
 
     /// Registers the listeners at the `TOKENS` tokens from `first_token`,
@@ -186,6 +197,11 @@ impl Endpoint {
     /// The addresses the listeners are bound to, with the ports the OS chose.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The listening sockets, in the order of `local_addrs`.
+    pub fn listeners(&self) -> &[TcpListener] {
+        &self.listeners
     }
 
     /// Scrapers connected now.

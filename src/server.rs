@@ -50,10 +50,12 @@ use crate::summary::{Summary, counted};
 mod reporting;
 mod setup;
 pub mod turn;
+mod upgrade;
 
 pub use setup::StartError;
 pub(crate) use setup::derived_max_connections;
 use turn::{Event, Outside, Steps, TurnState};
+pub use upgrade::take_listeners;
 
 /// The log target of every line the loop writes, `echod::server`, also
 /// for the lines written in `setup` or by its `Control`: operators filter on
@@ -119,6 +121,9 @@ pub struct Server {
     /// sockets are registered at `METRICS`. Dropped, closing them, when a
     /// shutdown begins.
     metrics: Option<Endpoint>,
+    /// The check of the new program, while an upgrade (SIGUSR2) waits for
+    /// it: see `server/upgrade.rs`.
+    upgrade: Option<crate::upgrade::Check>,
 }
 
 impl Server {
@@ -220,13 +225,29 @@ impl Steps for Server {
 
     fn requests(&mut self, from: Outside) -> Result<Vec<Request>, Infallible> {
         Ok(match from {
-            Outside::Waker => self.shutdowns.take().collect(),
+            Outside::Waker => {
+                let mut requests: Vec<Request> = self.shutdowns.take().collect();
+                if self.upgrade_answered() {
+                    requests.push(Request::UpgradeChecked);
+                }
+                requests
+            }
             Outside::Signals => self.control.signals(),
         })
     }
 
     fn summary_requested(&mut self) -> Result<(), Infallible> {
         info!("summary: {}", self.summary());
+        Ok(())
+    }
+
+    fn upgrade_requested(&mut self) -> Result<(), Infallible> {
+        self.begin_upgrade();
+        Ok(())
+    }
+
+    fn upgrade_checked(&mut self) -> Result<(), Infallible> {
+        self.finish_upgrade();
         Ok(())
     }
 

@@ -31,6 +31,13 @@ impl Socket {
     }
 }
 
+/// Its descriptor, for an upgrade to hand over (`server/upgrade.rs`).
+impl std::os::fd::AsFd for Socket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let (n, _) = rustix::net::recv(&self.0, buf, RecvFlags::empty())?;

@@ -174,6 +174,66 @@ impl Summary {
     pub fn cut_off(&self) -> u64 {
         self.open_connections as u64 + self.closes.shutdown_timeout
     }
+
+    /// The totals that carry across an upgrade, by name, so that a program
+    /// with a counter the other lacks starts that one at zero. What the
+    /// open connections add, and what describes the moment (open, paused,
+    /// buffer bytes), travels with the connections or is measured anew.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let mut copy = *self;
+        let mut counters: Vec<(String, u64)> = copy
+            .counter_fields()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), *value))
+            .collect();
+        counters.push(("peak_connections".into(), self.peak_connections as u64));
+        counters
+    }
+
+    /// Takes the counters `counters` names (as `counters` wrote them); a
+    /// name this program does not know is skipped.
+    pub fn restore_counters(&mut self, counters: &[(String, u64)]) {
+        let mut peak = self.peak_connections as u64;
+        for (name, value) in counters {
+            if name == "peak_connections" {
+                peak = *value;
+            }
+            if let Some((_, field)) = self
+                .counter_fields()
+                .into_iter()
+                .find(|(known, _)| known == name)
+            {
+                *field = *value;
+            }
+        }
+        self.peak_connections = usize::try_from(peak).unwrap_or(usize::MAX);
+    }
+
+    /// Every counter that carries across an upgrade, with its name.
+    fn counter_fields(&mut self) -> [(&'static str, &mut u64); 19] {
+        let c = &mut self.closes;
+        [
+            ("accepted", &mut self.accepted),
+            ("lines", &mut self.lines),
+            ("bytes_sent", &mut self.bytes),
+            ("bytes_received", &mut self.bytes_received),
+            ("rejected", &mut self.rejected),
+            ("rejected_per_ip", &mut self.rejected_per_ip),
+            ("denied", &mut self.denied),
+            ("closed_peer_finished", &mut c.peer_finished),
+            ("closed_line_too_long", &mut c.line_too_long),
+            ("closed_idle_timeout", &mut c.idle_timeout),
+            ("closed_send_timeout", &mut c.send_timeout),
+            ("closed_line_timeout", &mut c.line_timeout),
+            ("closed_evicted", &mut c.evicted),
+            ("closed_out_of_memory", &mut c.out_of_memory),
+            ("closed_displaced", &mut c.displaced),
+            ("closed_server_shutdown", &mut c.server_shutdown),
+            ("closed_shutdown_timeout", &mut c.shutdown_timeout),
+            ("closed_error", &mut c.error),
+            ("closed_probes", &mut c.probes),
+        ]
+    }
 }
 
 impl fmt::Display for Summary {

@@ -106,6 +106,18 @@ impl Notifier {
         }
     }
 
+    /// RELOADING=1, with the time it began: an upgrade in place (SIGUSR2)
+    /// is re-executing the program, which sends READY=1 once it serves.
+    pub fn reloading(&mut self) {
+        let status = "upgrading in place";
+        self.last_status = status.to_owned();
+        self.send(&[
+            NotifyState::Reloading,
+            NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status(status)),
+            NotifyState::Status(status),
+        ]);
+    }
+
     /// STOPPING=1 with a last STATUS: a graceful shutdown has begun.
     pub fn stopping(&mut self, status: &str) {
         self.last_status = status.to_owned();

@@ -65,6 +65,7 @@ use mio::net::TcpListener;
 
 use crate::config::{Config, Listen};
 use crate::control::{Control, Wiring, Worker};
+use crate::handover::Handover;
 use crate::listener;
 use crate::metrics::{Endpoint, Source};
 use crate::server::{self, Server, StartError};
@@ -100,6 +101,51 @@ pub fn run(
     inherited: Option<Vec<StdTcpListener>>,
     wiring: Wiring,
 ) -> Result<Summary, RunError> {
+    run_from(config, inherited, None, wiring)
+}
+
+/// `run`, carrying on from `handover` if the program before this one left
+/// one (an upgrade in place, `upgrade.rs`): then its listeners and
+/// connections are served, and neither `inherited` nor `config.listen`.
+///
+/// # Errors
+///
+/// As `run`; also `RunError::Start` if the handover cannot be taken, or is
+/// given with several workers, which cannot be upgraded in place.
+pub fn run_from(
+    config: Config,
+    inherited: Option<Vec<StdTcpListener>>,
+    handover: Option<Handover>,
+    wiring: Wiring,
+) -> Result<Summary, RunError> {
+    if let Some(handover) = handover {
+        if config.workers > 1 {
+            return Err(RunError::Start(StartError::Setup(io::Error::other(
+                "a handover cannot be taken with --workers",
+            ))));
+        }
+        let control = Control::new(wiring, config.stats_interval)
+            .map_err(|err| RunError::Start(StartError::Setup(err)))?;
+        // The endpoint's sockets are carried over too, unless the program
+        // before this one served none.
+        let metrics = if handover.metrics_listeners.is_empty() {
+            bind_metrics(&config, Source::Own)?
+        } else {
+            let listeners = server::take_listeners(&handover.metrics_listeners)
+                .map_err(|err| RunError::Start(StartError::Setup(err)))?;
+            let addresses = handover
+                .metrics_listeners
+                .iter()
+                .map(|r| r.address)
+                .collect();
+            Some(Endpoint::from_listeners(listeners, addresses, Source::Own))
+        };
+        let mut server = Server::take_over(config, handover, control).map_err(RunError::Start)?;
+        if let Some(endpoint) = metrics {
+            server = server.serve_metrics(endpoint).map_err(RunError::Start)?;
+        }
+        return server.run().map_err(RunError::Loop);
+    }
     if let Some(inherited) = &inherited {
         info!(
             "socket activation: serving {} passed by systemd",

@@ -80,7 +80,15 @@ fn version_prints_version() {
     assert_eq!(daemon.wait_exit().code(), Some(0));
     assert_eq!(
         daemon.full_log(),
-        [format!("echod {}", env!("CARGO_PKG_VERSION"))]
+        [
+            format!("echod {}", env!("CARGO_PKG_VERSION")),
+            format!(
+                "{}{}",
+                echod::upgrade::FORMAT_LINE_PREFIX,
+                echod::handover::FORMAT_VERSION
+            ),
+        ],
+        "the second line names the handover format an upgrade checks for"
     );
     assert_eq!(daemon.stderr(), "");
 }

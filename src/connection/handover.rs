@@ -24,6 +24,7 @@ impl<S: Stream> Connection<S> {
             peer: self.peer,
             lines: self.lines,
             received_any: self.received_any,
+            awaiting_header: false,
             bytes_echoed: self.bytes_echoed,
             active_age_ms: age(self.last_active_ms),
             owing_age_ms: age(self.owing_since_ms),
@@ -54,6 +55,11 @@ impl<S: Stream> Connection<S> {
         // a line at the limit closes.
         if record.pending.len() > limits.max_pending_bytes + READ_CHUNK_BYTES {
             return Err(HandoverError::Invalid("pending output past the limits"));
+        }
+        // Only a loop that reads PROXY headers has connections waiting for
+        // one, and this one reads none.
+        if record.awaiting_header {
+            return Err(HandoverError::Invalid("waiting for a PROXY header"));
         }
         if record.unfinished.len() >= limits.max_line_bytes {
             return Err(HandoverError::Invalid("unfinished line past the limit"));
@@ -96,4 +102,9 @@ impl<S: Stream> Connection<S> {
 /// as the program that handed over would have drawn them.
 pub fn continue_ids_from(next: u64) {
     NEXT_CONNECTION_ID.fetch_max(next, Ordering::Relaxed);
+}
+
+/// The id the next accepted connection will get.
+pub fn next_connection_id() -> u64 {
+    NEXT_CONNECTION_ID.load(Ordering::Relaxed)
 }

@@ -33,6 +33,12 @@ pub struct ShutdownRequests {
 }
 
 impl ShutdownHandle {
+    /// Makes the loop look at what it waits for from other threads without
+    /// asking it to stop: an upgrade's check has its answer.
+    pub(crate) fn wake_for_upgrade(&self) {
+        let _ = self.waker.wake();
+    }
+
     /// Asks the server to stop: the first call is a graceful shutdown, a
     /// second one stops it at once, however close together the two are.
     pub fn trigger(&self) {

@@ -139,6 +139,7 @@ impl Server {
             ),
             totals: Summary::default(),
             metrics: None,
+            upgrade: None,
         })
     }
 }

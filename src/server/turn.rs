@@ -89,6 +89,14 @@ impl TurnState {
         }
     }
 
+    /// Starts the loop's clock at `now_ms` rather than 0: a loop that took
+    /// over from the program before starts its clock further back (see
+    /// `Server::take_over`).
+    pub fn start_at(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        self.next_housekeeping_ms = now_ms.saturating_add(HOUSEKEEPING_INTERVAL_MS);
+    }
+
     /// The time of the turn under way (or of the last one).
     pub fn now_ms(&self) -> u64 {
         self.now_ms
@@ -141,6 +149,18 @@ pub trait Steps {
 
     /// Logs the totals so far.
     fn summary_requested(&mut self) -> Result<(), Self::Fault>;
+
+    /// SIGUSR2: begin an upgrade in place by checking the new program
+    /// (`server/upgrade.rs`). A loop that cannot be upgraded (the
+    /// simulation) does nothing.
+    fn upgrade_requested(&mut self) -> Result<(), Self::Fault> {
+        Ok(())
+    }
+
+    /// The check has an answer: re-execute, or log why not.
+    fn upgrade_checked(&mut self) -> Result<(), Self::Fault> {
+        Ok(())
+    }
 
     /// A first shutdown request: close the listeners and begin every
     /// connection's shutdown (`Connections::begin_shutdown`).
@@ -290,6 +310,11 @@ fn handle_request<S: Steps>(steps: &mut S, request: Request) -> Result<Flow, S::
             steps.turn_state().freed(closes);
         }
         Request::Summary => steps.summary_requested()?,
+        // An upgrade never changes what this turn does next: once it
+        // succeeds, this program is gone; while it is checked, or if it
+        // failed, the loop serves on as before.
+        Request::Upgrade => steps.upgrade_requested()?,
+        Request::UpgradeChecked => steps.upgrade_checked()?,
     }
     Ok(Flow::Continue)
 }

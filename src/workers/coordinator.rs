@@ -129,6 +129,14 @@ impl Coordinator {
                     info!("summary (as of the last second): {}", self.total());
                     continue;
                 }
+                Request::Upgrade => {
+                    warn!(
+                        "SIGUSR2 received: not upgrading: upgrading in place is not \
+                         supported with --workers (restart with socket activation instead)"
+                    );
+                    continue;
+                }
+                Request::UpgradeChecked => continue,
             };
             if self.stopping {
                 warn!("{why} again: stopping every worker at once");
