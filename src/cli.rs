@@ -130,8 +130,10 @@ then refused. With NOTIFY_SOCKET set, it sends READY=1, STATUS= and
 STOPPING=1 (Type=notify).
 
 Signals: SIGINT, SIGTERM or SIGQUIT stops accepting, delivers owed echoes
-and exits; a second one exits at once. SIGUSR1 logs a summary. SIGHUP,
-SIGUSR2 and SIGALRM are logged and ignored.
+and exits; a second one exits at once. SIGUSR1 logs a summary. SIGUSR2
+upgrades in place: it re-executes the program file (checked first with
+--version) with every listener and live connection, or logs why not and
+serves on. SIGHUP and SIGALRM are logged and ignored.
 
 Exit status: 0 after a shutdown in which every connection finished, 3 after
 one that cut connections off (a second signal, or --shutdown-timeout), 64

@@ -157,6 +157,81 @@ fn socket_activation_refuses_listen_options() {
 }
 
 #[test]
+#[cfg_attr(
+    no_systemd_socket_activate,
+    ignore = "systemd-socket-activate is not on PATH (Debian package systemd)"
+)]
+fn an_upgrade_keeps_the_inherited_socket_and_its_connections() {
+    let tool = tool("systemd-socket-activate");
+    let address = free_loopback_address();
+    let mut daemon = socket_activate(&tool, &[address], &[]);
+
+    // Activates echod, then holds half a line across the upgrade.
+    let mut held = connect(address);
+    assert_echoes(&mut held, b"before\r\n");
+    daemon.wait_for_log("socket activation: serving 1 listening socket passed by systemd");
+    std::io::Write::write_all(&mut held, b"half a li").expect("write half a line");
+
+    daemon.signal(libc::SIGUSR2);
+    let reexec = daemon.wait_for_log("upgrading: re-executing ");
+    assert!(
+        reexec.contains("with 1 listening socket and 1 connection"),
+        "{reexec}"
+    );
+    daemon.wait_for_log("took over 1 listening socket and 1 connection from the program before");
+
+    // The same process serves on: the line completes as one, and the
+    // socket systemd passed (not a new one) takes new clients.
+    std::io::Write::write_all(&mut held, b"ne\r\n").expect("finish the line");
+    common::assert_receives(&mut held, b"half a line\r\n", Instant::now() + DEADLINE);
+    let mut after = connect(address);
+    assert_echoes(&mut after, b"after the upgrade\r\n");
+
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(read_to_eof(&mut held), b"");
+    assert_eq!(read_to_eof(&mut after), b"");
+    drop((held, after));
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    daemon.wait_for_log("stopped: 2 connections served");
+}
+
+#[test]
+fn an_upgrade_notifies_reloading_then_ready() {
+    let dir = std::env::temp_dir().join(format!("echod-notify-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(DEADLINE))
+        .expect("set read timeout");
+
+    let mut command = Daemon::command(&["-l", "127.0.0.1:0"]);
+    command.env("NOTIFY_SOCKET", &path);
+    let mut daemon = Daemon::spawn_command(&mut command, StdoutReader::Follow);
+    let addr = daemon.listening_addr();
+    receive_until(&socket, "READY=1");
+
+    daemon.signal(libc::SIGUSR2);
+    // systemd's reload protocol: RELOADING=1 with the time it began, then
+    // READY=1 from the new program once it serves.
+    let reloading = receive_until(&socket, "RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    let ready = receive_until(&socket, "READY=1");
+    assert!(ready.contains("STATUS="), "{ready:?}");
+    daemon.wait_for_log("took over 1 listening socket and 0 connections");
+    let mut client = connect(addr);
+    assert_echoes(&mut client, b"served by the new program\r\n");
+
+    daemon.signal(libc::SIGTERM);
+    receive_until(&socket, "STOPPING=1");
+    assert_eq!(read_to_eof(&mut client), b"");
+    drop(client);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn notifies_ready_status_and_stopping() {
     let dir = std::env::temp_dir().join(format!("echod-notify-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create a temporary directory");
