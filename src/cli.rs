@@ -4,8 +4,10 @@
 //! `parse_args` turns arguments into a `Command` or a `UsageError` naming
 //! the problem. It reads the daemon's options into a `Config` (whose
 //! defaults and bounds live in `config`) and hands what follows `echod probe`
-//! to the probe's own parser (`probe::parse_args`). Nothing here touches a
-//! socket or the environment, with one exception: a host name given to
+//! to the probe's own parser (`probe::parse_args`). `parse_args_with_env`
+//! adds the options the environment gives (`cli/environment.rs`); the
+//! environment is passed in, never read here. Nothing here touches a
+//! socket, with one exception: a host name given to
 //! `--listen` is resolved here, once, at start (as nginx resolves the name
 //! in `listen localhost:1234`), and every address it resolves to is bound.
 
@@ -25,6 +27,10 @@ use crate::framing::Framing;
 use crate::listener::MAX_LISTENERS;
 use crate::probe::{self, ProbeArgs, ProbeCommand};
 
+mod environment;
+
+pub use environment::{PREFIX as ENVIRONMENT_PREFIX, variable as environment_variable};
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
@@ -38,6 +44,9 @@ pub enum Command {
         /// forbids (the inherited sockets decide where echod listens). Not a
         /// setting: `main` checks it against the environment.
         listen_given: bool,
+        /// Warnings about the environment (an `ECHOD_` variable that names
+        /// no option), for `main` to log once logging is set up.
+        warnings: Vec<String>,
     },
     /// Check that an echo daemon answers (`echod probe`), then exit.
     Probe(ProbeArgs),
@@ -124,6 +133,13 @@ Probe: echod probe checks that an echo daemon answers at ADDR
 SIZE is a number of bytes, optionally with K, KiB, M or MiB (powers of 1024).
 SECS may have a fraction (0.5). Logs go to standard output.
 
+Environment: every option may be given as ECHOD_<OPTION>, its long name in
+capitals with _ for - (ECHOD_LISTEN=[::]:7, ECHOD_MAX_LINE_BYTES=4KiB,
+ECHOD_QUIET=1); a repeatable option takes values separated by commas. The
+command line wins, option by option (--listen and --port count as one, as
+do --allow and --deny, and --log-level and --quiet). A bad value exits 64
+naming the variable; an ECHOD_ variable that is no option is warned about.
+
 systemd: with socket activation (LISTEN_PID and LISTEN_FDS set), echod
 serves the sockets it inherits and binds nothing; --listen and --port are
 then refused. With NOTIFY_SOCKET set, it sends READY=1, STATUS= and
@@ -144,7 +160,51 @@ echo came back, 1 if not, 64 for a bad command line.
 ";
 
 /// Parses the arguments, program name first (as `std::env::args_os` gives
-/// them).
+/// them), with the options `env` gives as `ECHOD_<OPTION>` variables where
+/// the command line does not give them (see `cli/environment.rs`). `echod
+/// probe` takes nothing from the environment.
+///
+/// # Errors
+///
+/// A `UsageError` naming the first option, value or variable that is wrong.
+pub fn parse_args_with_env<I, E>(args: I, env: E) -> Result<Command, UsageError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+    E: IntoIterator<Item = (OsString, OsString)>,
+{
+    let mut args = args.into_iter().map(Into::into);
+    let program = args.next().unwrap_or_else(|| OsString::from("echod"));
+    let args: Vec<OsString> = args.collect();
+    if args.first().is_some_and(|first| first == "probe") {
+        return parse_args(std::iter::once(program).chain(args));
+    }
+    let with_program = |rest: &[OsString]| {
+        std::iter::once(program.clone())
+            .chain(rest.iter().cloned())
+            .collect::<Vec<_>>()
+    };
+    let from_env = environment::from_environment(env, &args, |option| {
+        parse_args(with_program(option)).map(drop)
+    })?;
+    let mut merged = from_env.args;
+    merged.extend(args);
+    Ok(match parse_args(with_program(&merged))? {
+        Command::Run {
+            config,
+            listen_given,
+            ..
+        } => Command::Run {
+            config,
+            listen_given,
+            warnings: from_env.warnings,
+        },
+        other => other,
+    })
+}
+
+/// Parses the arguments alone, program name first (as `std::env::args_os`
+/// gives them): `parse_args_with_env` with an empty environment.
 ///
 /// # Errors
 ///
@@ -337,6 +397,7 @@ where
     Ok(Command::Run {
         config: Box::new(config),
         listen_given,
+        warnings: Vec::new(),
     })
 }
 
@@ -593,6 +654,91 @@ mod tests {
         assert!(!given(&["--workers", "2", "-q"]));
         assert!(given(&["-p", "0"]));
         assert!(given(&["--listen", "127.0.0.1:0"]));
+    }
+
+    fn parse_env(args: &[&str], env: &[(&str, &str)]) -> Result<Command, UsageError> {
+        parse_args_with_env(
+            std::iter::once("echod").chain(args.iter().copied()),
+            env.iter()
+                .map(|&(n, v)| (OsString::from(n), OsString::from(v))),
+        )
+    }
+
+    #[test]
+    fn every_option_can_come_from_the_environment() {
+        let listed: Vec<&str> = USAGE
+            .split_whitespace()
+            .filter_map(|word| word.strip_prefix("--"))
+            .map(|word| word.trim_end_matches([',', ')', '.']))
+            .filter(|word| {
+                !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+            })
+            .collect();
+        let known: Vec<&str> = environment::names().collect();
+        for option in &listed {
+            if !matches!(*option, "help" | "version" | "timeout") {
+                assert!(known.contains(option), "--{option} has no ECHOD_ variable");
+            }
+        }
+        for option in &known {
+            assert!(listed.contains(option), "--{option} is not in --help");
+        }
+    }
+
+    #[test]
+    fn the_environment_fills_in_what_the_command_line_leaves_out() {
+        let env = [
+            ("ECHOD_MAX_LINE_BYTES", "4KiB"),
+            ("ECHOD_WORKERS", "3"),
+            ("ECHOD_LISTEN", "127.0.0.1:0,127.0.0.1:0"),
+            ("ECHOD_NO_SUCH_OPTION", "1"),
+        ];
+        match parse_env(&["--workers", "2"], &env) {
+            Ok(Command::Run {
+                config,
+                listen_given,
+                warnings,
+            }) => {
+                assert_eq!(config.max_line_bytes, 4096);
+                assert_eq!(config.workers, 2, "the command line wins");
+                assert!(listen_given);
+                assert!(
+                    matches!(&config.listen, Listen::Addresses(a) if a.len() == 2),
+                    "{:?}",
+                    config.listen
+                );
+                assert_eq!(warnings.len(), 1, "{warnings:?}");
+                assert!(warnings[0].starts_with("ECHOD_NO_SUCH_OPTION"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // --port on the command line sets the address group aside, so
+        // ECHOD_LISTEN does not clash with it.
+        match parse_env(&["-p", "0"], &env) {
+            Ok(Command::Run { config, .. }) => {
+                assert!(matches!(config.listen, Listen::Default { port: 0 }));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse_env(&[], &[("ECHOD_MAX_LINE_BYTES", "lots")]).expect_err("bad value");
+        assert!(
+            err.0
+                .starts_with("ECHOD_MAX_LINE_BYTES: invalid --max-line-bytes 'lots'"),
+            "{err}"
+        );
+        // A bad variable the command line overrides is never read.
+        assert!(
+            parse_env(
+                &["--max-line-bytes", "1KiB"],
+                &[("ECHOD_MAX_LINE_BYTES", "lots")]
+            )
+            .is_ok()
+        );
+        // The probe takes nothing from the environment.
+        assert!(matches!(
+            parse_env(&["probe"], &[("ECHOD_MAX_LINE_BYTES", "lots")]),
+            Ok(Command::Probe(_))
+        ));
     }
 
     #[test]

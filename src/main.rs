@@ -42,11 +42,13 @@ fn main() -> ExitCode {
             "echod: warning: cannot resolve the program's path, so SIGUSR2 cannot upgrade: {err}"
         ));
     }
-    let (config, listen_given) = match cli::parse_args(args) {
+    let (config, listen_given, warnings) = match cli::parse_args_with_env(args, std::env::vars_os())
+    {
         Ok(Command::Run {
             config,
             listen_given,
-        }) => (*config, listen_given),
+            warnings,
+        }) => (*config, listen_given, warnings),
         // Written with `write!` rather than `print!`, which panics if standard
         // output is closed (`echod --help | true`): there is nothing to do
         // about a reader that left.
@@ -111,14 +113,17 @@ fn main() -> ExitCode {
     };
     if inherited.is_some() && listen_given {
         complain(format_args!(
-            "echod: --listen and --port cannot be combined with socket activation: \
-             echod serves the sockets systemd passed (LISTEN_FDS)"
+            "echod: --listen and --port (or ECHOD_LISTEN and ECHOD_PORT) cannot be combined \
+             with socket activation: echod serves the sockets systemd passed (LISTEN_FDS)"
         ));
         return ExitCode::from(EXIT_USAGE);
     }
     if let Err(err) = logging::init(config.log_level) {
         complain(format_args!("echod: cannot set up logging: {err}"));
         return ExitCode::from(EXIT_CANNOT_START);
+    }
+    for warning in warnings {
+        log::warn!("{warning}");
     }
     // More descriptors, more clients: the soft limit is often 1024 while the
     // hard limit allows far more. Failing to raise it is not fatal.

@@ -153,7 +153,9 @@ fn socket_activation_refuses_listen_options() {
     let mut client = connect(address);
     let _ = std::io::Read::read(&mut client, &mut [0; 1]);
     assert_eq!(daemon.wait_exit().code(), Some(EXIT_USAGE));
-    daemon.wait_for_log("echod: --listen and --port cannot be combined with socket activation");
+    daemon.wait_for_log(
+        "echod: --listen and --port (or ECHOD_LISTEN and ECHOD_PORT) cannot be combined with socket activation",
+    );
 }
 
 #[test]
