@@ -177,7 +177,13 @@ impl Buffer {
     /// # Errors
     ///
     /// The allocation failed; nothing is kept.
-    #[inline]
+    //
+    // Always inlined: it is called on every read, and the common case (a
+    // read that ended on a line's end, all of it sent) is the first test.
+    // A second caller (taking a connection over after an upgrade) made the
+    // compiler call it out of line: 470 user instructions per echoed line
+    // rather than 432 (`cargo bench --bench e2e -- --only counts`).
+    #[inline(always)]
     pub fn keep(&mut self, owed: &[u8], unfinished: &[u8]) -> Result<usize, TryReserveError> {
         debug_assert!(self.is_empty(), "leftovers kept over leftovers");
         if owed.is_empty() && unfinished.is_empty() {
