@@ -7,7 +7,8 @@
 //! request means for what it runs. Out: systemd's READY, STATUS and
 //! STOPPING (`Type=notify`), the `--stats-interval` line when it is due, a
 //! worker's totals for its coordinator, and the log lines that remote peers
-//! cause, within a budget (`log_budget`, a room of its own). The handle that
+//! cause, within a budget (`log_budget`, a room of its own; the stats
+//! line's beat is `cadence`'s). The handle that
 //! stops a loop from another thread is `shutdown`, a room of its own too.
 //!
 //! Two loops stand on this module and neither copies any of it: `Server`
@@ -35,9 +36,10 @@ use mio::{Interest, Registry, Token};
 use signal_hook::consts::{SIGALRM, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::summary::{Interval, Summary, counted};
+use crate::summary::{Summary, counted};
 use crate::systemd::Notifier;
 
+mod cadence;
 mod log_budget;
 mod shutdown;
 
@@ -47,6 +49,7 @@ pub use log_budget::{
 
 pub use shutdown::{ShutdownHandle, ShutdownRequests};
 
+use cadence::Cadence;
 use log_budget::Throttled;
 
 /// The signals echod takes, so that none of them ends it without a word;
@@ -163,19 +166,6 @@ pub struct Control {
     rejections: Throttled,
     /// `accept` failures for want of descriptors.
     accept_failures: Throttled,
-}
-
-/// When the next `--stats-interval` line is due, and what the last one said.
-#[derive(Debug)]
-struct Cadence {
-    /// Time between lines; never zero (`--stats-interval 0` means no lines).
-    interval: Duration,
-    /// When the next line is due: one interval after the last was due, so
-    /// that a late turn does not make the lines drift.
-    next: Instant,
-    /// The summary the previous line reported (or zeros, at start), and
-    /// when it was taken: rates are measured from there.
-    before: (Summary, Instant),
 }
 
 impl Control {
@@ -407,33 +397,6 @@ impl fmt::Debug for Control {
     }
 }
 
-impl Cadence {
-    fn new(interval: Duration, start: Instant) -> Cadence {
-        Cadence {
-            interval,
-            next: start + interval,
-            before: (Summary::default(), start),
-        }
-    }
-
-    /// The line for `summary`, taken at `now`, and the next due time.
-    fn line(&mut self, now: Instant, summary: Summary) -> String {
-        // From the time due, not from now, so that a late turn does not make
-        // the lines drift; after a stall longer than the interval, from now.
-        let due = self.next + self.interval;
-        self.next = if due > now { due } else { now + self.interval };
-        let (before, taken) = &self.before;
-        let line = Interval {
-            before,
-            now: &summary,
-            elapsed: now.saturating_duration_since(*taken),
-        }
-        .to_string();
-        self.before = (summary, now);
-        line
-    }
-}
-
 /// What a signal means; `None` for one echod did not subscribe to.
 ///
 /// | Signal | Meaning |
@@ -521,22 +484,6 @@ mod tests {
             assert!(meaning(signal).is_some(), "signal {signal}");
         }
         assert_eq!(meaning(signal_hook::consts::SIGWINCH), None);
-    }
-
-    #[test]
-    fn stats_lines_keep_their_cadence_unless_a_turn_stalls() {
-        let start = Instant::now();
-        let second = Duration::from_secs(1);
-        let mut cadence = Cadence::new(second, start);
-        assert_eq!(cadence.next, start + second);
-        // Late by a fraction: the next line is still due on the beat.
-        cadence.line(start + second + second / 4, Summary::default());
-        assert_eq!(cadence.next, start + 2 * second);
-        // Late by more than an interval: counted from now instead.
-        let stalled = start + 5 * second;
-        cadence.line(stalled, Summary::default());
-        assert_eq!(cadence.next, stalled + second);
-        assert_eq!(cadence.before.1, stalled);
     }
 
     #[test]

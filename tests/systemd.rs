@@ -199,14 +199,7 @@ fn an_upgrade_keeps_the_inherited_socket_and_its_connections() {
 
 #[test]
 fn an_upgrade_notifies_reloading_then_ready() {
-    let dir = std::env::temp_dir().join(format!("echod-notify-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create a temporary directory");
-    let path = dir.join("notify.sock");
-    let _ = std::fs::remove_file(&path);
-    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
-    socket
-        .set_read_timeout(Some(DEADLINE))
-        .expect("set read timeout");
+    let (dir, path, socket) = notify_socket("reload");
 
     let mut command = Daemon::command(&["-l", "127.0.0.1:0"]);
     command.env("NOTIFY_SOCKET", &path);
@@ -235,14 +228,7 @@ fn an_upgrade_notifies_reloading_then_ready() {
 
 #[test]
 fn notifies_ready_status_and_stopping() {
-    let dir = std::env::temp_dir().join(format!("echod-notify-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create a temporary directory");
-    let path = dir.join("notify.sock");
-    let _ = std::fs::remove_file(&path);
-    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
-    socket
-        .set_read_timeout(Some(DEADLINE))
-        .expect("set read timeout");
+    let (dir, path, socket) = notify_socket("ready");
 
     let mut command = Daemon::command(&["-l", "127.0.0.1:0"]);
     command.env("NOTIFY_SOCKET", &path);
@@ -310,6 +296,21 @@ fn shipped_units_pass_systemd_analyze_verify() {
         .filter(|line| line.contains("echod."))
         .collect();
     assert!(about_ours.is_empty(), "verify warns:\n{report}");
+}
+
+/// A `NOTIFY_SOCKET` of the test's own, in a directory named after `name`
+/// and the test process (removed by the test at the end), reads bounded by
+/// `DEADLINE`.
+fn notify_socket(name: &str) -> (PathBuf, PathBuf, UnixDatagram) {
+    let dir = std::env::temp_dir().join(format!("echod-notify-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(DEADLINE))
+        .expect("set read timeout");
+    (dir, path, socket)
 }
 
 /// Receives datagrams until one contains `needle`, and returns it.
