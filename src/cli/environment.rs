@@ -189,12 +189,6 @@ fn option_args(long: &str, kind: Kind, value: &str) -> Result<Vec<OsString>, &'s
 /// reads it: `--name`, `--name=value`, `-x`, `-xVALUE` and clustered short
 /// flags, up to a `--` after which nothing is an option.
 fn groups_given(command_line: &[OsString]) -> Vec<&'static str> {
-    let group_of = |long: &str| {
-        OPTIONS
-            .iter()
-            .find(|&&(name, _, _)| name == long)
-            .map(|&(_, _, group)| group)
-    };
     let mut groups = Vec::new();
     let mut takes_value = false;
     for arg in command_line {
@@ -209,17 +203,20 @@ fn groups_given(command_line: &[OsString]) -> Vec<&'static str> {
             let (long, inline) = long
                 .split_once('=')
                 .map_or((long, false), |(l, _)| (l, true));
-            if let Some(group) = group_of(long) {
+            if let Some((_, kind, group)) = option(long) {
                 groups.push(group);
-                takes_value = !inline && kind_of(long) != Some(Kind::Flag);
+                takes_value = !inline && kind != Kind::Flag;
             }
         } else if let Some(shorts) = arg.strip_prefix('-') {
             for (i, c) in shorts.char_indices() {
                 let Some(&(_, long)) = SHORT.iter().find(|&&(s, _)| s == c) else {
                     break;
                 };
-                groups.extend(group_of(long));
-                if kind_of(long) != Some(Kind::Flag) {
+                let Some((_, kind, group)) = option(long) else {
+                    break;
+                };
+                groups.push(group);
+                if kind != Kind::Flag {
                     // The value is the rest of this argument, or the next.
                     takes_value = i + c.len_utf8() == shorts.len();
                     break;
@@ -230,11 +227,9 @@ fn groups_given(command_line: &[OsString]) -> Vec<&'static str> {
     groups
 }
 
-fn kind_of(long: &str) -> Option<Kind> {
-    OPTIONS
-        .iter()
-        .find(|&&(name, _, _)| name == long)
-        .map(|&(_, kind, _)| kind)
+/// The entry of `OPTIONS` for long option `long`.
+fn option(long: &str) -> Option<(&'static str, Kind, &'static str)> {
+    OPTIONS.iter().copied().find(|&(name, _, _)| name == long)
 }
 
 /// Every long option the daemon's parser takes, for the test that each is
