@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use ppp::{HeaderResult, PartialResult, v1, v2};
+use ppp::{HeaderResult, v1, v2};
 
 /// The longest v1 header, CR LF included (the specification's own bound:
 /// `PROXY TCP6` with two full IPv6 addresses and two ports).
