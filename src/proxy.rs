@@ -265,4 +265,39 @@ mod tests {
         let endless = [b"PROXY TCP4 ".as_slice(), &[b'1'; 100]].concat();
         assert_eq!(parse(&endless), Parsed::Malformed);
     }
+
+    #[test]
+    fn the_fuzz_seeds_are_what_their_names_say() {
+        let seeds = [
+            (
+                &include_bytes!("../fuzz/seeds/proxy_header/v1")[..],
+                client("192.0.2.7:40000"),
+            ),
+            (
+                &include_bytes!("../fuzz/seeds/proxy_header/v1_unknown")[..],
+                None,
+            ),
+            (
+                &include_bytes!("../fuzz/seeds/proxy_header/v2")[..],
+                client("192.0.2.7:40000"),
+            ),
+            (
+                &include_bytes!("../fuzz/seeds/proxy_header/v2_local")[..],
+                None,
+            ),
+        ];
+        for (seed, expected) in seeds {
+            match parse(seed) {
+                Parsed::Complete {
+                    header_bytes,
+                    client,
+                } => {
+                    assert_eq!(client, expected);
+                    let rest = &seed[header_bytes..];
+                    assert!(rest.is_empty() || rest == b"hello\r\n", "{rest:?}");
+                }
+                other => panic!("a seed is not a header: {other:?}"),
+            }
+        }
+    }
 }
