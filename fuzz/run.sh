@@ -4,7 +4,7 @@
 #
 #   fuzz/run.sh [TARGET] [SECONDS]
 #
-# TARGET is `framing`, `connection`, `handover`, `http_head` or `all` (the default); SECONDS is the
+# TARGET is `framing`, `connection`, `handover`, `http_head`, `proxy_header` or `all` (the default); SECONDS is the
 # time per target (default 300). A second run resumes from the corpus the
 # first left in fuzz/out/TARGET.
 #
@@ -22,9 +22,9 @@ cd "$(dirname "$0")"
 target=${1:-all}
 seconds=${2:-300}
 case "$target" in
-  all) targets=(framing connection handover http_head) ;;
-  framing | connection | handover | http_head) targets=("$target") ;;
-  *) echo "usage: $0 [framing|connection|handover|http_head|all] [SECONDS]" >&2; exit 64 ;;
+  all) targets=(framing connection handover http_head proxy_header) ;;
+  framing | connection | handover | http_head | proxy_header) targets=("$target") ;;
+  *) echo "usage: $0 [framing|connection|handover|http_head|proxy_header|all] [SECONDS]" >&2; exit 64 ;;
 esac
 if ! cargo afl --version >/dev/null 2>&1; then
   echo "cargo-afl is missing: cargo install cargo-afl" >&2

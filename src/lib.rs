@@ -87,6 +87,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
+pub mod proxy;
 pub mod server;
 pub mod socket;
 pub mod state;
