@@ -12,6 +12,7 @@
 //! | `no_systemd_analyze` | `systemd-analyze` is not on `PATH` |
 //! | `no_ipv6_loopback` | `[::1]:0` cannot be bound |
 //! | `no_prometheus` | `prometheus` or `promtool` is not on `PATH` |
+//! | `no_haproxy` | `haproxy` is not on `PATH` |
 //!
 //! With `CI=true` (as `.ci/run` sets it, after installing the tools) none is
 //! ever set: there every test runs, and one whose need is missing fails.
@@ -37,6 +38,7 @@ fn main() {
         ("systemd_analyze", on_path("systemd-analyze")),
         ("ipv6_loopback", TcpListener::bind("[::1]:0").is_ok()),
         ("prometheus", on_path("prometheus") && on_path("promtool")),
+        ("haproxy", on_path("haproxy")),
     ];
     for (need, present) in needs {
         println!("cargo::rustc-check-cfg=cfg(no_{need})");

@@ -105,6 +105,16 @@ pub fn parse_network(value: &str) -> Result<IpNet, String> {
     }
 }
 
+/// Rules that admit the loopback addresses alone (`127.0.0.0/8` and
+/// `::1`): who may send PROXY headers unless `--proxy-from` says otherwise.
+pub fn loopback_rules() -> Vec<Rule> {
+    let loopback = |network: &str| Rule {
+        allow: true,
+        network: network.parse().expect("a well-formed literal network"),
+    };
+    vec![loopback("127.0.0.0/8"), loopback("::1/128")]
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verb = if self.allow { "allow" } else { "deny" };

@@ -123,6 +123,14 @@ Options:
                                Repeatable; --allow and --deny are tried in the
                                order given and the first that matches decides
                                [default: none]
+      --proxy-protocol         Every connection must begin with a PROXY
+                               protocol header, v1 or v2 (HAProxy's send-proxy
+                               and send-proxy-v2); the client it names is the
+                               client for the rules, limits and logs, and the
+                               header is never echoed [default: off]
+      --proxy-from NET         Believe PROXY headers only from NET; any other
+                               source is closed at accept unread. Repeatable;
+                               needs --proxy-protocol [default: 127.0.0.0/8, ::1]
   -h, --help                   Print this help and exit
   -V, --version                Print the version and exit
 
@@ -231,6 +239,8 @@ where
     let mut addresses = Vec::new();
     let mut port = None;
     let mut rules = Vec::new();
+    let mut proxy_protocol = false;
+    let mut proxy_from = Vec::new();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -361,6 +371,16 @@ where
                     .map_err(|why| UsageError(format!("invalid {option} '{value}': {why}")))?;
                 rules.push(Rule { allow, network });
             }
+            Long("proxy-protocol") => proxy_protocol = true,
+            Long("proxy-from") => {
+                let value = string(parser.value()?, "--proxy-from")?;
+                let network = access::parse_network(&value)
+                    .map_err(|why| UsageError(format!("invalid --proxy-from '{value}': {why}")))?;
+                proxy_from.push(Rule {
+                    allow: true,
+                    network,
+                });
+            }
             Short('h') | Long("help") => return Ok(Command::Help(USAGE)),
             Short('V') | Long("version") => return Ok(Command::Version),
             _ => return Err(arg.unexpected().into()),
@@ -377,6 +397,16 @@ where
         }
     }
     config.access = Access::new(rules);
+    config.proxy_from = match (proxy_protocol, proxy_from.is_empty()) {
+        (true, true) => Some(Access::new(access::loopback_rules())),
+        (true, false) => Some(Access::new(proxy_from)),
+        (false, true) => None,
+        (false, false) => {
+            return Err(UsageError(
+                "--proxy-from names who may send PROXY headers: it needs --proxy-protocol".into(),
+            ));
+        }
+    };
     let listen_given = !addresses.is_empty() || port.is_some();
     config.listen = match (addresses.is_empty(), port) {
         (true, port) => Listen::Default {

@@ -169,6 +169,10 @@ pub struct Config {
     /// Which client addresses may connect (`--allow`, `--deny`); the
     /// default admits all.
     pub access: Access,
+    /// Under `--proxy-protocol`, the sources whose PROXY headers are
+    /// believed (`--proxy-from`, loopback by default); `None`: connections
+    /// carry no header.
+    pub proxy_from: Option<Access>,
 }
 
 impl Default for Config {
@@ -191,6 +195,7 @@ impl Default for Config {
             log_level: None,
             metrics_listen: Vec::new(),
             access: Access::default(),
+            proxy_from: None,
         }
     }
 }

@@ -16,6 +16,7 @@
 //!
 //! | state       | meaning                                              | interest           |
 //! |-------------|------------------------------------------------------|--------------------|
+//! | `AwaitingHeader` | `--proxy-protocol`: peeking at the PROXY header | read              |
 //! | `Open`      | reading and echoing                                  | read (+ write while output is pending) |
 //! | `Paused`    | output reached `max_pending_bytes`; reading waits    | write              |
 //! | `Draining`  | no more input will be echoed; delivering what is owed | write             |
@@ -23,10 +24,12 @@
 //!
 //! Its parts, each a file of `src/connection/`: `machine.rs` the state
 //! table (`advance` and `transition`), `steps.rs` the reads, echoes and
-//! flushes a call does, `timers.rs` the deadlines that follow from them,
+//! flushes a call does, `header.rs` the PROXY header a connection may
+//! begin with, `timers.rs` the deadlines that follow from them,
 //! `handover.rs` what it carries across an upgrade.
 
 mod handover;
+mod header;
 mod machine;
 mod steps;
 mod timers;
@@ -43,7 +46,7 @@ pub use crate::state::{
     CloseReason, FIRST_INTEREST, Finish, ReadUntil, Readiness, State, Step, Waiting,
 };
 pub use handover::{continue_ids_from, next_connection_id};
-pub use timers::{LINGER_MS, Timeouts};
+pub use timers::{LINGER_MS, PROXY_HEADER_TIMEOUT_MS, Timeouts};
 
 use machine::Next;
 use steps::{Input, read_retrying};
@@ -58,6 +61,18 @@ pub const TURN_READ_BUDGET_BYTES: usize = 4 * READ_CHUNK_BYTES;
 pub trait Stream: Read + Write {
     /// Shuts down the sending half (sends FIN after any queued data).
     fn shutdown_write(&self) -> io::Result<()>;
+
+    /// Copies the input queued so far into `buf` without consuming it
+    /// (`MSG_PEEK`), as `read` would: 0 is EOF, `WouldBlock` nothing
+    /// queued. Only a connection waiting for its PROXY header peeks; a
+    /// stream that never carries one need not support it.
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let _ = buf;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this stream cannot peek",
+        ))
+    }
 }
 
 /// The per-connection limits, taken from `Config` once.
@@ -168,6 +183,25 @@ impl<S: Stream> Connection<S> {
         }
     }
 
+    /// A newly accepted connection that must begin with a PROXY header
+    /// (`--proxy-protocol`): until the header is read, `peer` is the
+    /// balancer's address, and nothing is echoed.
+    pub fn awaiting_header(stream: S, peer: SocketAddr, now_ms: u64) -> Connection<S> {
+        Connection {
+            state: State::AwaitingHeader,
+            ..Connection::new(stream, peer, now_ms)
+        }
+    }
+
+    /// The loop admitted the client the PROXY header named: the connection
+    /// reads and echoes from now on.
+    pub fn admit(&mut self) {
+        // The only row for `Admitted` moves the state and does no I/O, so
+        // it cannot fail.
+        let admitted = self.transition(Input::Admitted, self.last_active_ms);
+        debug_assert!(matches!(admitted, Ok(Next::Continue)));
+    }
+
     /// The readiness the connection waits for in its current state, or `None`
     /// if it waits for nothing (it has finished).
     pub fn interest(&self) -> Option<Interest> {
@@ -228,6 +262,11 @@ impl<S: Stream> Connection<S> {
         read_buffer: &mut ReadBuffer,
         now_ms: u64,
     ) -> Step {
+        // Nothing was read from it yet, so nothing is owed: it closes as an
+        // idle connection does.
+        if self.state == State::AwaitingHeader {
+            return Step::Close(CloseReason::ServerShutdown);
+        }
         let input = if self.state == State::Open && self.buffer.is_empty() {
             // A read of one byte tells whether anything is queued (and
             // barely touches the call's read budget). That byte is dropped,
@@ -885,7 +924,7 @@ mod tests {
 
         // The next program's clock reads 1,000 where this one read 400.
         let mut next = Harness::crlf();
-        let taken = Connection::take_over(Script::default(), &record, &next.limits, 1_000)
+        let taken = Connection::take_over(Script::default(), &record, &next.limits, false, 1_000)
             .expect("a state it could be in");
         next.connection = taken;
         let shifted = before
@@ -919,7 +958,7 @@ mod tests {
         let record = h.connection.hand_over(3, 0);
         let limits = h.limits;
         let refused = |record: &crate::handover::ConnectionRecord| {
-            Connection::take_over(Script::default(), record, &limits, 0).map(|_| ())
+            Connection::take_over(Script::default(), record, &limits, false, 0).map(|_| ())
         };
         assert_eq!(refused(&record), Ok(()));
         let mut draining = record.clone();

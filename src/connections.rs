@@ -146,8 +146,13 @@ pub struct Connections<S> {
     /// on; an address with none has no entry.
     per_address: HashMap<AddressKey, usize>,
     /// Who may connect (`--allow`, `--deny`), asked at accept; admits all
-    /// by default.
+    /// by default. Under the PROXY protocol, asked once the header names
+    /// the client.
     access: Access,
+    /// Under `--proxy-protocol`, the sources whose PROXY headers are
+    /// believed (`--proxy-from`): every connection must come from one and
+    /// begin with a header. `None` when the protocol is off.
+    proxy_from: Option<Access>,
 }
 
 impl<S: Stream> Connections<S> {
@@ -176,6 +181,7 @@ impl<S: Stream> Connections<S> {
             max_per_address,
             per_address: HashMap::new(),
             access: Access::default(),
+            proxy_from: None,
         }
     }
 
@@ -183,6 +189,20 @@ impl<S: Stream> Connections<S> {
     pub fn with_access(mut self, access: Access) -> Connections<S> {
         self.access = access;
         self
+    }
+
+    /// The same, under the PROXY protocol when `proxy_from` is given:
+    /// every connection must come from a source it admits and begin with a
+    /// PROXY header, and the access rules and the per-address limit judge
+    /// the client the header names.
+    pub fn with_proxy_from(mut self, proxy_from: Option<Access>) -> Connections<S> {
+        self.proxy_from = proxy_from;
+        self
+    }
+
+    /// Whether connections begin with a PROXY header.
+    pub fn reads_proxy_headers(&self) -> bool {
+        self.proxy_from.is_some()
     }
 
     /// The limits connections are driven with.
@@ -394,6 +414,9 @@ impl<S: Stream> Connections<S> {
         }
         match step {
             Step::Close(reason) => return Some(self.close(key, reason)),
+            Step::HeaderRead { named_client } => {
+                return self.admit(registrar, key, named_client, now_ms);
+            }
             // A call that left something over may have started the send or
             // the line timer.
             _ => self.arm(key, now_ms),
@@ -410,7 +433,7 @@ impl<S: Stream> Connections<S> {
                     self.again.push(key);
                 }
             }
-            Step::Wait => {}
+            Step::Wait | Step::HeaderRead { .. } => {}
         }
         let connection = &mut self.slab[key];
         let interest = connection.interest();
@@ -431,7 +454,8 @@ impl<S: Stream> Connections<S> {
     fn close(&mut self, key: usize, reason: CloseReason) -> Closed<S> {
         let connection = self.slab.remove(key);
         self.memory_used -= connection.buffer_capacity();
-        if self.max_per_address != usize::MAX {
+        // One still waiting for its header was never counted by address.
+        if self.max_per_address != usize::MAX && connection.state() != State::AwaitingHeader {
             let address = AddressKey::of(connection.peer());
             if let Some(open) = self.per_address.get_mut(&address) {
                 *open -= 1;

@@ -277,7 +277,9 @@ fn state_code(state: State) -> (u8, u8) {
         Finish::ServerShutdown => 3,
     };
     match state {
-        State::Open => (0, 0),
+        // A wait for a PROXY header travels as an open connection with the
+        // record's `awaiting_header` flag (`Connection::hand_over`).
+        State::AwaitingHeader | State::Open => (0, 0),
         State::Paused => (1, 0),
         State::Draining(f) => (2, finish(f)),
         State::Lingering(f) => (3, finish(f)),

@@ -305,6 +305,15 @@ impl Steps for Server {
                     totals.rejected += 1;
                     control.rejected(now, peer, max_connections);
                 }
+                Accept::Untrusted { peer } => {
+                    totals.rejected += 1;
+                    totals.rejected_untrusted += 1;
+                    if admit_peer_line(Level::Info, LOG_TARGET) {
+                        info!(
+                            "not a --proxy-from source: closed a new connection from {peer} unread"
+                        );
+                    }
+                }
                 Accept::Denied { peer } => {
                     totals.rejected += 1;
                     totals.denied += 1;

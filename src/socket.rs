@@ -61,6 +61,11 @@ impl Stream for Socket {
     fn shutdown_write(&self) -> io::Result<()> {
         self.0.shutdown(Shutdown::Write)
     }
+
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let (n, _) = rustix::net::recv(&self.0, buf, RecvFlags::PEEK)?;
+        Ok(n)
+    }
 }
 
 impl Source for Socket {

@@ -110,6 +110,8 @@ impl Waiting {
             (State::Draining(_), true) => Some(Interest::WRITABLE),
             (State::Draining(_), false) => None,
             (State::Lingering(_), _) => Some(Interest::READABLE),
+            // Nothing is echoed before the header is read, so nothing is owed.
+            (State::AwaitingHeader, _) => Some(Interest::READABLE),
         }
     }
 }
@@ -127,11 +129,24 @@ pub enum Step {
     Starve,
     /// Close the connection and drop it.
     Close(CloseReason),
+    /// The PROXY header has been read and consumed, and the connection's
+    /// peer is now the client it names (when `named_client`): the loop
+    /// decides whether that client is admitted, then serves the input after
+    /// the header, which no edge will announce.
+    HeaderRead {
+        /// Whether the header named a client; a v2 `LOCAL` header or a v1
+        /// `UNKNOWN` one names none, and the balancer's address stands.
+        named_client: bool,
+    },
 }
 
 /// The connection's state. Changes only through `Connection::transition`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Under `--proxy-protocol`, before anything else: waiting for the
+    /// PROXY header, which is peeked at and never echoed. Becomes `Open`
+    /// once the loop admits the client it names.
+    AwaitingHeader,
     /// Reading and echoing.
     Open,
     /// Output reached the high-water mark; reading resumes once it drains.
@@ -182,6 +197,19 @@ pub enum CloseReason {
     /// The server's shutdown timeout expired before the connection finished
     /// (echoes still owed, or no close from the peer after our FIN).
     ShutdownTimeout,
+    /// Under `--proxy-protocol`: the first bytes can never be a PROXY
+    /// header (wrong bytes, over its bound, or cut short by the peer's FIN).
+    ProxyHeaderMalformed,
+    /// Under `--proxy-protocol`: no complete PROXY header within
+    /// `PROXY_HEADER_TIMEOUT_MS` of the accept.
+    ProxyHeaderTimeout,
+    /// Under `--proxy-protocol`: the client the header names is not
+    /// admitted by `--allow`/`--deny` (without the PROXY protocol such a
+    /// client is refused at accept, and is never a connection to close).
+    Denied,
+    /// Under `--proxy-protocol`: the client the header names already has
+    /// `max-connections-per-ip` open (refused at accept without it).
+    TooManyFromAddress,
     /// A socket error; the connection cannot continue.
     Io(io::Error),
 }
@@ -190,7 +218,7 @@ impl State {
     /// Why the connection stopped echoing, once it has.
     pub fn finish(self) -> Option<Finish> {
         match self {
-            State::Open | State::Paused => None,
+            State::AwaitingHeader | State::Open | State::Paused => None,
             State::Draining(finish) | State::Lingering(finish) => Some(finish),
         }
     }
@@ -209,6 +237,7 @@ impl From<Finish> for CloseReason {
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            State::AwaitingHeader => f.write_str("awaiting PROXY header"),
             State::Open => f.write_str("open"),
             State::Paused => f.write_str("paused"),
             State::Draining(finish) => write!(f, "draining ({finish})"),
@@ -240,6 +269,10 @@ impl fmt::Display for CloseReason {
             CloseReason::Displaced => f.write_str("displaced by a new client"),
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
             CloseReason::ShutdownTimeout => f.write_str("shutdown timeout"),
+            CloseReason::ProxyHeaderMalformed => f.write_str("malformed PROXY header"),
+            CloseReason::ProxyHeaderTimeout => f.write_str("no PROXY header in time"),
+            CloseReason::Denied => f.write_str("denied by --allow/--deny"),
+            CloseReason::TooManyFromAddress => f.write_str("max-connections-per-ip reached"),
             CloseReason::Io(err) => write!(f, "{err}"),
         }
     }

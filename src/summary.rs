@@ -39,6 +39,9 @@ pub struct Summary {
     /// Of `rejected`, the connections the access rules (`--allow`,
     /// `--deny`) refused: the rejections with reason `denied`.
     pub denied: u64,
+    /// Of `rejected`, under `--proxy-protocol`, the connections from an
+    /// address that is not a `--proxy-from` source.
+    pub rejected_untrusted: u64,
     /// Connections paused (their client is not reading its echoes) when the
     /// summary was taken.
     pub paused_connections: usize,
@@ -77,6 +80,16 @@ pub struct Closes {
     pub shutdown_timeout: u64,
     /// A socket error, usually a reset by the client.
     pub error: u64,
+    /// Under `--proxy-protocol`: the first bytes were no PROXY header.
+    pub proxy_header_malformed: u64,
+    /// Under `--proxy-protocol`: no whole PROXY header in time.
+    pub proxy_header_timeout: u64,
+    /// Under `--proxy-protocol`: the client the header named was denied by
+    /// the access rules.
+    pub denied: u64,
+    /// Under `--proxy-protocol`: the client the header named already had
+    /// `max-connections-per-ip` open.
+    pub max_connections_per_ip: u64,
     /// Connections whose client closed (or reset) them without ever sending
     /// a byte: the TCP health checks of load balancers and supervisors.
     pub probes: u64,
@@ -154,6 +167,10 @@ impl Closes {
             CloseReason::Displaced => &mut self.displaced,
             CloseReason::ServerShutdown => &mut self.server_shutdown,
             CloseReason::ShutdownTimeout => &mut self.shutdown_timeout,
+            CloseReason::ProxyHeaderMalformed => &mut self.proxy_header_malformed,
+            CloseReason::ProxyHeaderTimeout => &mut self.proxy_header_timeout,
+            CloseReason::Denied => &mut self.denied,
+            CloseReason::TooManyFromAddress => &mut self.max_connections_per_ip,
             CloseReason::Io(_) => &mut self.error,
         };
         *counter += 1;
@@ -210,7 +227,7 @@ impl Summary {
     }
 
     /// Every counter that carries across an upgrade, with its name.
-    fn counter_fields(&mut self) -> [(&'static str, &mut u64); 19] {
+    fn counter_fields(&mut self) -> [(&'static str, &mut u64); 24] {
         let c = &mut self.closes;
         [
             ("accepted", &mut self.accepted),
@@ -232,6 +249,17 @@ impl Summary {
             ("closed_shutdown_timeout", &mut c.shutdown_timeout),
             ("closed_error", &mut c.error),
             ("closed_probes", &mut c.probes),
+            ("rejected_untrusted", &mut self.rejected_untrusted),
+            (
+                "closed_proxy_header_malformed",
+                &mut c.proxy_header_malformed,
+            ),
+            ("closed_proxy_header_timeout", &mut c.proxy_header_timeout),
+            ("closed_denied", &mut c.denied),
+            (
+                "closed_max_connections_per_ip",
+                &mut c.max_connections_per_ip,
+            ),
         ]
     }
 }
@@ -273,7 +301,23 @@ impl fmt::Display for Closes {
             self.shutdown_timeout,
             self.error,
             counted(self.probes, "probe"),
-        )
+        )?;
+        // Only behind a balancer (`--proxy-protocol`) can these happen:
+        // shown once one has, so that the usual line stays as it was.
+        let proxy = [
+            (self.proxy_header_malformed, "malformed PROXY header"),
+            (self.proxy_header_timeout, "no PROXY header in time"),
+            (self.denied, "denied"),
+            (self.max_connections_per_ip, "max-connections-per-ip"),
+        ];
+        if proxy.iter().any(|&(n, _)| n > 0) {
+            f.write_str("; after the PROXY header:")?;
+            for (i, (n, what)) in proxy.into_iter().enumerate() {
+                let sep = if i == 0 { " " } else { ", " };
+                write!(f, "{sep}{n} {what}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -333,6 +377,10 @@ impl AddAssign for Closes {
         self.server_shutdown += other.server_shutdown;
         self.shutdown_timeout += other.shutdown_timeout;
         self.error += other.error;
+        self.proxy_header_malformed += other.proxy_header_malformed;
+        self.proxy_header_timeout += other.proxy_header_timeout;
+        self.denied += other.denied;
+        self.max_connections_per_ip += other.max_connections_per_ip;
         self.probes += other.probes;
     }
 }
@@ -352,6 +400,7 @@ impl AddAssign for Summary {
         self.rejected += other.rejected;
         self.rejected_per_ip += other.rejected_per_ip;
         self.denied += other.denied;
+        self.rejected_untrusted += other.rejected_untrusted;
         self.paused_connections += other.paused_connections;
         self.buffer_bytes += other.buffer_bytes;
         // Each worker holds a share of one budget, or none has one.
@@ -387,7 +436,8 @@ impl fmt::Display for Interval<'_> {
 }
 
 /// `5 rejected`, or `5 rejected (2 denied)` once the access rules have
-/// refused any: the rejections, with those of reason `denied` apart.
+/// refused any: the rejections, with those of reason `denied` apart, and
+/// those from no `--proxy-from` source (`(1 untrusted)`) likewise.
 struct Rejected<'a>(&'a Summary);
 
 impl fmt::Display for Rejected<'_> {
@@ -395,6 +445,9 @@ impl fmt::Display for Rejected<'_> {
         write!(f, "{} rejected", self.0.rejected)?;
         if self.0.denied > 0 {
             write!(f, " ({} denied)", self.0.denied)?;
+        }
+        if self.0.rejected_untrusted > 0 {
+            write!(f, " ({} untrusted)", self.0.rejected_untrusted)?;
         }
         Ok(())
     }
@@ -440,6 +493,10 @@ mod tests {
         closes.record(&CloseReason::Evicted, false);
         closes.record(&CloseReason::OutOfMemory, false);
         closes.record(&CloseReason::Displaced, false);
+        closes.record(&CloseReason::ProxyHeaderMalformed, false);
+        closes.record(&CloseReason::ProxyHeaderTimeout, true);
+        closes.record(&CloseReason::Denied, false);
+        closes.record(&CloseReason::TooManyFromAddress, false);
         let expected = Closes {
             peer_finished: 1,
             line_too_long: 1,
@@ -453,6 +510,10 @@ mod tests {
             shutdown_timeout: 1,
             error: 1,
             probes: 2,
+            proxy_header_malformed: 1,
+            proxy_header_timeout: 1,
+            denied: 1,
+            max_connections_per_ip: 1,
         };
         assert_eq!(closes, expected);
         assert!(Closes::is_probe(&reset(), true));

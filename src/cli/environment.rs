@@ -67,6 +67,8 @@ const OPTIONS: &[(&str, Kind, &str)] = &[
     // the networks let in), as `--deny X --allow Y` would be.
     ("deny", Kind::Repeatable, "access"),
     ("allow", Kind::Repeatable, "access"),
+    ("proxy-protocol", Kind::Flag, "proxy-protocol"),
+    ("proxy-from", Kind::Repeatable, "proxy-from"),
 ];
 
 /// The short options, by the long name they stand for.

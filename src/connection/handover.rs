@@ -20,11 +20,17 @@ impl<S: Stream> Connection<S> {
         ConnectionRecord {
             fd,
             id: self.id,
-            state: self.state,
+            // The form knows the wait for a header as a flag on an open
+            // connection: nothing of the header has been consumed, so the
+            // next program peeks at it afresh.
+            state: match self.state {
+                State::AwaitingHeader => State::Open,
+                state => state,
+            },
             peer: self.peer,
             lines: self.lines,
             received_any: self.received_any,
-            awaiting_header: false,
+            awaiting_header: self.state == State::AwaitingHeader,
             bytes_echoed: self.bytes_echoed,
             active_age_ms: age(self.last_active_ms),
             owing_age_ms: age(self.owing_since_ms),
@@ -43,12 +49,13 @@ impl<S: Stream> Connection<S> {
     ///
     /// The record describes a state no connection under `limits` can be
     /// in (leftovers past the limits, an unfinished line kept by a
-    /// connection that stopped reading), or its leftovers cannot be
-    /// allocated.
+    /// connection that stopped reading, a wait for a PROXY header when
+    /// `reads_headers` is false), or its leftovers cannot be allocated.
     pub fn take_over(
         stream: S,
         record: &ConnectionRecord,
         limits: &Limits,
+        reads_headers: bool,
         now_ms: u64,
     ) -> Result<Connection<S>, HandoverError> {
         // A read may take the owed output past the pause mark by one read;
@@ -57,9 +64,20 @@ impl<S: Stream> Connection<S> {
             return Err(HandoverError::Invalid("pending output past the limits"));
         }
         // Only a loop that reads PROXY headers has connections waiting for
-        // one, and this one reads none.
-        if record.awaiting_header {
-            return Err(HandoverError::Invalid("waiting for a PROXY header"));
+        // one.
+        if record.awaiting_header && !reads_headers {
+            return Err(HandoverError::Invalid(
+                "waiting for a PROXY header (--proxy-protocol is off)",
+            ));
+        }
+        if record.awaiting_header
+            && (record.state != State::Open
+                || !record.pending.is_empty()
+                || !record.unfinished.is_empty())
+        {
+            return Err(HandoverError::Invalid(
+                "leftovers while waiting for a PROXY header",
+            ));
         }
         if record.unfinished.len() >= limits.max_line_bytes {
             return Err(HandoverError::Invalid("unfinished line past the limit"));
@@ -83,7 +101,11 @@ impl<S: Stream> Connection<S> {
             id: record.id,
             stream,
             buffer,
-            state: record.state,
+            state: if record.awaiting_header {
+                State::AwaitingHeader
+            } else {
+                record.state
+            },
             peer: record.peer,
             lines: record.lines,
             received_any: record.received_any,

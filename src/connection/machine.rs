@@ -12,6 +12,10 @@
 //!
 //! | state                  | input         | next state              | and then                         |
 //! |------------------------|---------------|-------------------------|----------------------------------|
+//! | `AwaitingHeader`       | `HeaderRead`  | unchanged               | the loop decides on the client (`Step::HeaderRead`) |
+//! | `AwaitingHeader`       | `Admitted`    | `Open`                  | the loop reads until `WouldBlock` |
+//! | `AwaitingHeader`       | `HeaderMalformed` | closed              | `CloseReason::ProxyHeaderMalformed` |
+//! | `AwaitingHeader`       | `PeerEof`     | closed                  | `CloseReason::PeerFinished` (a probe) |
 //! | `Open`                 | `PeerEof`     | `Draining(PeerFinished)` | unfinished line dropped         |
 //! | `Open`                 | `LineTooLong` | `Draining(LineTooLong)` | the long line dropped            |
 //! | `Open`                 | `OutputFull`  | `Paused`                |                                  |
@@ -83,7 +87,11 @@ impl<S: Stream> Connection<S> {
                 (State::Lingering(_), Some(until)) => {
                     self.read_and_discard(until, &mut budget, read_buffer)?
                 }
-                (State::Open | State::Lingering(_), None) => return Ok(Step::Wait),
+                // Peeks only, so the read budget does not apply.
+                (State::AwaitingHeader, Some(until)) => self.read_header(until, read_buffer)?,
+                (State::AwaitingHeader | State::Open | State::Lingering(_), None) => {
+                    return Ok(Step::Wait);
+                }
                 (State::Paused, _) if self.buffer.pending_len() <= limits.resume_pending_bytes => {
                     ReadOutcome::Found(Input::OutputLow)
                 }
@@ -111,6 +119,19 @@ impl<S: Stream> Connection<S> {
     /// changes.
     pub(super) fn transition(&mut self, input: Input, now_ms: u64) -> io::Result<Next> {
         let (next_state, next) = match (self.state, input) {
+            // The state waits for the loop's verdict on the client, which
+            // `Connection::admit` brings (or a close).
+            (State::AwaitingHeader, Input::HeaderRead { named_client }) => {
+                return Ok(Next::Return(Step::HeaderRead { named_client }));
+            }
+            (State::AwaitingHeader, Input::Admitted) => (State::Open, Next::Continue),
+            (State::AwaitingHeader, Input::HeaderMalformed) => {
+                return Ok(Next::Return(Step::Close(CloseReason::ProxyHeaderMalformed)));
+            }
+            // Nothing came at all: a balancer's connect-and-close check.
+            (State::AwaitingHeader, Input::PeerEof) => {
+                return Ok(Next::Return(Step::Close(CloseReason::PeerFinished)));
+            }
             // An unfinished line the peer never ended is not echoed
             // (docs/PROTOCOL.md); an over-long one never can be.
             (State::Open, Input::PeerEof) => {

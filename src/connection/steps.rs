@@ -29,6 +29,15 @@ pub(super) enum Input {
     /// The server began shutting down, and this connection is idle: it owes
     /// nothing, holds no unfinished line, and a read found nothing queued.
     ShutdownIdle,
+    /// A whole PROXY header was read and consumed (`header.rs`).
+    HeaderRead {
+        /// Whether it named a client, now the connection's peer.
+        named_client: bool,
+    },
+    /// The first bytes can never be a PROXY header.
+    HeaderMalformed,
+    /// The loop admitted the client the PROXY header named.
+    Admitted,
 }
 
 /// How one read went.

@@ -15,6 +15,13 @@ use crate::state::{CloseReason, State};
 /// that never closes.
 pub const LINGER_MS: u64 = 2_000;
 
+/// How long a connection accepted under `--proxy-protocol` may take to
+/// send its whole PROXY header. A balancer sends it with its first segment,
+/// so five seconds is generous for any network and bounds what a
+/// connection that sends nothing (or half a header) can hold: HAProxy's
+/// own `timeout client` default for this wait is the same order.
+pub const PROXY_HEADER_TIMEOUT_MS: u64 = 5_000;
+
 /// How long a connection may wait for each thing, in milliseconds; 0 for
 /// forever. Taken from `Config` once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,6 +52,17 @@ impl<S: Stream> Connection<S> {
     /// idle, send and line timeouts that are on and apply. `None` if nothing
     /// it waits for has a deadline.
     pub fn deadline(&self, timeouts: &Timeouts) -> Option<(u64, CloseReason)> {
+        if self.state == State::AwaitingHeader {
+            // Peeks move no bytes, so `last_active_ms` is still the accept.
+            // A shorter idle timeout is kept to as for any connection.
+            let header_ms = self.last_active_ms + PROXY_HEADER_TIMEOUT_MS;
+            let idle_ms = self.last_active_ms.saturating_add(timeouts.idle_ms);
+            return Some(if timeouts.idle_ms > 0 && idle_ms < header_ms {
+                (idle_ms, CloseReason::IdleTimeout)
+            } else {
+                (header_ms, CloseReason::ProxyHeaderTimeout)
+            });
+        }
         if let State::Lingering(finish) = self.state {
             // The peer has had our FIN for a while; its close reason is the
             // one that made us stop, not the wait.

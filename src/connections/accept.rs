@@ -42,6 +42,13 @@ pub enum Accept {
         /// Its peer.
         peer: SocketAddr,
     },
+    /// Accepted and closed at once, without a byte read: under
+    /// `--proxy-protocol`, its address is not a `--proxy-from` source, so
+    /// no header it sends could be believed.
+    Untrusted {
+        /// Its peer.
+        peer: SocketAddr,
+    },
     /// Accepted and closed at once, without a byte read: the access rules
     /// (`--allow`, `--deny`) do not admit its address.
     Denied {
@@ -120,17 +127,28 @@ impl<S: Stream> Connections<S> {
             };
             // Accepting and closing at once tells the client plainly; a
             // connection left in the backlog would just hang. Dropped
-            // unread: a denied client is told nothing else.
-            if !self.access.admits_all() && !self.access.admits(peer.ip()) {
-                tell(Accept::Denied { peer });
-                continue;
-            }
+            // unread: a refused client is told nothing else.
             let address = AddressKey::of(peer);
-            if self.max_per_address != usize::MAX
-                && self.per_address.get(&address).copied().unwrap_or(0) >= self.max_per_address
-            {
-                tell(Accept::TooManyFromAddress { peer });
-                continue;
+            match &self.proxy_from {
+                // Behind a balancer, the peer is the balancer: the client,
+                // whom the rules and the limit are for, is named by the
+                // header (`admit`).
+                Some(proxy_from) => {
+                    if !proxy_from.admits(peer.ip()) {
+                        tell(Accept::Untrusted { peer });
+                        continue;
+                    }
+                }
+                None => {
+                    if !self.access.admits_all() && !self.access.admits(peer.ip()) {
+                        tell(Accept::Denied { peer });
+                        continue;
+                    }
+                    if self.over_address_limit(address) {
+                        tell(Accept::TooManyFromAddress { peer });
+                        continue;
+                    }
+                }
             }
             if self.slab.len() >= max_connections {
                 let candidates = quietest.get_or_insert_with(|| self.quietest(now_ms));
@@ -148,10 +166,16 @@ impl<S: Stream> Connections<S> {
                 tell(Accept::Unregistered { peer, err });
                 continue;
             }
-            let id = entry.insert(Connection::new(stream, peer, now_ms)).id();
-            // Only the idle timeout runs for a connection holding nothing.
+            let connection = if self.proxy_from.is_some() {
+                Connection::awaiting_header(stream, peer, now_ms)
+            } else {
+                Connection::new(stream, peer, now_ms)
+            };
+            let id = entry.insert(connection).id();
+            // Only the idle timeout runs for a connection holding nothing
+            // (and the header's wait for one that awaits a header).
             self.arm(key, now_ms);
-            if self.max_per_address != usize::MAX {
+            if self.max_per_address != usize::MAX && self.proxy_from.is_none() {
                 *self.per_address.entry(address).or_insert(0) += 1;
             }
             tell(Accept::Accepted { key, id, peer });

@@ -1,11 +1,12 @@
 //! Admission at `max_connections`: which quiet connection gives its slot
-//! to a newcomer, and how connections are counted by address for
-//! `max_connections_per_ip`.
+//! to a newcomer, how connections are counted by address for
+//! `max_connections_per_ip`, and, under the PROXY protocol, the verdict on
+//! the client a header names (`admit`).
 
 use std::net::{IpAddr, SocketAddr};
 
 use super::{ACCEPT_BUDGET, Closed, Connections, Registrar};
-use crate::connection::{CloseReason, Stream};
+use crate::connection::{CloseReason, Readiness, Stream};
 
 /// A connection quiet for this long (open, owing nothing, no line begun,
 /// no byte moved) gives its slot to a newcomer at `max_connections`. Half a
@@ -38,6 +39,48 @@ impl AddressKey {
 }
 
 impl<S: Stream> Connections<S> {
+    /// Whether `address` already has `max_per_address` connections open.
+    pub(super) fn over_address_limit(&self, address: AddressKey) -> bool {
+        self.max_per_address != usize::MAX
+            && self.per_address.get(&address).copied().unwrap_or(0) >= self.max_per_address
+    }
+
+    /// The verdict on connection `key`, whose PROXY header has just been
+    /// read: the access rules and the per-address limit judge the client
+    /// it names, as they judge a peer at accept without the protocol. A
+    /// refused client is closed without a byte of its input read; an
+    /// admitted one is counted by address and served at once, because the
+    /// input after its header is queued already and no edge will announce
+    /// it (`connection/header.rs`).
+    ///
+    /// A header that names no client (a v2 `LOCAL` one, a balancer's
+    /// health check) is the balancer speaking for itself, and
+    /// `--proxy-from` has already admitted it: the rules meant for clients
+    /// are not applied to it, and it is counted under its own address.
+    pub(super) fn admit(
+        &mut self,
+        registrar: &impl Registrar<S>,
+        key: usize,
+        named_client: bool,
+        now_ms: u64,
+    ) -> Option<Closed<S>> {
+        let peer = self.slab[key].peer();
+        let address = AddressKey::of(peer);
+        if named_client {
+            if !self.access.admits_all() && !self.access.admits(peer.ip()) {
+                return Some(self.close(key, CloseReason::Denied));
+            }
+            if self.over_address_limit(address) {
+                return Some(self.close(key, CloseReason::TooManyFromAddress));
+            }
+        }
+        if self.max_per_address != usize::MAX {
+            *self.per_address.entry(address).or_insert(0) += 1;
+        }
+        self.slab[key].admit();
+        self.drive(registrar, key, Readiness::SERVE_AGAIN, now_ms)
+    }
+
     /// Up to `ACCEPT_BUDGET` connections quiet for `DISPLACE_QUIET_MS` or
     /// more, as `(quiet since, key, id)`, the quietest last.
     pub(super) fn quietest(&self, now_ms: u64) -> Vec<(u64, usize, u64)> {

@@ -88,7 +88,8 @@ impl<S: Stream> Connections<S> {
     /// while it holds leftovers.
     fn needs_entry(&self, connection: &Connection<S>) -> bool {
         let timeouts = &self.timeouts;
-        timeouts.idle_ms > 0
+        connection.state() == State::AwaitingHeader
+            || timeouts.idle_ms > 0
             || ((timeouts.send_ms > 0 || timeouts.line_ms > 0) && connection.holds_leftovers())
     }
 
@@ -96,10 +97,21 @@ impl<S: Stream> Connections<S> {
     /// it and it has none. Nothing can come due sooner than the shortest
     /// timeout from now.
     pub(super) fn arm(&mut self, key: usize, now_ms: u64) {
+        let connection = &self.slab[key];
+        // The header's wait runs whatever the timeouts: its entry is due
+        // when it is (or sooner, under a shorter idle timeout).
+        if connection.state() == State::AwaitingHeader {
+            if let Some((due_ms, _)) = connection.deadline(&self.timeouts) {
+                let id = connection.id();
+                if self.slab[key].arm() {
+                    self.deadlines.push(Reverse((due_ms, key, id)));
+                }
+            }
+            return;
+        }
         let Some(shortest_ms) = self.timeouts.shortest_ms() else {
             return;
         };
-        let connection = &self.slab[key];
         if !self.needs_entry(connection) {
             return;
         }

@@ -45,7 +45,9 @@ impl<S: Stream> Connections<S> {
         record: &ConnectionRecord,
         now_ms: u64,
     ) -> Result<usize, HandoverError> {
-        let mut connection = Connection::take_over(stream, record, &self.limits, now_ms)?;
+        let reads_headers = self.proxy_from.is_some();
+        let mut connection =
+            Connection::take_over(stream, record, &self.limits, reads_headers, now_ms)?;
         let interest = connection
             .interest()
             .ok_or(HandoverError::Invalid("state (finished)"))?;
@@ -57,7 +59,8 @@ impl<S: Stream> Connections<S> {
         let connection = entry.insert(connection);
         self.memory_used += connection.buffer_capacity();
         self.memory_peak = self.memory_peak.max(self.memory_used);
-        if self.max_per_address != usize::MAX {
+        // One still waiting for its header is counted once it is read.
+        if self.max_per_address != usize::MAX && connection.state() != State::AwaitingHeader {
             *self
                 .per_address
                 .entry(AddressKey::of(connection.peer()))

@@ -74,10 +74,12 @@ impl Collector for SnapshotCollector {
                     summary
                         .rejected
                         .saturating_sub(summary.rejected_per_ip)
-                        .saturating_sub(summary.denied),
+                        .saturating_sub(summary.denied)
+                        .saturating_sub(summary.rejected_untrusted),
                 ),
                 ("max_connections_per_ip", summary.rejected_per_ip),
                 ("denied", summary.denied),
+                ("proxy_untrusted", summary.rejected_untrusted),
             ],
         )?;
         counters(
@@ -98,6 +100,10 @@ impl Collector for SnapshotCollector {
                 ("shutdown_timeout", closes.shutdown_timeout),
                 ("error", closes.error),
                 ("probe", closes.probes),
+                ("proxy_header_malformed", closes.proxy_header_malformed),
+                ("proxy_header_timeout", closes.proxy_header_timeout),
+                ("denied", closes.denied),
+                ("max_connections_per_ip", closes.max_connections_per_ip),
             ],
         )?;
         counter(

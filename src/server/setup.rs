@@ -127,7 +127,8 @@ impl Server {
                 config.max_memory.unwrap_or(usize::MAX),
                 config.max_connections_per_ip.unwrap_or(usize::MAX),
             )
-            .with_access(config.access.clone()),
+            .with_access(config.access.clone())
+            .with_proxy_from(config.proxy_from.clone()),
             max_connections,
             shutdown_timeout: config.shutdown_timeout,
             shutdowns: ShutdownRequests::new(waker),
