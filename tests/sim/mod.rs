@@ -2216,6 +2216,10 @@ impl<D: Decide> World<D> {
                 Accept::Denied { peer } => {
                     return Err(format!("{peer} denied with no access rules"));
                 }
+                // Nor the PROXY protocol.
+                Accept::Untrusted { peer } => {
+                    return Err(format!("{peer} untrusted with no PROXY protocol"));
+                }
                 Accept::Accepted { key, peer, .. } => {
                     let id = usize::from(peer.port() - PEER_PORT);
                     let from = address(id);
@@ -2547,6 +2551,13 @@ impl<D: Decide> World<D> {
             | CloseReason::Displaced => {
                 return Err(format!("peer {id}: closed ({name}) via {via:?}"));
             }
+            // The simulation runs without the PROXY protocol or access rules.
+            CloseReason::ProxyHeaderMalformed
+            | CloseReason::ProxyHeaderTimeout
+            | CloseReason::Denied
+            | CloseReason::TooManyFromAddress => {
+                return Err(format!("peer {id}: closed ({name}) with no PROXY protocol"));
+            }
         };
         if orderly != Some(finish) {
             return Err(format!(
@@ -2782,6 +2793,10 @@ pub fn reason_name(reason: &CloseReason) -> &'static str {
         CloseReason::Displaced => "displaced",
         CloseReason::ServerShutdown => "server shutdown",
         CloseReason::ShutdownTimeout => "shutdown timeout",
+        CloseReason::ProxyHeaderMalformed => "malformed PROXY header",
+        CloseReason::ProxyHeaderTimeout => "no PROXY header in time",
+        CloseReason::Denied => "denied",
+        CloseReason::TooManyFromAddress => "max-connections-per-ip",
         CloseReason::Io(_) => "socket error",
     }
 }
