@@ -442,6 +442,41 @@ fn totals_and_ids_continue_across_an_upgrade() {
     assert!(status.success(), "{status:?}");
 }
 
+/// Under `--proxy-protocol`, a connection still waiting for its header is
+/// carried across as one (nothing of the header was consumed, so the new
+/// program reads it whole), and one whose header was read keeps the
+/// client it named and its unfinished line.
+#[test]
+fn proxy_protocol_connections_carry_on_across_an_upgrade() {
+    let install = Install::new("proxy");
+    install.install_echod();
+    let (mut daemon, addr) = install.start(&["--proxy-protocol"]);
+    let header = b"PROXY TCP4 203.0.113.40 192.0.2.1 4040 12321\r\n";
+    let mut waiting = connect(addr);
+    waiting
+        .write_all(&header[..20])
+        .expect("send half a header");
+    let mut named = connect(addr);
+    named
+        .write_all(b"PROXY TCP4 203.0.113.41 192.0.2.1 4141 12321\r\n")
+        .expect("send a header");
+    assert_echoes(&mut named, b"before\r\n");
+    named.write_all(b"hal").expect("send half a line");
+    // Read before the upgrade and carried as leftovers, or still queued
+    // on the same socket: either way the line must come back whole.
+    install.install_echod();
+    upgrade(&mut daemon);
+    waiting
+        .write_all(&header[20..])
+        .expect("send the rest of the header");
+    assert_echoes(&mut waiting, b"carried\r\n");
+    named.write_all(b"f\r\n").expect("end the line");
+    assert_eq!(read_n(&mut named, 6), b"half\r\n");
+    drop((waiting, named));
+    daemon.wait_for_log("peer 203.0.113.40:4040");
+    daemon.wait_for_log("2 lines received, 14 bytes echoed; peer 203.0.113.41:4141");
+}
+
 /// The metrics endpoint's socket is carried over as the echo listeners
 /// are, and the series go on: the same address answers after the upgrade,
 /// the counters keep what came before, and the process start time does not

@@ -71,6 +71,10 @@ const OPTIONS: &[(&str, Kind, &str)] = &[
     ("proxy-from", Kind::Repeatable, "proxy-from"),
 ];
 
+/// Options that are a usage error without another (a flag), which a
+/// variable's value is therefore checked with.
+const NEEDS: &[(&str, &str)] = &[("proxy-from", "--proxy-protocol")];
+
 /// The short options, by the long name they stand for.
 const SHORT: &[(char, &str)] = &[('l', "listen"), ('p', "port"), ('q', "quiet")];
 
@@ -155,7 +159,13 @@ where
         })?;
         let args = option_args(long, kind, value)
             .map_err(|why| UsageError(format!("invalid {name} '{value}': {why}")))?;
-        check(&args).map_err(|UsageError(why)| UsageError(format!("{name}: {why}")))?;
+        // Checked alone, with the flag it depends on: whether that flag is
+        // given too is the merged command line's to say.
+        let mut alone = args.clone();
+        if let Some(&(_, needs)) = NEEDS.iter().find(|(option, _)| *option == long) {
+            alone.push(needs.into());
+        }
+        check(&alone).map_err(|UsageError(why)| UsageError(format!("{name}: {why}")))?;
         out.args.extend(args);
     }
     Ok(out)

@@ -48,7 +48,6 @@ impl<S: Stream> Connection<S> {
         if n == 0 {
             return Ok(ReadOutcome::Found(Input::PeerEof));
         }
-        self.received_any = true;
         let (header_bytes, client) = match proxy::parse(&room[..n]) {
             Parsed::Incomplete if until == ReadUntil::WouldBlock => {
                 return Ok(ReadOutcome::Found(Input::HeaderMalformed));
@@ -74,6 +73,9 @@ impl<S: Stream> Connection<S> {
                 }
             }
         }
+        // Counted as bytes received, but not as the client having spoken: a
+        // balancer's health check that sends a header and closes is a
+        // probe, as a connect-and-close check is without the protocol.
         read_buffer.count_received(header_bytes);
         match client {
             Some(client) => {
