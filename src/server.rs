@@ -227,7 +227,9 @@ impl Steps for Server {
         Ok(match from {
             Outside::Waker => {
                 let mut requests: Vec<Request> = self.shutdowns.take().collect();
-                if self.upgrade_answered() {
+                // For a worker, the coordinator's check answered and it
+                // orders this loop to hand over (`finish_upgrade`).
+                if self.upgrade_answered() || self.shutdowns.hand_over_ordered() {
                     requests.push(Request::UpgradeChecked);
                 }
                 requests

@@ -21,13 +21,17 @@
 //! 2. `exec` writes the handover to a memfd, clears close-on-exec on it and
 //!    on every socket handed over, and calls `execve` with the arguments
 //!    and environment echod started with, plus `ECHOD_HANDOVER_FD` naming
-//!    the memfd (and without systemd's `LISTEN_*`, whose descriptors are
-//!    now in the handover). If `execve` fails, close-on-exec is set again
+//!    the memfd and `ECHOD_HANDOVER_PROGRAM` the program file (which a
+//!    wrapper script may `exec` echod from), and without systemd's
+//!    `LISTEN_*`, whose descriptors are now in the handover. If `execve` fails, close-on-exec is set again
 //!    and the old program serves on: nothing was closed or deregistered.
 //!
 //! In the new program, `inherited` (called first thing in `main`, as
 //! `systemd::inherited_listeners` is) reads and checks the handover; the
-//! loop then registers every socket with its own poll instance.
+//! loop then registers every socket with its own poll instance. With
+//! `--workers`, the coordinator stands in the loop's place: every worker
+//! hands over its part (`HandOverOrder`) and the new program shares the
+//! whole out among its own loops (`workers/handover.rs`).
 //!
 //! Why re-exec in place rather than fork and exec with a handover over a
 //! Unix socket (nginx's way): the PID does not change, so systemd
@@ -43,20 +47,30 @@ use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::io::FdFlags;
 
 use crate::handover::{self, FORMAT_VERSION, Handover, HandoverError};
 
+mod check;
+
+pub use check::{Check, check};
+
 /// The variable that tells the new program where its handover is: the
 /// number of an open memfd holding the form `handover::encode` wrote.
 pub const HANDOVER_FD_VARIABLE: &str = "ECHOD_HANDOVER_FD";
+
+/// The variable that tells the new program which program file it was
+/// started as: the path the old one ran, which may be a wrapper script that
+/// `exec`s echod (the new program's own file, `/proc/self/exe`, is then
+/// the binary the wrapper names, not the file to run on the next upgrade).
+/// Read only together with `HANDOVER_FD_VARIABLE`.
+pub const PROGRAM_VARIABLE: &str = "ECHOD_HANDOVER_PROGRAM";
 
 /// How long the new program may take to answer `--version`.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,7 +102,16 @@ static PROGRAM: OnceLock<Program> = OnceLock::new();
 ///
 /// If the path of the running program cannot be read.
 pub fn remember_program(args: Vec<OsString>) -> io::Result<()> {
-    let path = std::env::current_exe()?;
+    // After an upgrade, the program file is the one the program before ran
+    // (see `PROGRAM_VARIABLE`); otherwise the file this process runs.
+    let handed_over = std::env::var_os(HANDOVER_FD_VARIABLE)
+        .and(std::env::var_os(PROGRAM_VARIABLE))
+        .map(PathBuf::from)
+        .filter(|path| path.is_absolute());
+    let path = match handed_over {
+        Some(path) => path,
+        None => std::env::current_exe()?,
+    };
     let _ = PROGRAM.set(Program { path, args });
     Ok(())
 }
@@ -102,7 +125,7 @@ pub fn program() -> Option<&'static Program> {
 #[derive(Debug)]
 pub enum UpgradeError {
     /// echod was not started as a program that can be run again (a server
-    /// embedded in another program), or runs several workers.
+    /// embedded in another program), or is shutting down.
     Unsupported(&'static str),
     /// The new program could not be started.
     Spawn(io::Error),
@@ -119,7 +142,18 @@ pub enum UpgradeError {
     Prepare(io::Error),
     /// `execve` failed.
     Exec(io::Error),
+    /// With `--workers`: worker `number` did not hand over its part within
+    /// `HAND_OVER_TIMEOUT` (its loop is stuck, or is stopping).
+    WorkerTimedOut {
+        /// The worker, from 1.
+        number: usize,
+    },
 }
+
+/// How long a coordinator waits for each worker's part of the handover.
+/// A loop takes the order between two events, so anything close to this is
+/// a loop that is not turning.
+pub const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl fmt::Display for UpgradeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -143,117 +177,49 @@ impl fmt::Display for UpgradeError {
             ),
             UpgradeError::Prepare(err) => write!(f, "cannot prepare the handover: {err}"),
             UpgradeError::Exec(err) => write!(f, "execve failed: {err}"),
+            UpgradeError::WorkerTimedOut { number } => write!(
+                f,
+                "worker {number} did not hand over its connections within {HAND_OVER_TIMEOUT:?}"
+            ),
         }
     }
 }
 
 impl std::error::Error for UpgradeError {}
 
-/// A check of the new program under way on a thread of its own. The
-/// thread calls `wake` once it has an answer; the loop then finds it
-/// `answered` and takes the `outcome`.
+/// A coordinator's order to one of its workers (`--workers`): hand over
+/// everything the loop serves, then wait. The worker sends its part of the
+/// handover (its descriptors already kept open across `execve`), and then
+/// blocks on `resume` until the coordinator either re-executes the program,
+/// which ends every thread, or gives up, which it says by sending on
+/// `resume` or by dropping its end: the worker then serves on as before.
 #[derive(Debug)]
-pub struct Check {
-    answer: Receiver<Result<(), UpgradeError>>,
-    /// The answer, once received.
-    outcome: Option<Result<(), UpgradeError>>,
-    /// When it began, for the log.
-    pub started: Instant,
+pub struct HandOverOrder {
+    /// Where the worker sends its part, or why it cannot.
+    pub part: mpsc::Sender<Result<Handover, UpgradeError>>,
+    /// Ready once the upgrade has failed.
+    pub resume: Receiver<()>,
 }
 
-impl Check {
-    /// Starts checking `program`; `wake` is called from the checking thread
-    /// once the answer is in.
-    ///
-    /// # Errors
-    ///
-    /// If the thread cannot be started.
-    pub fn start(
-        program: &Program,
-        wake: impl FnOnce() + Send + 'static,
-    ) -> Result<Check, UpgradeError> {
-        let (tell, answer) = mpsc::channel();
-        let path = program.path.clone();
-        thread::Builder::new()
-            .name("echod-upgrade-check".into())
-            .spawn(move || {
-                let _ = tell.send(check(&path));
-                wake();
-            })
-            .map_err(UpgradeError::Spawn)?;
-        Ok(Check {
-            answer,
-            outcome: None,
-            started: Instant::now(),
-        })
-    }
-
-    /// True once the thread has given its answer.
-    pub fn answered(&mut self) -> bool {
-        if self.outcome.is_none() {
-            self.outcome = match self.answer.try_recv() {
-                Ok(outcome) => Some(outcome),
-                Err(mpsc::TryRecvError::Empty) => None,
-                Err(mpsc::TryRecvError::Disconnected) => Some(Err(UpgradeError::Spawn(
-                    io::Error::other("the checking thread ended without an answer"),
-                ))),
-            };
+/// Keeps `fds` open across `execve` (clears close-on-exec on each). If one
+/// cannot be, those already cleared are set again.
+///
+/// # Errors
+///
+/// As `fcntl`.
+pub fn keep_across_exec(fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    for (i, &fd) in fds.iter().enumerate() {
+        if let Err(err) = rustix::io::fcntl_setfd(fd, FdFlags::empty()) {
+            restore_close_on_exec(&fds[..i]);
+            return Err(err.into());
         }
-        self.outcome.is_some()
-    }
-
-    /// The answer; an error if there is none yet.
-    pub fn outcome(&mut self) -> Result<(), UpgradeError> {
-        self.answered();
-        self.outcome.take().unwrap_or(Err(UpgradeError::Unsupported(
-            "the check has not answered yet",
-        )))
-    }
-}
-
-/// Runs `path --version` and reads the handover format it names. Blocks
-/// for up to `CHECK_TIMEOUT`; the program is killed if it takes longer.
-pub fn check(path: &std::path::Path) -> Result<(), UpgradeError> {
-    let mut child = Command::new(path)
-        .arg("--version")
-        .env_remove(HANDOVER_FD_VARIABLE)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(UpgradeError::Spawn)?;
-    let deadline = Instant::now() + CHECK_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(UpgradeError::CheckTimedOut);
-            }
-            // A child process has no readiness to wait for; poll it. This
-            // runs on the checking thread, never on a loop.
-            Ok(None) => thread::sleep(Duration::from_millis(5)),
-            Err(err) => return Err(UpgradeError::Spawn(err)),
-        }
-    };
-    if !status.success() {
-        return Err(UpgradeError::CheckFailed(status));
-    }
-    let mut output = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        // The child has exited: what it wrote is all in the pipe.
-        let _ = stdout.by_ref().take(4096).read_to_string(&mut output);
-    }
-    let version = output
-        .lines()
-        .find_map(|line| line.strip_prefix(FORMAT_LINE_PREFIX))
-        .and_then(|version| version.trim().parse::<u32>().ok())
-        .ok_or(UpgradeError::NoFormat)?;
-    if version != FORMAT_VERSION {
-        return Err(UpgradeError::Format(version));
     }
     Ok(())
+}
+
+/// Makes `fds` close-on-exec again, after an upgrade that failed.
+pub fn close_on_exec_again(fds: &[BorrowedFd<'_>]) {
+    restore_close_on_exec(fds);
 }
 
 /// Re-executes `program` with `handover`, keeping `keep` (every socket the
@@ -276,7 +242,8 @@ pub fn exec(program: &Program, handover: &Handover, keep: &[BorrowedFd<'_>]) -> 
     let mut command = Command::new(&program.path);
     command
         .args(&program.args)
-        .env(HANDOVER_FD_VARIABLE, memfd.as_raw_fd().to_string());
+        .env(HANDOVER_FD_VARIABLE, memfd.as_raw_fd().to_string())
+        .env(PROGRAM_VARIABLE, &program.path);
     for variable in SOCKET_ACTIVATION_VARIABLES {
         command.env_remove(variable);
     }

@@ -72,6 +72,7 @@ use crate::server::{self, Server, StartError};
 use crate::summary::{Summary, counted};
 
 mod coordinator;
+mod handover;
 
 use coordinator::Coordinator;
 
@@ -119,32 +120,7 @@ pub fn run_from(
     wiring: Wiring,
 ) -> Result<Summary, RunError> {
     if let Some(handover) = handover {
-        if config.workers > 1 {
-            return Err(RunError::Start(StartError::Setup(io::Error::other(
-                "a handover cannot be taken with --workers",
-            ))));
-        }
-        let control = Control::new(wiring, config.stats_interval)
-            .map_err(|err| RunError::Start(StartError::Setup(err)))?;
-        // The endpoint's sockets are carried over too, unless the program
-        // before this one served none.
-        let metrics = if handover.metrics_listeners.is_empty() {
-            bind_metrics(&config, Source::Own)?
-        } else {
-            let listeners = server::take_listeners(&handover.metrics_listeners)
-                .map_err(|err| RunError::Start(StartError::Setup(err)))?;
-            let addresses = handover
-                .metrics_listeners
-                .iter()
-                .map(|r| r.address)
-                .collect();
-            Some(Endpoint::from_listeners(listeners, addresses, Source::Own))
-        };
-        let mut server = Server::take_over(config, handover, control).map_err(RunError::Start)?;
-        if let Some(endpoint) = metrics {
-            server = server.serve_metrics(endpoint).map_err(RunError::Start)?;
-        }
-        return server.run().map_err(RunError::Loop);
+        return take_over(config, handover, wiring);
     }
     if let Some(inherited) = &inherited {
         info!(
@@ -153,7 +129,9 @@ pub fn run_from(
         );
     }
     if config.workers > 1 {
-        return run_workers(config, inherited, wiring);
+        let listener_sets = worker_listeners(&config, inherited.as_deref(), config.workers)?;
+        drop(inherited); // Each worker has its own duplicates.
+        return run_workers(config, listener_sets, None, None, wiring);
     }
     let listeners = match inherited {
         Some(inherited) => inherited
@@ -174,17 +152,57 @@ pub fn run_from(
     server.run().map_err(RunError::Loop)
 }
 
-/// `--workers N` for N above 1: binds every worker's sockets and sets up
-/// every worker's loop before any starts, so that a failure to start leaves
-/// nothing running; then coordinates them until all have stopped.
+/// Carries on from the handover the program before this one left, with
+/// `config.workers` loops whatever the number that handed over (see
+/// `workers/handover.rs`). The metrics endpoint's sockets are carried over
+/// too, unless the program before this one served none.
+fn take_over(config: Config, mut handover: Handover, wiring: Wiring) -> Result<Summary, RunError> {
+    let setup = |err| RunError::Start(StartError::Setup(err));
+    let metrics_records = std::mem::take(&mut handover.metrics_listeners);
+    let metrics = if metrics_records.is_empty() {
+        None
+    } else {
+        let listeners = server::take_listeners(&metrics_records).map_err(setup)?;
+        let addresses = metrics_records.iter().map(|r| r.address).collect();
+        Some((listeners, addresses))
+    };
+    if config.workers > 1 {
+        let (listener_sets, carried) = handover::split(handover, config.workers)
+            .map_err(setup)?
+            .into_iter()
+            .map(|share| (share.listeners, share.handover))
+            .unzip();
+        return run_workers(config, listener_sets, Some(carried), metrics, wiring);
+    }
+    let listeners = server::take_listeners(&handover.listeners).map_err(setup)?;
+    let control = Control::new(wiring, config.stats_interval).map_err(setup)?;
+    let metrics = match metrics {
+        Some((listeners, addresses)) => {
+            Some(Endpoint::from_listeners(listeners, addresses, Source::Own))
+        }
+        None => bind_metrics(&config, Source::Own)?,
+    };
+    let mut server =
+        Server::take_over(config, listeners, handover, control).map_err(RunError::Start)?;
+    if let Some(endpoint) = metrics {
+        server = server.serve_metrics(endpoint).map_err(RunError::Start)?;
+    }
+    server.run().map_err(RunError::Loop)
+}
+
+/// `--workers N` for N above 1, over `listener_sets` (one set per worker):
+/// sets up every worker's loop before any starts, so that a failure to
+/// start leaves nothing running; then coordinates them until all have
+/// stopped. After an upgrade, `carried` holds each worker's share of the
+/// handover and `metrics` the endpoint's sockets, if it had any.
 fn run_workers(
     config: Config,
-    inherited: Option<Vec<StdTcpListener>>,
+    listener_sets: Vec<Vec<TcpListener>>,
+    carried: Option<Vec<Handover>>,
+    metrics: Option<(Vec<TcpListener>, Vec<SocketAddr>)>,
     wiring: Wiring,
 ) -> Result<Summary, RunError> {
     let n_workers = config.workers;
-    let listener_sets = worker_listeners(&config, inherited.as_deref(), n_workers)?;
-    drop(inherited); // Each worker has its own duplicates.
     let n_listeners: usize = listener_sets.iter().map(Vec::len).sum();
     // The command line refuses fewer than one per worker; the derived
     // default is raised to that.
@@ -213,7 +231,15 @@ fn run_workers(
         .max_memory
         .map(|budget| self::shares(budget, n_workers));
     let reports: Vec<Arc<Mutex<Summary>>> = (0..n_workers).map(|_| Arc::default()).collect();
-    let mut metrics = bind_metrics(&config, Source::Published(reports.clone()))?;
+    let mut metrics = match metrics {
+        Some((listeners, addresses)) => Some(Endpoint::from_listeners(
+            listeners,
+            addresses,
+            Source::Published(reports.clone()),
+        )),
+        None => bind_metrics(&config, Source::Published(reports.clone()))?,
+    };
+    let mut carried = carried.map(Vec::into_iter);
     let mut servers = Vec::with_capacity(n_workers);
     for (i, (listeners, share)) in listener_sets.into_iter().zip(shares).enumerate() {
         let worker_config = Config {
@@ -227,8 +253,11 @@ fn run_workers(
             report: Arc::clone(&report),
         };
         let control = Control::for_worker(worker);
-        let mut server =
-            Server::with_control(worker_config, listeners, control).map_err(RunError::Start)?;
+        let mut server = match carried.as_mut().and_then(Iterator::next) {
+            Some(handover) => Server::take_over(worker_config, listeners, handover, control),
+            None => Server::with_control(worker_config, listeners, control),
+        }
+        .map_err(RunError::Start)?;
         if let Some(endpoint) = metrics.take() {
             server = server.serve_metrics(endpoint).map_err(RunError::Start)?;
         }

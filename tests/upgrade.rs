@@ -48,6 +48,21 @@ impl Install {
         self.put_in_place(&staged)
     }
 
+    /// Puts in place a shell script that runs a fresh copy of echod (its
+    /// own file, `echod-ROUND`) with the arguments it is given and then
+    /// `--workers WORKERS`. Returns the inode of that copy, the file the
+    /// process runs once the script has exec'd it.
+    fn install_wrapper(&self, round: usize, workers: usize) -> u64 {
+        let real = self.dir.join(format!("echod-{round}"));
+        fs::copy(env!("CARGO_BIN_EXE_echod"), &real).expect("copy the binary");
+        let script = format!(
+            "#!/bin/sh\nexec {} \"$@\" --workers {workers}\n",
+            real.display()
+        );
+        self.install_file(script.as_bytes(), 0o755);
+        fs::metadata(&real).expect("stat the copy").ino()
+    }
+
     /// Puts `contents` in place as the program, with `mode`.
     fn install_file(&self, contents: &[u8], mode: u32) -> u64 {
         let staged = self.dir.join("echod.new");
@@ -209,13 +224,55 @@ fn upgrade(daemon: &mut Daemon) -> String {
 /// runs the newest file.
 #[test]
 fn three_upgrades_under_churn_lose_nothing() {
+    let install = Install::new("churn");
+    upgrades_under_churn(&install, &[], &[Next::Echod, Next::Echod, Next::Echod]);
+}
+
+/// The same with `--workers 2`: every loop's listeners and connections are
+/// carried over, and the program that takes over may run another number of
+/// loops (here a wrapper installed as the program file adds `--workers`, as
+/// an operator's wrapper script would): 2 to 2, then 3, then 1, then 2.
+#[test]
+fn with_workers_every_loop_is_carried_across_upgrades_under_churn() {
+    let install = Install::new("workers-churn");
+    upgrades_under_churn(
+        &install,
+        &["--workers", "2"],
+        &[
+            Next::Echod,
+            Next::Wrapper { workers: 3 },
+            Next::Wrapper { workers: 1 },
+            Next::Wrapper { workers: 2 },
+        ],
+    );
+}
+
+/// What each upgrade of `upgrades_under_churn` installs as the program file.
+#[derive(Debug, Clone, Copy)]
+enum Next {
+    /// A fresh copy of echod, with the same arguments.
+    Echod,
+    /// A shell script that runs a fresh copy of echod with the same
+    /// arguments and then `--workers N` (the last given wins).
+    Wrapper { workers: usize },
+}
+
+/// Under churn, with long-lived clients holding unfinished lines and
+/// non-readers owed about a MiB each, an upgrade for each of `rounds`, each
+/// to a new program file renamed into place: nothing is refused or reset,
+/// no byte is lost or duplicated, and afterwards the same single process
+/// runs the newest echod file.
+fn upgrades_under_churn(install: &Install, args: &[&str], rounds: &[Next]) {
     const LONG_LIVED: usize = 30;
     const NON_READERS: usize = 4;
     const OWED_BYTES: usize = 5 << 18; // 1.25 MiB: past max-pending-bytes, so paused.
-    let install = Install::new("churn");
     let first_inode = install.install_echod();
-    let (mut daemon, addr) = install.start(&[]);
+    let (mut daemon, addr) = install.start(args);
     let pid = daemon.pid();
+    let mut workers = args
+        .iter()
+        .position(|&arg| arg == "--workers")
+        .map_or(1, |i| args[i + 1].parse().expect("a number of workers"));
 
     let mut long_lived: Vec<TcpStream> = (0..LONG_LIVED)
         .map(|i| {
@@ -237,8 +294,8 @@ fn three_upgrades_under_churn_lose_nothing() {
         .collect();
     let churn = Churn::start(addr, 3);
     // Each upgrade happens with churn under way: wait for cycles between.
-    let mut inodes = vec![first_inode];
-    for round in 1..=3 {
+    let mut newest = first_inode;
+    for (round, &next) in rounds.iter().enumerate() {
         let before = churn.cycles();
         let deadline = Instant::now() + DEADLINE;
         while churn.cycles() < before + 1000 {
@@ -248,9 +305,23 @@ fn three_upgrades_under_churn_lose_nothing() {
             );
             thread::yield_now();
         }
-        inodes.push(install.install_echod());
-        let line = upgrade(&mut daemon);
-        assert!(line.contains("1 listening socket"), "round {round}: {line}");
+        newest = match next {
+            Next::Echod => install.install_echod(),
+            Next::Wrapper { workers: n } => {
+                workers = n;
+                install.install_wrapper(round, n)
+            }
+        };
+        daemon.signal(libc::SIGUSR2);
+        daemon.wait_for_log("upgrading: re-executing");
+        if workers == 1 {
+            let line = daemon.wait_for_log("took over ");
+            assert!(line.contains("listening socket"), "round {round}: {line}");
+        } else {
+            for worker in 1..=workers {
+                daemon.wait_for_log(&format!("worker {worker}: took over "));
+            }
+        }
         assert_eq!(daemon.pid(), pid, "the same process serves on");
     }
     let before = churn.cycles();
@@ -286,7 +357,6 @@ fn three_upgrades_under_churn_lose_nothing() {
     // Nothing more than was owed: a line now comes back alone.
     assert_echoes(&mut long_lived[0], b"after\r\n");
 
-    let newest = *inodes.last().expect("installed");
     assert_ne!(newest, first_inode);
     assert_eq!(
         running_inode(pid),
@@ -309,9 +379,19 @@ fn three_upgrades_under_churn_lose_nothing() {
 /// says why; a good upgrade afterwards still carries everything.
 #[test]
 fn failed_upgrades_lose_nothing() {
-    let install = Install::new("failed");
+    failed_upgrades_lose_nothing_with(&Install::new("failed"), &[]);
+}
+
+/// The same with `--workers 2`, where the last case fails after every
+/// worker has handed over its part and waits: each serves on.
+#[test]
+fn with_workers_failed_upgrades_lose_nothing() {
+    failed_upgrades_lose_nothing_with(&Install::new("failed-workers"), &["--workers", "2"]);
+}
+
+fn failed_upgrades_lose_nothing_with(install: &Install, args: &[&str]) {
     let first_inode = install.install_echod();
-    let (mut daemon, addr) = install.start(&[]);
+    let (mut daemon, addr) = install.start(args);
     let pid = daemon.pid();
     let mut client = connect(addr);
     assert_echoes(&mut client, b"before\r\n");
@@ -320,7 +400,7 @@ fn failed_upgrades_lose_nothing() {
         .expect("write");
 
     type Setup = fn(&Install);
-    let cases: [(&str, Setup, &str); 6] = [
+    let cases: [(&str, Setup, &str); 7] = [
         (
             "missing",
             |install| fs::remove_file(install.program()).expect("remove"),
@@ -364,9 +444,21 @@ fn failed_upgrades_lose_nothing() {
             },
             "did not answer --version",
         ),
+        (
+            // It passes the check, then cannot be executed: `execve`
+            // itself fails, after everything was prepared.
+            "execve fails",
+            |install| {
+                install.install_file(
+                    b"#!/bin/sh\necho 'echod 0.0.1'\necho 'handover format 1'\nchmod 644 \"$0\"\n",
+                    0o755,
+                );
+            },
+            "execve failed",
+        ),
     ];
     for (name, setup, why) in cases {
-        setup(&install);
+        setup(install);
         daemon.signal(libc::SIGUSR2);
         let line = daemon.wait_for_log("upgrade failed: ");
         assert!(line.contains(why), "{name}: {line}");
@@ -523,33 +615,4 @@ fn the_metrics_endpoint_carries_on_across_an_upgrade() {
     daemon.signal(libc::SIGTERM);
     let status = daemon.wait_exit();
     assert!(status.success(), "{status:?}");
-}
-
-/// With `--workers`, SIGUSR2 is refused with a line that says why and what
-/// to do instead, and every connection is served on: nothing is re-executed
-/// (the process runs the same program file).
-#[test]
-fn with_workers_an_upgrade_is_refused_and_nothing_changes() {
-    let install = Install::new("workers");
-    let inode = install.install_echod();
-    let (mut daemon, addr) = install.start(&["--workers", "2"]);
-    daemon.wait_for_log("worker 2: listening on");
-    let mut client = connect(addr);
-    assert_echoes(&mut client, b"before\r\n");
-    install.install_echod();
-    daemon.signal(libc::SIGUSR2);
-    let refused = daemon.wait_for_log("SIGUSR2 received: not upgrading");
-    assert!(
-        refused.contains("not supported with --workers"),
-        "{refused}"
-    );
-    assert_echoes(&mut client, b"after\r\n");
-    assert_eq!(
-        running_inode(daemon.pid()),
-        inode,
-        "nothing was re-executed"
-    );
-    drop(client);
-    daemon.signal(libc::SIGTERM);
-    assert_eq!(daemon.wait_exit().code(), Some(0));
 }

@@ -84,6 +84,7 @@ const SHORT: &[(char, &str)] = &[('l', "listen"), ('p', "port"), ('q', "quiet")]
 /// `contrib/`. They draw no warning.
 const NOT_OPTIONS: &[&str] = &[
     "HANDOVER_FD",
+    "HANDOVER_PROGRAM",
     "BENCH_PEER",
     "FRAMING_BYTES",
     "FRONTEND",

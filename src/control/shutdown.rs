@@ -1,14 +1,17 @@
 //! Stopping a loop from another thread, as SIGTERM would: a count of
 //! requests shared by every `ShutdownHandle`, and the loop's waker to make
 //! it look. The loop's end, `ShutdownRequests`, turns each new request into
-//! a `Request::Shutdown`.
+//! a `Request::Shutdown`. The same handle carries the one other thing a
+//! worker's coordinator asks of it: to hand over everything it serves for
+//! an upgrade in place (`HandOverOrder`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use mio::Waker;
 
 use super::Request;
+use crate::upgrade::HandOverOrder;
 
 /// Stops a running server from another thread, as SIGTERM would.
 #[derive(Debug, Clone)]
@@ -17,6 +20,8 @@ pub struct ShutdownHandle {
     requested: Arc<AtomicUsize>,
     /// Wakes the server's poll, which then reads `requested`.
     waker: Arc<Waker>,
+    /// An order to hand over, waiting for the loop to take it.
+    order: Arc<Mutex<Option<HandOverOrder>>>,
 }
 
 /// The server's end of its shutdown handles: how many requests were made,
@@ -30,9 +35,21 @@ pub struct ShutdownRequests {
     taken: usize,
     /// The waker registered with the server's poll.
     waker: Arc<Waker>,
+    /// Shared with every `ShutdownHandle`.
+    order: Arc<Mutex<Option<HandOverOrder>>>,
 }
 
 impl ShutdownHandle {
+    /// Asks the loop to hand over everything it serves, between two
+    /// events, and then to wait for the verdict (`HandOverOrder`). An
+    /// order not yet taken is replaced.
+    pub(crate) fn order_hand_over(&self, order: HandOverOrder) {
+        if let Ok(mut slot) = self.order.lock() {
+            *slot = Some(order);
+        }
+        let _ = self.waker.wake();
+    }
+
     /// Makes the loop look at what it waits for from other threads without
     /// asking it to stop: an upgrade's check has its answer.
     pub(crate) fn wake_for_upgrade(&self) {
@@ -61,6 +78,7 @@ impl ShutdownRequests {
             requested: Arc::new(AtomicUsize::new(0)),
             taken: 0,
             waker: Arc::new(waker),
+            order: Arc::default(),
         }
     }
 
@@ -69,7 +87,18 @@ impl ShutdownRequests {
         ShutdownHandle {
             requested: Arc::clone(&self.requested),
             waker: Arc::clone(&self.waker),
+            order: Arc::clone(&self.order),
         }
+    }
+
+    /// The order to hand over, if the coordinator has given one.
+    pub fn take_hand_over_order(&mut self) -> Option<HandOverOrder> {
+        self.order.lock().ok()?.take()
+    }
+
+    /// Whether an order to hand over waits to be taken.
+    pub fn hand_over_ordered(&self) -> bool {
+        self.order.lock().is_ok_and(|slot| slot.is_some())
     }
 
     /// On the waker's event: one `Request::Shutdown` for each `trigger`

@@ -65,6 +65,11 @@ impl Server {
     /// this loop serves, or logs why not and serves on. Returns only if
     /// the upgrade did not happen.
     pub(super) fn finish_upgrade(&mut self) {
+        // A worker's coordinator made the check and does the rest: this
+        // loop hands over its part.
+        if let Some(order) = self.shutdowns.take_hand_over_order() {
+            return self.hand_over_part(order);
+        }
         let Some(mut check) = self.upgrade.take() else {
             return;
         };
@@ -88,31 +93,8 @@ impl Server {
     /// Hands everything over to `program` and re-executes it. Returns only
     /// if that failed, with nothing changed.
     fn re_execute(&mut self, program: &upgrade::Program, since: Instant) -> UpgradeError {
-        let now_ms = self.turn.now_ms();
-        let mut counters = self.totals;
-        counters.bytes_received = self.summary().bytes_received;
-        let handover = Handover {
-            next_connection_id: next_connection_id(),
-            counters: counters.counters(),
-            listeners: records(&self.listeners, &self.local_addrs),
-            metrics_listeners: self.metrics.as_ref().map_or_else(Vec::new, |endpoint| {
-                records(endpoint.listeners(), endpoint.local_addrs())
-            }),
-            connections: self
-                .connections
-                .hand_over(now_ms, |socket| socket.as_fd().as_raw_fd()),
-        };
-        let keep: Vec<BorrowedFd<'_>> = self
-            .listeners
-            .iter()
-            .chain(
-                self.metrics
-                    .iter()
-                    .flat_map(|endpoint| endpoint.listeners()),
-            )
-            .map(AsFd::as_fd)
-            .chain(self.connections.iter().map(|(_, c)| c.stream().as_fd()))
-            .collect();
+        let mut handover = self.handover();
+        handover.next_connection_id = next_connection_id();
         info!(
             target: LOG_TARGET,
             "upgrading: re-executing {} with {} and {} (checked in {:?})",
@@ -128,12 +110,70 @@ impl Server {
         // What is queued for the log must be written before `execve`
         // replaces the relay thread.
         log::logger().flush();
-        upgrade::exec(program, &handover, &keep)
+        upgrade::exec(program, &handover, &self.descriptors())
     }
 
-    /// Sets up the loop that carries on from `handover`: the listeners and
-    /// connections the program before this one served, its totals and its
-    /// next connection id. `config.listen` is not used.
+    /// With `--workers`: the coordinator has checked the new program and
+    /// asks for this loop's part. The part goes to it with every
+    /// descriptor kept open across `execve`; then the loop waits, serving
+    /// nothing, until the coordinator re-executes the program (which ends
+    /// this thread with every other) or says the upgrade failed. Nothing
+    /// was closed or deregistered, so the loop then serves on as before.
+    /// The wait is the upgrade's pause, as a single loop's is the time it
+    /// takes to `execve`.
+    fn hand_over_part(&mut self, order: upgrade::HandOverOrder) {
+        let keep = self.descriptors();
+        if let Err(err) = upgrade::keep_across_exec(&keep) {
+            let _ = order.part.send(Err(UpgradeError::Prepare(err)));
+            return;
+        }
+        if order.part.send(Ok(self.handover())).is_ok() {
+            // A message, or the coordinator's end dropped: either way the
+            // upgrade did not happen.
+            let _ = order.resume.recv();
+        }
+        upgrade::close_on_exec_again(&keep);
+    }
+
+    /// What this loop hands over: its listeners, the metrics endpoint's if
+    /// it serves one, every connection and its totals. The next connection
+    /// id is the process's, for the caller to add.
+    fn handover(&self) -> Handover {
+        let now_ms = self.turn.now_ms();
+        let mut counters = self.totals;
+        counters.bytes_received = self.summary().bytes_received;
+        Handover {
+            next_connection_id: 0,
+            counters: counters.counters(),
+            listeners: records(&self.listeners, &self.local_addrs),
+            metrics_listeners: self.metrics.as_ref().map_or_else(Vec::new, |endpoint| {
+                records(endpoint.listeners(), endpoint.local_addrs())
+            }),
+            connections: self
+                .connections
+                .hand_over(now_ms, |socket| socket.as_fd().as_raw_fd()),
+        }
+    }
+
+    /// Every descriptor `handover` names: the listeners, the metrics
+    /// endpoint's and the connections'.
+    fn descriptors(&self) -> Vec<BorrowedFd<'_>> {
+        self.listeners
+            .iter()
+            .chain(
+                self.metrics
+                    .iter()
+                    .flat_map(|endpoint| endpoint.listeners()),
+            )
+            .map(AsFd::as_fd)
+            .chain(self.connections.iter().map(|(_, c)| c.stream().as_fd()))
+            .collect()
+    }
+
+    /// Sets up the loop that carries on from `handover` over `listeners`
+    /// (taken from it, `take_listeners`): the connections the program
+    /// before this one served, its totals and its next connection id.
+    /// `config.listen` and the handover's listener records are not used.
     ///
     /// A connection that cannot be taken over (a state it cannot be in
     /// under this program's limits, a socket that cannot be registered) is
@@ -141,13 +181,14 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// As `with_control`, and if a listening socket cannot be taken.
+    /// As `with_control`.
     pub fn take_over(
         config: Config,
+        listeners: Vec<TcpListener>,
         handover: Handover,
         control: Control,
     ) -> Result<Server, StartError> {
-        let listeners = take_listeners(&handover.listeners).map_err(StartError::Setup)?;
+        let n_listeners = listeners.len();
         let mut server = Server::with_control(config, listeners, control)?;
         // The clock starts far enough back that every age handed over is a
         // time on it.
@@ -188,11 +229,15 @@ impl Server {
                 refused += 1;
             }
         }
+        // The most open at once is at least what was just taken over (with
+        // `--workers`, the totals, the peak with them, go to worker 1 alone).
+        server.totals.peak_connections =
+            server.totals.peak_connections.max(server.connections.len());
         info!(
             target: LOG_TARGET,
             "{}took over {} and {} from the program before{}",
             server.control.label(),
-            counted(handover.listeners.len(), "listening socket"),
+            counted(n_listeners, "listening socket"),
             counted(handover.connections.len() - refused, "connection"),
             if refused > 0 {
                 format!(" ({refused} closed: see above)")

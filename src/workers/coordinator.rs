@@ -2,9 +2,20 @@
 //! answers to the operator for all the workers. It takes the signals and
 //! forwards a shutdown to every worker, adds up what they publish for
 //! SIGUSR1, the stats line and systemd's STATUS, and joins them at the end.
+//!
+//! SIGUSR2 upgrades in place as with one loop (`upgrade.rs`), with the
+//! coordinator in the single loop's place: it checks the new program, then
+//! orders every worker to hand over its part between two of its events
+//! (`upgrade::HandOverOrder`). Each worker sends its listeners, connections
+//! and totals, with its descriptors kept open across `execve`, and waits;
+//! the coordinator merges the parts (`workers/handover.rs`) and
+//! re-executes the program, which ends every thread at once. If any step
+//! fails, the coordinator drops its ends of the orders, and every worker
+//! serves on as before: none closed or deregistered anything.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,9 +25,12 @@ use mio::{Events, Poll, Token, Waker};
 
 use super::RunError;
 use crate::control::{Control, Request, ShutdownHandle};
-use crate::summary::Summary;
+use crate::summary::{Summary, counted};
+use crate::upgrade::{self, Check, HAND_OVER_TIMEOUT, HandOverOrder, UpgradeError};
 
-/// The coordinator's tokens: signals, and a worker that has returned.
+/// The coordinator's tokens: signals, and its waker (mio allows one per
+/// poll instance), woken when a worker has returned or the check of a new
+/// program has answered.
 const SIGNALS: Token = Token(0);
 const WORKER_DONE: Token = Token(1);
 
@@ -31,7 +45,8 @@ pub(super) struct Coordinator {
     /// Signals, the stats line and systemd, as for a single loop; its
     /// signal pipe, if any, is registered at `SIGNALS`.
     control: Control,
-    /// Woken by each worker thread as it returns; registered at
+    /// Woken by each worker thread as it returns, and by the thread
+    /// checking a new program once it has answered; registered at
     /// `WORKER_DONE`.
     pub(super) done: Arc<Waker>,
     /// Workers whose loop has returned; at most `threads.len()`.
@@ -44,6 +59,8 @@ pub(super) struct Coordinator {
     pub(super) threads: Vec<JoinHandle<io::Result<Summary>>>,
     /// Set once the workers have been asked to stop, and never unset.
     stopping: bool,
+    /// The check of the new program, while an upgrade waits for it.
+    upgrade: Option<Check>,
 }
 
 impl Coordinator {
@@ -60,6 +77,7 @@ impl Coordinator {
             reports: Vec::new(),
             threads: Vec::new(),
             stopping: false,
+            upgrade: None,
         })
     }
 
@@ -93,6 +111,9 @@ impl Coordinator {
                     let requests = self.control.signals();
                     self.handle_requests(requests);
                 }
+            }
+            if self.upgrade.as_mut().is_some_and(Check::answered) {
+                self.finish_upgrade();
             }
             let finished = self.returned.load(Ordering::SeqCst);
             if finished == self.threads.len() {
@@ -130,10 +151,7 @@ impl Coordinator {
                     continue;
                 }
                 Request::Upgrade => {
-                    warn!(
-                        "SIGUSR2 received: not upgrading: upgrading in place is not \
-                         supported with --workers (restart with socket activation instead)"
-                    );
+                    self.begin_upgrade();
                     continue;
                 }
                 Request::UpgradeChecked => continue,
@@ -148,6 +166,100 @@ impl Coordinator {
             self.stopping = true;
             self.stop_all();
         }
+    }
+
+    /// SIGUSR2: starts checking the program file, unless an upgrade is
+    /// under way or the workers are stopping. They serve on meanwhile.
+    fn begin_upgrade(&mut self) {
+        let refuse = |why: &str| warn!("SIGUSR2 received: not upgrading: {why}");
+        if self.stopping {
+            return refuse("a shutdown is under way");
+        }
+        if self.upgrade.is_some() {
+            return refuse("an upgrade is already under way");
+        }
+        let Some(program) = upgrade::program() else {
+            return refuse("this process was not started as a program that can be run again");
+        };
+        let done = Arc::clone(&self.done);
+        match Check::start(program, move || {
+            let _ = done.wake();
+        }) {
+            Ok(check) => {
+                info!(
+                    "SIGUSR2 received: upgrading in place: checking {}",
+                    program.path.display()
+                );
+                self.upgrade = Some(check);
+            }
+            Err(err) => refuse(&err.to_string()),
+        }
+    }
+
+    /// The check has answered: re-executes the new program with every
+    /// worker's listeners and connections, or logs why not while every
+    /// worker serves on. Returns only if the upgrade did not happen.
+    fn finish_upgrade(&mut self) {
+        let Some(mut check) = self.upgrade.take() else {
+            return;
+        };
+        let outcome: Result<(), UpgradeError> = check.outcome().and_then(|()| {
+            if self.stopping {
+                return Err(UpgradeError::Unsupported("a shutdown began meanwhile"));
+            }
+            let program =
+                upgrade::program().ok_or(UpgradeError::Unsupported("no program to run again"))?;
+            Err(self.re_execute(program, check.started))
+        });
+        if let Err(err) = outcome {
+            warn!("upgrade failed: {err}; serving on with every connection and listener");
+            let total = self.total();
+            self.control.ready(&total);
+        }
+    }
+
+    /// Gathers every worker's part and re-executes `program` with them.
+    /// Returns only if that failed; the workers then serve on, since the
+    /// ends of their orders are dropped on return.
+    fn re_execute(&mut self, program: &upgrade::Program, since: Instant) -> UpgradeError {
+        let mut parts = Vec::with_capacity(self.shutdowns.len());
+        let mut resumes = Vec::with_capacity(self.shutdowns.len());
+        let mut answers = Vec::with_capacity(self.shutdowns.len());
+        for worker in &self.shutdowns {
+            let (part, answer) = mpsc::channel();
+            let (resume_tx, resume) = mpsc::channel();
+            worker.order_hand_over(HandOverOrder { part, resume });
+            resumes.push(resume_tx);
+            answers.push(answer);
+        }
+        let deadline = Instant::now() + HAND_OVER_TIMEOUT;
+        for (i, answer) in answers.iter().enumerate() {
+            match answer.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Ok(part)) => parts.push(part),
+                Ok(Err(err)) => return err,
+                Err(_) => return UpgradeError::WorkerTimedOut { number: i + 1 },
+            }
+        }
+        let handover = super::handover::merge(parts);
+        info!(
+            "upgrading: re-executing {} with {} and {} from {} (checked in {:?})",
+            program.path.display(),
+            counted(
+                handover.listeners.len() + handover.metrics_listeners.len(),
+                "listening socket"
+            ),
+            counted(handover.connections.len(), "connection"),
+            counted(self.shutdowns.len(), "worker"),
+            since.elapsed()
+        );
+        self.control.reloading();
+        // What is queued for the log must be written before `execve`
+        // replaces the relay thread.
+        log::logger().flush();
+        // Every descriptor the handover names was kept open by its worker.
+        let err = upgrade::exec(program, &handover, &[]);
+        drop(resumes);
+        err
     }
 
     /// Asks every worker to stop; a second call stops them at once.
