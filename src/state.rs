@@ -143,10 +143,6 @@ pub enum Step {
 /// The connection's state. Changes only through `Connection::transition`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    /// Under `--proxy-protocol`, before anything else: waiting for the
-    /// PROXY header, which is peeked at and never echoed. Becomes `Open`
-    /// once the loop admits the client it names.
-    AwaitingHeader,
     /// Reading and echoing.
     Open,
     /// Output reached the high-water mark; reading resumes once it drains.
@@ -157,6 +153,11 @@ pub enum State {
     /// until the peer closes, so that unread input cannot make the kernel
     /// answer with a reset that destroys echoes still in flight.
     Lingering(Finish),
+    /// Under `--proxy-protocol`, before anything else: waiting for the
+    /// PROXY header, which is peeked at and never echoed. Becomes `Open`
+    /// once the loop admits the client it names. Last, so that `Open` keeps
+    /// the discriminant 0 the hot path tests for.
+    AwaitingHeader,
 }
 
 /// Why a connection stopped echoing; becomes its `CloseReason`.

@@ -36,6 +36,10 @@ impl<S: Stream> Connection<S> {
     /// Looks at the first bytes for a PROXY header, and consumes it once
     /// it is whole, taking the client it names as the connection's peer.
     /// The shared read buffer is only scratch space here: nothing is kept.
+    /// Out of line and cold: without `--proxy-protocol` it is never called,
+    /// and inlined it would cost the echo loop around it instructions.
+    #[cold]
+    #[inline(never)]
     pub(super) fn read_header(
         &mut self,
         until: ReadUntil,
