@@ -10,6 +10,10 @@ once. Exits 1 if any does not. Standard library only.
 
     cargo build --release
     python3 benches/upgrade.py target/release/echod 10000
+    python3 benches/upgrade.py target/release/echod 10000 3 --workers 2
+
+Arguments after ROUNDS go to echod; with --workers N, an upgrade is over
+once every worker of the new program has logged "took over".
 
 The open-file limit must allow CONNS descriptors for this script and as
 many for echod (the script raises its soft limit to the hard one).
@@ -28,26 +32,28 @@ DEADLINE = 10.0  # seconds any one wait may take before the run fails
 
 
 def main():
-    if len(sys.argv) not in (3, 4):
+    if len(sys.argv) < 3:
         sys.exit(__doc__)
     program, conns = sys.argv[1], int(sys.argv[2])
-    rounds = int(sys.argv[3]) if len(sys.argv) == 4 else 3
+    rounds = int(sys.argv[3]) if len(sys.argv) >= 4 else 3
+    extra = sys.argv[4:]
+    workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 1
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     echod = subprocess.Popen(
-        [program, "-l", "127.0.0.1:0", "--max-connections", str(conns + 100)],
+        [program, "-l", "127.0.0.1:0", "--max-connections", str(conns + 100), *extra],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        return run(echod, conns, rounds)
+        return run(echod, conns, rounds, workers)
     finally:
         echod.kill()
         echod.wait()
 
 
-def run(echod, conns, rounds):
+def run(echod, conns, rounds, workers):
     port = None
     for line in echod.stdout:
         found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
@@ -60,11 +66,14 @@ def run(echod, conns, rounds):
     # The log is read on a thread of its own, so a line waiting in a buffer
     # is seen at once rather than at the next read that happens to come.
     took_over = threading.Event()
+    taken = [0]  # loops of the new program that have taken over, this round
 
     def follow():
         for line in echod.stdout:
             if "took over" in line:
-                took_over.set()
+                taken[0] += 1
+                if taken[0] == workers:
+                    took_over.set()
             if "upgrade failed" in line:
                 print(line.strip(), file=sys.stderr)
 
@@ -90,6 +99,7 @@ def run(echod, conns, rounds):
     round_trip()
     for n in range(1, rounds + 1):
         took_over.clear()
+        taken[0] = 0
         start = time.monotonic()
         echod.send_signal(signal.SIGUSR2)
         worst = 0.0

@@ -79,16 +79,29 @@ impl Check {
 /// Runs `path --version` and reads the handover format it names. Blocks
 /// for up to `CHECK_TIMEOUT`; the program is killed if it takes longer.
 pub fn check(path: &std::path::Path) -> Result<(), UpgradeError> {
-    let mut child = Command::new(path)
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    let mut command = Command::new(path);
+    command
         .arg("--version")
         .env_remove(HANDOVER_FD_VARIABLE)
         .env_remove(PROGRAM_VARIABLE)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(UpgradeError::Spawn)?;
-    let deadline = Instant::now() + CHECK_TIMEOUT;
+        .stderr(Stdio::null());
+    let mut child = loop {
+        match command.spawn() {
+            Ok(child) => break child,
+            // The file is still open for writing somewhere (a package
+            // manager closing it, a process that forked meanwhile): that
+            // passes, so try again within the check's time.
+            Err(err)
+                if err.kind() == io::ErrorKind::ExecutableFileBusy && Instant::now() < deadline =>
+            {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(err) => return Err(UpgradeError::Spawn(err)),
+        }
+    };
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,

@@ -113,7 +113,7 @@ impl Daemon {
     /// its standard output.
     #[track_caller]
     pub fn spawn_command(command: &mut Command, reader: StdoutReader) -> Daemon {
-        let mut child = command.spawn().expect("spawn the echod binary");
+        let mut child = spawn_retrying(command);
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
 
@@ -602,5 +602,26 @@ pub fn limit_descriptors(command: &mut Command, limit: u64) {
                 Err(io::Error::last_os_error())
             }
         });
+    }
+}
+
+/// Spawns `command`, trying again while the kernel says the program file is
+/// busy (`ETXTBSY`). A test that has just written a copy of the binary
+/// (`tests/upgrade.rs`) meets it when another test thread forked while the
+/// copy was open for writing: the child holds that descriptor until it
+/// execs, a moment later. Bounded: 100 tries, 10 ms apart.
+#[track_caller]
+fn spawn_retrying(command: &mut Command) -> std::process::Child {
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Ok(child) => return child,
+            Err(err) if err.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                // A retry of a transient refusal, not a synchronisation.
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(err) => panic!("spawn the echod binary: {err}"),
+        }
     }
 }
