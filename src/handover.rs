@@ -28,6 +28,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::state::{Finish, State};
+use crate::summary::counted;
 
 /// The version of the form this program writes and the only one it reads.
 /// `echod --version` prints it, so that an upgrade can check the new
@@ -54,6 +55,21 @@ pub struct Handover {
     pub metrics_listeners: Vec<ListenerRecord>,
     /// The live connections.
     pub connections: Vec<ConnectionRecord>,
+}
+
+impl Handover {
+    /// What it carries, as the log says it: `2 listening sockets and 812
+    /// connections`.
+    pub fn contents(&self) -> String {
+        format!(
+            "{} and {}",
+            counted(
+                self.listeners.len() + self.metrics_listeners.len(),
+                "listening socket"
+            ),
+            counted(self.connections.len(), "connection")
+        )
+    }
 }
 
 /// One listening socket.

@@ -247,6 +247,9 @@ pub fn exec(program: &Program, handover: &Handover, keep: &[BorrowedFd<'_>]) -> 
     for variable in SOCKET_ACTIVATION_VARIABLES {
         command.env_remove(variable);
     }
+    // What is queued for the log must be written before `execve` replaces
+    // the thread that writes it.
+    log::logger().flush();
     let err = command.exec();
     restore_close_on_exec(&cleared);
     restore_sigpipe();

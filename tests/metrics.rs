@@ -27,22 +27,6 @@ const MAX_SCRAPERS: usize = echod::metrics::MAX_SCRAPERS;
 /// A head's deadline (`metrics::SCRAPE_TIMEOUT_MS`).
 const SCRAPE_TIMEOUT: Duration = Duration::from_millis(echod::metrics::SCRAPE_TIMEOUT_MS);
 
-/// Starts echod with a metrics endpoint and `args`; returns it, its echo
-/// address and its metrics address.
-#[track_caller]
-fn start(args: &[&str]) -> (Daemon, SocketAddr, SocketAddr) {
-    let mut all = vec!["--metrics-listen", "127.0.0.1:0"];
-    all.extend_from_slice(args);
-    let (mut daemon, addr) = Daemon::start(&all);
-    let line = daemon.wait_for_log("metrics at http://");
-    let metrics = line
-        .split_once("metrics at http://")
-        .and_then(|(_, rest)| rest.strip_suffix("/metrics"))
-        .and_then(|address| address.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metrics address in {line:?}"));
-    (daemon, addr, metrics)
-}
-
 /// One echo client's session: `lines` lines of `line_bytes` bytes each
 /// (terminator included), every echo checked, then a clean close. Returns
 /// the bytes sent (and echoed).
@@ -64,7 +48,7 @@ fn session(addr: SocketAddr, lines: usize, line_bytes: usize) -> u64 {
 
 #[test]
 fn every_series_is_reported() {
-    let (_daemon, _addr, metrics) = start(&[]);
+    let (_daemon, _addr, metrics) = Daemon::start_with_metrics(&[]);
     let series = scrape(metrics);
     for name in [
         "echod_connections_open",
@@ -132,7 +116,7 @@ fn every_series_is_reported() {
 
 #[test]
 fn counts_are_exact_after_a_known_workload() {
-    let (_daemon, addr, metrics) = start(&[]);
+    let (_daemon, addr, metrics) = Daemon::start_with_metrics(&[]);
     const FINISHED: usize = 7;
     const LINES: usize = 5;
     const LINE_BYTES: usize = 100;
@@ -184,7 +168,7 @@ fn counts_are_exact_after_a_known_workload() {
 
 #[test]
 fn connections_the_access_rules_deny_are_counted_as_denied() {
-    let (_daemon, addr, metrics) = start(&["--deny", "127.0.0.1"]);
+    let (_daemon, addr, metrics) = Daemon::start_with_metrics(&["--deny", "127.0.0.1"]);
     for _ in 0..3 {
         let mut denied = connect(addr);
         assert!(read_to_eof(&mut denied).is_empty());
@@ -204,7 +188,7 @@ fn connections_the_access_rules_deny_are_counted_as_denied() {
 #[test]
 fn rejections_are_counted_by_the_limit_that_refused() {
     let (_daemon, addr, metrics) =
-        start(&["--max-connections", "2", "--max-connections-per-ip", "1"]);
+        Daemon::start_with_metrics(&["--max-connections", "2", "--max-connections-per-ip", "1"]);
     let mut first = connect(addr);
     assert_echoes(&mut first, b"one\r\n");
     // A second from the same address: refused by the per-address limit.
@@ -224,7 +208,7 @@ fn rejections_are_counted_by_the_limit_that_refused() {
 
 #[test]
 fn anything_but_get_metrics_is_answered_with_its_error() {
-    let (_daemon, _addr, metrics) = start(&[]);
+    let (_daemon, _addr, metrics) = Daemon::start_with_metrics(&[]);
     let cases: [(&[u8], u16); 6] = [
         (b"GET / HTTP/1.1\r\n\r\n", 404),
         (b"GET /metric HTTP/1.1\r\n\r\n", 404),
@@ -251,7 +235,7 @@ fn anything_but_get_metrics_is_answered_with_its_error() {
 
 #[test]
 fn an_oversized_head_is_refused() {
-    let (_daemon, _addr, metrics) = start(&[]);
+    let (_daemon, _addr, metrics) = Daemon::start_with_metrics(&[]);
     let mut request = b"GET /metrics HTTP/1.1\r\nX-Padding: ".to_vec();
     request.resize(echod::metrics::http::HEAD_LIMIT_BYTES + 1024, b'y');
     // Never ends its head: echod answers once it holds the limit, and
@@ -263,7 +247,7 @@ fn an_oversized_head_is_refused() {
 
 #[test]
 fn a_head_that_does_not_arrive_in_time_is_cut_off() {
-    let (_daemon, _addr, metrics) = start(&[]);
+    let (_daemon, _addr, metrics) = Daemon::start_with_metrics(&[]);
     let mut slow = connect(metrics);
     slow.write_all(b"GET /metr").expect("half a request line");
     let began = Instant::now();
@@ -284,7 +268,7 @@ fn a_head_that_does_not_arrive_in_time_is_cut_off() {
 
 #[test]
 fn scrapers_beyond_the_limit_are_refused_at_accept() {
-    let (_daemon, addr, metrics) = start(&[]);
+    let (_daemon, addr, metrics) = Daemon::start_with_metrics(&[]);
     // Each holds a slot: connected, nothing sent. Connected one after the
     // other, they are accepted in that order, before the next one.
     let mut held: Vec<TcpStream> = (0..MAX_SCRAPERS).map(|_| connect(metrics)).collect();
@@ -325,7 +309,7 @@ fn scrapers_beyond_the_limit_are_refused_at_accept() {
 
 #[test]
 fn scrapers_that_never_read_do_not_stall_the_echoes() {
-    let (_daemon, addr, metrics) = start(&[]);
+    let (_daemon, addr, metrics) = Daemon::start_with_metrics(&[]);
     // Every slot taken by a scraper that asks and never reads, with the
     // smallest receive buffer the kernel allows.
     let stalled: Vec<TcpStream> = (0..MAX_SCRAPERS)
@@ -435,7 +419,7 @@ impl Abuse {
 
 #[test]
 fn abuse_of_the_metrics_port_costs_the_echo_clients_nothing() {
-    let (daemon, addr, metrics) = start(&[]);
+    let (daemon, addr, metrics) = Daemon::start_with_metrics(&[]);
     let rss_before = daemon.rss_bytes();
     let abuse = Abuse::start(metrics, 50, 4);
     // Echo clients go on being served, each echo within the client's
@@ -481,7 +465,7 @@ fn abuse_of_the_metrics_port_costs_the_echo_clients_nothing() {
 
 #[test]
 fn with_two_workers_a_scrape_reports_the_sums() {
-    let (mut daemon, addr, metrics) = start(&["--workers", "2"]);
+    let (mut daemon, addr, metrics) = Daemon::start_with_metrics(&["--workers", "2"]);
     daemon.wait_for_log("worker 2: listening on");
     // Enough connections that both workers serve some (all on one has
     // probability 2^-99).

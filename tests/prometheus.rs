@@ -28,19 +28,6 @@ use process::Daemon;
 /// It starts in about a second here; a loaded machine may take far longer.
 const PROMETHEUS_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Starts echod with a metrics endpoint; returns it, its echo address and
-/// its metrics address.
-fn start_echod() -> (Daemon, SocketAddr, SocketAddr) {
-    let (mut daemon, addr) = Daemon::start(&["--metrics-listen", "127.0.0.1:0"]);
-    let line = daemon.wait_for_log("metrics at http://");
-    let metrics = line
-        .split_once("metrics at http://")
-        .and_then(|(_, rest)| rest.strip_suffix("/metrics"))
-        .and_then(|address| address.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metrics address in {line:?}"));
-    (daemon, addr, metrics)
-}
-
 /// A Prometheus server of this test's own, killed and its files removed
 /// when dropped.
 struct Prometheus {
@@ -173,7 +160,7 @@ fn url_encode(query: &str) -> String {
 #[test]
 #[cfg_attr(no_prometheus, ignore = "prometheus or promtool is not on PATH")]
 fn prometheus_scrapes_echod_and_counts_its_connections() {
-    let (_daemon, addr, metrics) = start_echod();
+    let (_daemon, addr, metrics) = Daemon::start_with_metrics(&[]);
     const CLIENTS: u64 = 3;
     for i in 0..CLIENTS {
         let mut stream = connect(addr);
@@ -198,7 +185,7 @@ fn prometheus_scrapes_echod_and_counts_its_connections() {
 #[test]
 #[cfg_attr(no_prometheus, ignore = "prometheus or promtool is not on PATH")]
 fn promtool_finds_nothing_wrong_with_a_scrape() {
-    let (_daemon, addr, metrics) = start_echod();
+    let (_daemon, addr, metrics) = Daemon::start_with_metrics(&[]);
     let mut stream = connect(addr);
     assert_echoes(&mut stream, b"some traffic\r\n");
     let body = get_metrics(metrics).body;

@@ -26,7 +26,7 @@
 
 use std::io;
 
-use super::steps::{Input, ReadOutcome, read_retrying};
+use super::steps::{Input, ReadOutcome, read_retrying, retrying};
 use super::{Connection, Stream};
 use crate::buffer::ReadBuffer;
 use crate::proxy::{self, MAX_HEADER_BYTES, Parsed};
@@ -46,7 +46,7 @@ impl<S: Stream> Connection<S> {
         read_buffer: &mut ReadBuffer,
     ) -> io::Result<ReadOutcome> {
         let room = &mut read_buffer.room()[..MAX_HEADER_BYTES];
-        let Some(n) = peek_retrying(&self.stream, room)? else {
+        let Some(n) = retrying(|| self.stream.peek(room))? else {
             return Ok(ReadOutcome::Blocked);
         };
         if n == 0 {
@@ -99,17 +99,5 @@ impl<S: Stream> Connection<S> {
         Ok(ReadOutcome::Found(Input::HeaderRead {
             named_client: client.is_some(),
         }))
-    }
-}
-
-/// Peeks, retrying on `EINTR`; `None` for `WouldBlock`.
-fn peek_retrying(stream: &impl Stream, room: &mut [u8]) -> io::Result<Option<usize>> {
-    loop {
-        match stream.peek(room) {
-            Ok(n) => return Ok(Some(n)),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
     }
 }

@@ -211,8 +211,15 @@ impl<S: Stream> Connection<S> {
 /// Reads once, retrying `Interrupted`; `None` for `WouldBlock`.
 #[inline]
 pub(super) fn read_retrying(stream: &mut impl Read, room: &mut [u8]) -> io::Result<Option<usize>> {
+    retrying(|| stream.read(room))
+}
+
+/// Makes one read-like call (a read, a peek), again while a signal
+/// interrupts it; `None` for `WouldBlock`.
+#[inline]
+pub(super) fn retrying(mut call: impl FnMut() -> io::Result<usize>) -> io::Result<Option<usize>> {
     loop {
-        match stream.read(room) {
+        match call() {
             Ok(n) => return Ok(Some(n)),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}

@@ -97,19 +97,12 @@ impl Server {
         handover.next_connection_id = next_connection_id();
         info!(
             target: LOG_TARGET,
-            "upgrading: re-executing {} with {} and {} (checked in {:?})",
+            "upgrading: re-executing {} with {} (checked in {:?})",
             program.path.display(),
-            counted(
-                handover.listeners.len() + handover.metrics_listeners.len(),
-                "listening socket"
-            ),
-            counted(handover.connections.len(), "connection"),
+            handover.contents(),
             since.elapsed()
         );
         self.control.reloading();
-        // What is queued for the log must be written before `execve`
-        // replaces the relay thread.
-        log::logger().flush();
         upgrade::exec(program, &handover, &self.descriptors())
     }
 

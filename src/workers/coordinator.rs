@@ -242,20 +242,13 @@ impl Coordinator {
         }
         let handover = super::handover::merge(parts);
         info!(
-            "upgrading: re-executing {} with {} and {} from {} (checked in {:?})",
+            "upgrading: re-executing {} with {} from {} (checked in {:?})",
             program.path.display(),
-            counted(
-                handover.listeners.len() + handover.metrics_listeners.len(),
-                "listening socket"
-            ),
-            counted(handover.connections.len(), "connection"),
+            handover.contents(),
             counted(self.shutdowns.len(), "worker"),
             since.elapsed()
         );
         self.control.reloading();
-        // What is queued for the log must be written before `execve`
-        // replaces the relay thread.
-        log::logger().flush();
         // Every descriptor the handover names was kept open by its worker.
         let err = upgrade::exec(program, &handover, &[]);
         drop(resumes);

@@ -109,6 +109,23 @@ impl Daemon {
         (daemon, addr)
     }
 
+    /// Spawns echod with a metrics endpoint on an ephemeral loopback port
+    /// and `args` added; returns it, its echo address and its metrics
+    /// address (read from its `metrics at http://...` line).
+    #[track_caller]
+    pub fn start_with_metrics(args: &[&str]) -> (Daemon, SocketAddr, SocketAddr) {
+        let mut all = vec!["--metrics-listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let (mut daemon, addr) = Daemon::start(&all);
+        let line = daemon.wait_for_log("metrics at http://");
+        let metrics = line
+            .split_once("metrics at http://")
+            .and_then(|(_, rest)| rest.strip_suffix("/metrics"))
+            .and_then(|address| address.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metrics address in {line:?}"));
+        (daemon, addr, metrics)
+    }
+
     /// Spawns `command` (from `Daemon::command`) with the given handling of
     /// its standard output.
     #[track_caller]
