@@ -7,23 +7,16 @@
 //! it bound. Check it with
 //! `cargo run -p echo-check -- ADDR --max-line-bytes 8192`.
 //!
-//! What it fixes from step 4: a client that never read made the server
-//! buffer without end (`backpressure` now passes); a line could grow
-//! without end (`long-line` passes); a flooder kept the loop to itself
-//! (`flooder-fairness` passes).
-//!
 //! The readiness rule it teaches: a connection that stops reading before
 //! `WouldBlock` (paused, or out of budget) will get no new readable edge
 //! for the bytes already queued. The server must come back to it on its
 //! own: a paused one after a write drains its output, an unfinished
 //! budget on the next turn (`again`).
 //!
-//! Where echod does the same in full: the loop and `again` in
-//! src/server.rs and src/server/turn.rs; accepting and (re)registering in
-//! src/connections.rs; the connection's read, echo, flush, pause and
-//! `interest()` in src/connection.rs (with src/connection/steps.rs and
-//! src/connection/machine.rs); the output and input buffers in
-//! src/buffer.rs; finding lines and the line limit in src/framing.rs.
+//! Where echod does the same in full: the loop in src/server/turn.rs, the
+//! serve-again list in src/connections/again.rs, the read, echo, flush,
+//! pause and `interest()` in src/connection/steps.rs and
+//! src/connection/machine.rs, the line limit in src/framing.rs.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -46,8 +39,6 @@ struct Connection {
     peer_done: bool,
     /// Reading stopped before `WouldBlock` because too much output is owed.
     paused: bool,
-    /// Reading stopped before `WouldBlock` at the turn's budget.
-    budget_spent: bool,
 }
 
 fn main() -> io::Result<()> {
@@ -65,11 +56,9 @@ fn main() -> io::Result<()> {
     loop {
         // With connections to serve again, look at the sockets and go on.
         let timeout = (!again.is_empty()).then_some(std::time::Duration::ZERO);
-        if let Err(err) = poll.poll(&mut events, timeout) {
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
+        match poll.poll(&mut events, timeout) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            result => result?,
         }
         let mut ready: Vec<Token> = std::mem::take(&mut again);
         for event in events.iter() {
@@ -83,18 +72,15 @@ fn main() -> io::Result<()> {
                     poll.registry()
                         .register(&mut stream, token, Interest::READABLE)?;
                     let (input, output) = (Vec::new(), Vec::new());
-                    let (peer_done, paused, budget_spent) = (false, false, false);
-                    connections.insert(
-                        token,
-                        Connection {
-                            stream,
-                            input,
-                            output,
-                            peer_done,
-                            paused,
-                            budget_spent,
-                        },
-                    );
+                    let (peer_done, paused) = (false, false);
+                    let connection = Connection {
+                        stream,
+                        input,
+                        output,
+                        peer_done,
+                        paused,
+                    };
+                    connections.insert(token, connection);
                 },
                 token => ready.push(token),
             }
@@ -103,7 +89,8 @@ fn main() -> io::Result<()> {
             let Some(connection) = connections.get_mut(&token) else {
                 continue;
             };
-            let open = drive(connection).is_ok();
+            // `Some(true)`: the budget ran out with input perhaps left.
+            let served = drive(connection).ok();
             let reading = !connection.peer_done && !connection.paused;
             let interest = match (reading, connection.output.is_empty()) {
                 (true, true) => Some(Interest::READABLE),
@@ -112,8 +99,8 @@ fn main() -> io::Result<()> {
                 // Finished and delivered (a paused connection owes output).
                 (false, true) => None,
             };
-            let kept = match (open, interest) {
-                (true, Some(interest)) => poll
+            let kept = match (served, interest) {
+                (Some(_), Some(interest)) => poll
                     .registry()
                     .reregister(&mut connection.stream, token, interest)
                     .is_ok(),
@@ -121,7 +108,7 @@ fn main() -> io::Result<()> {
             };
             if !kept {
                 connections.remove(&token);
-            } else if connection.budget_spent {
+            } else if served == Some(true) {
                 again.push(token);
             }
         }
@@ -129,17 +116,15 @@ fn main() -> io::Result<()> {
 }
 
 /// Reads (within the budget, unless paused), queues complete lines and
-/// writes; resumes a paused reader once its output has drained. `Err`
-/// closes.
-fn drive(connection: &mut Connection) -> io::Result<()> {
+/// writes; resumes a paused reader once its output has drained. `Ok(true)`
+/// if the budget ran out before `WouldBlock`; `Err` closes.
+fn drive(connection: &mut Connection) -> io::Result<bool> {
     let mut chunk = [0; 16 * 1024];
     let mut budget = TURN_READ_BUDGET_BYTES;
-    connection.budget_spent = false;
     loop {
         while !connection.peer_done && !connection.paused {
             if budget == 0 {
-                connection.budget_spent = true;
-                break;
+                return flush(connection).map(|()| true);
             }
             match connection.stream.read(&mut chunk) {
                 Ok(0) => connection.peer_done = true,
@@ -161,22 +146,28 @@ fn drive(connection: &mut Connection) -> io::Result<()> {
                 Err(err) => return Err(err),
             }
         }
-        while !connection.output.is_empty() {
-            match connection.stream.write(&connection.output) {
-                Ok(n) => drop(connection.output.drain(..n)),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
-            }
-        }
+        flush(connection)?;
         // No readable edge will come for what waited in the kernel while
         // we were paused: read it now, on our own.
         if connection.paused && connection.output.len() <= MAX_PENDING_BYTES / 2 {
             connection.paused = false;
             continue;
         }
-        return Ok(());
+        return Ok(false);
     }
+}
+
+/// Writes what is owed until it is all out or the socket is full.
+fn flush(connection: &mut Connection) -> io::Result<()> {
+    while !connection.output.is_empty() {
+        match connection.stream.write(&connection.output) {
+            Ok(n) => drop(connection.output.drain(..n)),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 fn complete_lines(input: &[u8]) -> usize {
