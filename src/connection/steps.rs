@@ -92,13 +92,18 @@ impl<S: Stream> Connection<S> {
             // from the room, so that a later read of this call cannot be
             // granted it again. Nothing kept, nothing spent: the usual case
             // costs no arithmetic.
+            let owed = &complete[sent..];
             let grown = self
                 .buffer
-                .keep(&complete[sent..], unfinished)
+                .keep(owed, unfinished)
                 .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
             *memory_room = memory_room.saturating_sub(grown);
-            // Nothing was left over before this read, so a line it leaves
-            // unfinished began now, even if the call began with another.
+            // Nothing was left over before this read: echoes it leaves owed
+            // have waited since now (the send timer starts), and a line it
+            // leaves unfinished began now (the line timer starts).
+            if !owed.is_empty() {
+                self.owing_since_ms = now_ms;
+            }
             if !unfinished.is_empty() {
                 self.line_since_ms = now_ms;
             }
@@ -127,6 +132,7 @@ impl<S: Stream> Connection<S> {
                 return Ok(ReadOutcome::Blocked);
             };
             let scanned = self.buffer.unfinished().len();
+            let owed_before = self.buffer.pending_len();
             self.buffer.filled(n);
             let scan =
                 limits
@@ -134,9 +140,15 @@ impl<S: Stream> Connection<S> {
                     .scan(self.buffer.unfinished(), scanned, limits.max_line_bytes);
             self.buffer.complete(scan.complete_bytes);
             self.lines += scan.lines as u64;
-            // A line ended: the unfinished one, if any, began in this read.
-            if scan.complete_bytes > 0 {
+            // No line was unfinished before this read, or one ended in it:
+            // the unfinished one, if any, began in this read.
+            if scanned == 0 || scan.complete_bytes > 0 {
                 self.line_since_ms = now_ms;
+            }
+            // Echoes owed where none were: the send timer starts now (the
+            // flush below restarts it if the socket takes any).
+            if owed_before == 0 && scan.complete_bytes > 0 {
+                self.owing_since_ms = now_ms;
             }
             self.flush(now_ms)?;
             (n, asked, scan.too_long)
