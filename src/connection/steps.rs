@@ -71,7 +71,8 @@ impl<S: Stream> Connection<S> {
         now_ms: u64,
         memory_room: &mut usize,
     ) -> io::Result<ReadOutcome> {
-        let (n, asked, too_long) = if self.buffer.is_empty() {
+        // `owed`: the output owed after the read, for the pause below.
+        let (n, asked, too_long, owed) = if self.buffer.is_empty() {
             let room = read_buffer.room();
             let asked = room.len();
             let Some(n) = read_retrying(&mut self.stream, room)? else {
@@ -107,7 +108,9 @@ impl<S: Stream> Connection<S> {
             if !unfinished.is_empty() {
                 self.line_since_ms = now_ms;
             }
-            (n, asked, scan.too_long)
+            // Nothing was owed before this read, so all that is owed now is
+            // what the write left: no need to ask the buffer.
+            (n, asked, scan.too_long, owed.len())
         } else {
             // The buffer may grow by the room the budget left when the call
             // began, less what earlier reads of this call took of it.
@@ -151,7 +154,7 @@ impl<S: Stream> Connection<S> {
                 self.owing_since_ms = now_ms;
             }
             self.flush(now_ms)?;
-            (n, asked, scan.too_long)
+            (n, asked, scan.too_long, self.buffer.pending_len())
         };
         self.last_active_ms = now_ms;
         self.received_any |= n > 0;
@@ -161,7 +164,7 @@ impl<S: Stream> Connection<S> {
             ReadOutcome::Found(Input::PeerEof)
         } else if too_long {
             ReadOutcome::Found(Input::LineTooLong)
-        } else if self.buffer.pending_len() >= limits.max_pending_bytes {
+        } else if owed >= limits.max_pending_bytes {
             ReadOutcome::Found(Input::OutputFull)
         } else {
             read_outcome(n, asked, until)
