@@ -148,11 +148,13 @@ pub struct Connection<S> {
     /// When bytes last moved either way, in server clock milliseconds; for
     /// a lingering connection, when it sent its FIN.
     last_active_ms: u64,
-    /// The last time a write took output, or a call began owing nothing:
-    /// while echoes are owed, since when they have waited without progress.
+    /// The last time a write took output, or output came to be owed when
+    /// none was: while echoes are owed, since when they have waited without
+    /// progress. Meaningless while nothing is owed.
     owing_since_ms: u64,
-    /// The last time a call began with no unfinished line: while a line is
-    /// unfinished, when its first byte was read.
+    /// When the unfinished line's first byte was read: stamped by the read
+    /// that leaves a line unfinished after none was. Meaningless while no
+    /// line is unfinished.
     line_since_ms: u64,
 }
 
@@ -231,14 +233,9 @@ impl<S: Stream> Connection<S> {
         now_ms: u64,
         memory_room: usize,
     ) -> Step {
-        // The send and line timers run only while something waits: output
-        // owed, or a line begun, after this call began, began now.
-        if self.buffer.pending_len() == 0 {
-            self.owing_since_ms = now_ms;
-        }
-        if self.buffer.unfinished().is_empty() {
-            self.line_since_ms = now_ms;
-        }
+        // The send and line timers' starts are stamped where output comes to
+        // be owed and where a line begins (`steps.rs`), not here: a call
+        // that leaves nothing over, nearly every call, stamps nothing.
         match self.advance(ready, limits, read_buffer, now_ms, memory_room) {
             Ok(Step::Close(reason)) => Step::Close(reason),
             Ok(step) => {

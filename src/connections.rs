@@ -256,6 +256,13 @@ impl<S: Stream> Connections<S> {
     }
 
     /// Hands readiness to connection `key` and applies what it asks for next.
+    //
+    // Always inlined into the loop's dispatch (and `serve_again`): it runs
+    // once per event, and as a call of its own its prologue, epilogue and
+    // argument passing cost about 9 instructions per echoed line
+    // (callgrind). `Connection::on_ready`, larger, stays a call: inlined
+    // here it cost 11 more per line, not fewer.
+    #[inline(always)]
     pub fn drive(
         &mut self,
         registrar: &impl Registrar<S>,

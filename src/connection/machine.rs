@@ -104,7 +104,13 @@ impl<S: Stream> Connection<S> {
                 // Input may be left unread, and the kernel will not report
                 // it again: the loop serves the connection once it has room.
                 ReadOutcome::Starved => return Ok(Step::Starve),
-                ReadOutcome::Drained => reading = None,
+                // Nothing more to read in this call, and no transition
+                // came of it: the state is still the one that read (open,
+                // lingering or awaiting its header), which waits for the
+                // next edge, as the `(_, None)` row above says. Returning
+                // here rather than going round again saves a turn of the
+                // loop on nearly every event.
+                ReadOutcome::Drained => return Ok(Step::Wait),
                 ReadOutcome::More => {}
                 ReadOutcome::Found(input) => match self.transition(input, now_ms)? {
                     Next::Continue => {}

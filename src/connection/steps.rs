@@ -71,7 +71,8 @@ impl<S: Stream> Connection<S> {
         now_ms: u64,
         memory_room: &mut usize,
     ) -> io::Result<ReadOutcome> {
-        let (n, asked, too_long) = if self.buffer.is_empty() {
+        // `owed`: the output owed after the read, for the pause below.
+        let (n, asked, too_long, owed) = if self.buffer.is_empty() {
             let room = read_buffer.room();
             let asked = room.len();
             let Some(n) = read_retrying(&mut self.stream, room)? else {
@@ -92,17 +93,24 @@ impl<S: Stream> Connection<S> {
             // from the room, so that a later read of this call cannot be
             // granted it again. Nothing kept, nothing spent: the usual case
             // costs no arithmetic.
+            let owed = &complete[sent..];
             let grown = self
                 .buffer
-                .keep(&complete[sent..], unfinished)
+                .keep(owed, unfinished)
                 .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
             *memory_room = memory_room.saturating_sub(grown);
-            // Nothing was left over before this read, so a line it leaves
-            // unfinished began now, even if the call began with another.
+            // Nothing was left over before this read: echoes it leaves owed
+            // have waited since now (the send timer starts), and a line it
+            // leaves unfinished began now (the line timer starts).
+            if !owed.is_empty() {
+                self.owing_since_ms = now_ms;
+            }
             if !unfinished.is_empty() {
                 self.line_since_ms = now_ms;
             }
-            (n, asked, scan.too_long)
+            // Nothing was owed before this read, so all that is owed now is
+            // what the write left: no need to ask the buffer.
+            (n, asked, scan.too_long, owed.len())
         } else {
             // The buffer may grow by the room the budget left when the call
             // began, less what earlier reads of this call took of it.
@@ -127,6 +135,7 @@ impl<S: Stream> Connection<S> {
                 return Ok(ReadOutcome::Blocked);
             };
             let scanned = self.buffer.unfinished().len();
+            let owed_before = self.buffer.pending_len();
             self.buffer.filled(n);
             let scan =
                 limits
@@ -134,12 +143,18 @@ impl<S: Stream> Connection<S> {
                     .scan(self.buffer.unfinished(), scanned, limits.max_line_bytes);
             self.buffer.complete(scan.complete_bytes);
             self.lines += scan.lines as u64;
-            // A line ended: the unfinished one, if any, began in this read.
-            if scan.complete_bytes > 0 {
+            // No line was unfinished before this read, or one ended in it:
+            // the unfinished one, if any, began in this read.
+            if scanned == 0 || scan.complete_bytes > 0 {
                 self.line_since_ms = now_ms;
             }
+            // Echoes owed where none were: the send timer starts now (the
+            // flush below restarts it if the socket takes any).
+            if owed_before == 0 && scan.complete_bytes > 0 {
+                self.owing_since_ms = now_ms;
+            }
             self.flush(now_ms)?;
-            (n, asked, scan.too_long)
+            (n, asked, scan.too_long, self.buffer.pending_len())
         };
         self.last_active_ms = now_ms;
         self.received_any |= n > 0;
@@ -149,7 +164,7 @@ impl<S: Stream> Connection<S> {
             ReadOutcome::Found(Input::PeerEof)
         } else if too_long {
             ReadOutcome::Found(Input::LineTooLong)
-        } else if self.buffer.pending_len() >= limits.max_pending_bytes {
+        } else if owed >= limits.max_pending_bytes {
             ReadOutcome::Found(Input::OutputFull)
         } else {
             read_outcome(n, asked, until)
