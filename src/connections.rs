@@ -28,7 +28,8 @@ use slab::Slab;
 use crate::access::Access;
 use crate::buffer::ReadBuffer;
 use crate::connection::{
-    CloseReason, Connection, Finish, Limits, Readiness, State, Step, Stream, Timeouts,
+    CloseReason, Connection, Finish, Limits, Readiness, State, Step, Stream, Timeouts, Usual,
+    Waiting,
 };
 
 mod accept;
@@ -275,12 +276,24 @@ impl<S: Stream> Connections<S> {
         // like any spurious event.
         let room = self.memory_room();
         let connection = self.slab.get_mut(key)?;
-        let waiting = connection.waiting();
-        let held = connection.buffer_capacity();
-        let step = connection.on_ready(ready, &self.limits, &mut self.read_buffer, now_ms, room);
-        // The usual outcome, a line echoed in full: the connection waits in
-        // the same state, with output pending or not as before, so for the
-        // same readiness, holding the same storage: nothing to apply.
+        let limits = &self.limits;
+        let read_buffer = &mut self.read_buffer;
+        let (step, waiting, held) =
+            match connection.on_usual(ready, limits, read_buffer, now_ms, room) {
+                // The usual event, a line echoed in full: the connection
+                // waits as it did, holding no storage: nothing to apply.
+                Usual::Echoed => return None,
+                Usual::Then(step) => (step, Waiting::FRESH, 0),
+                Usual::Not => {
+                    let waiting = connection.waiting();
+                    let held = connection.buffer_capacity();
+                    let step = connection.on_other(ready, limits, read_buffer, now_ms, room);
+                    (step, waiting, held)
+                }
+            };
+        // The same outcome the other way: the connection waits in the same
+        // state, with output pending or not as before, so for the same
+        // readiness, holding the same storage: nothing to apply.
         if matches!(step, Step::Wait)
             && connection.waiting() == waiting
             && connection.buffer_capacity() == held

@@ -46,6 +46,14 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// The usual event: the socket has input, and a short read will prove
+    /// it drained.
+    pub const READ: Readiness = Readiness {
+        readable: true,
+        writable: false,
+        read_until: ReadUntil::ShortRead,
+    };
+
     /// A connection served again because it spent its read budget: input may
     /// still be queued, and whether the peer closed meanwhile is not known.
     pub const SERVE_AGAIN: Readiness = Readiness {
@@ -97,6 +105,13 @@ pub struct Waiting {
 }
 
 impl Waiting {
+    /// An open connection with nothing left over, where every usual event
+    /// begins (`Connection::on_usual`).
+    pub const FRESH: Waiting = Waiting {
+        state: State::Open,
+        has_output: false,
+    };
+
     /// The readiness a connection in this position waits for, or `None` if
     /// it waits for nothing (it has finished).
     #[inline]

@@ -36,6 +36,18 @@ use super::{Connection, Limits, Stream, TURN_READ_BUDGET_BYTES};
 use crate::buffer::ReadBuffer;
 use crate::state::{CloseReason, Finish, ReadUntil, Readiness, State, Step};
 
+/// Where a call stands between two reads: what it may still read, how much
+/// of its read budget is left, and how far its buffer may still grow.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Call {
+    /// `None`: nothing (more) to read in this call.
+    pub(super) reading: Option<ReadUntil>,
+    /// Bytes it may still read (`TURN_READ_BUDGET_BYTES` at first).
+    pub(super) budget: usize,
+    /// Bytes its buffer may still grow by.
+    pub(super) memory_room: usize,
+}
+
 /// What the state machine does after a transition.
 #[derive(Debug)]
 pub(super) enum Next {
@@ -58,7 +70,7 @@ impl<S: Stream> Connection<S> {
         limits: &Limits,
         read_buffer: &mut ReadBuffer,
         now_ms: u64,
-        mut memory_room: usize,
+        memory_room: usize,
     ) -> io::Result<Step> {
         // Output first: the peer has waited longest for it, and draining it
         // may lift a pause. A writable event with nothing pending is spurious.
@@ -66,38 +78,70 @@ impl<S: Stream> Connection<S> {
             self.flush(now_ms)?;
         }
         // `None`: nothing (more) to read in this call.
-        let mut reading = ready.readable.then_some(ready.read_until);
+        let reading = ready.readable.then_some(ready.read_until);
         // Every byte read counts, whatever the read found.
-        let mut budget = TURN_READ_BUDGET_BYTES;
+        let budget = TURN_READ_BUDGET_BYTES;
+        let call = Call {
+            reading,
+            budget,
+            memory_room,
+        };
+        self.go_on(call, None, limits, read_buffer, now_ms)
+    }
+
+    /// The rest of `advance` from where `call` stands, beginning with what
+    /// the read already made found (`first`), if one was: the way in for a
+    /// call that `Connection::on_ready` began with a fresh read of its own.
+    pub(super) fn go_on(
+        &mut self,
+        call: Call,
+        first: Option<ReadOutcome>,
+        limits: &Limits,
+        read_buffer: &mut ReadBuffer,
+        now_ms: u64,
+    ) -> io::Result<Step> {
+        let Call {
+            mut reading,
+            mut budget,
+            mut memory_room,
+        } = call;
+        let mut first = first;
         loop {
-            let read = match (self.state, reading) {
-                // Spent, with input possibly left (the kernel will not
-                // report it again): served again next turn.
-                (State::Open | State::Lingering(_), Some(_)) if budget == 0 => {
-                    return Ok(Step::Again);
-                }
-                (State::Open, Some(until)) => self.read_and_echo(
-                    until,
-                    &mut budget,
-                    limits,
-                    read_buffer,
-                    now_ms,
-                    &mut memory_room,
-                )?,
-                (State::Lingering(_), Some(until)) => {
-                    self.read_and_discard(until, &mut budget, read_buffer)?
-                }
-                // Peeks only, so the read budget does not apply.
-                (State::AwaitingHeader, Some(until)) => self.read_header(until, read_buffer)?,
-                (State::AwaitingHeader | State::Open | State::Lingering(_), None) => {
-                    return Ok(Step::Wait);
-                }
-                (State::Paused, _) if self.buffer.pending_len() <= limits.resume_pending_bytes => {
-                    ReadOutcome::Found(Input::OutputLow)
-                }
-                (State::Paused, _) => return Ok(Step::Wait),
-                (State::Draining(_), _) if self.buffer.pending_len() > 0 => return Ok(Step::Wait),
-                (State::Draining(_), _) => ReadOutcome::Found(Input::NothingOwed),
+            let read = match first.take() {
+                Some(read) => read,
+                None => match (self.state, reading) {
+                    // Spent, with input possibly left (the kernel will not
+                    // report it again): served again next turn.
+                    (State::Open | State::Lingering(_), Some(_)) if budget == 0 => {
+                        return Ok(Step::Again);
+                    }
+                    (State::Open, Some(until)) => self.read_and_echo(
+                        until,
+                        &mut budget,
+                        limits,
+                        read_buffer,
+                        now_ms,
+                        &mut memory_room,
+                    )?,
+                    (State::Lingering(_), Some(until)) => {
+                        self.read_and_discard(until, &mut budget, read_buffer)?
+                    }
+                    // Peeks only, so the read budget does not apply.
+                    (State::AwaitingHeader, Some(until)) => self.read_header(until, read_buffer)?,
+                    (State::AwaitingHeader | State::Open | State::Lingering(_), None) => {
+                        return Ok(Step::Wait);
+                    }
+                    (State::Paused, _)
+                        if self.buffer.pending_len() <= limits.resume_pending_bytes =>
+                    {
+                        ReadOutcome::Found(Input::OutputLow)
+                    }
+                    (State::Paused, _) => return Ok(Step::Wait),
+                    (State::Draining(_), _) if self.buffer.pending_len() > 0 => {
+                        return Ok(Step::Wait);
+                    }
+                    (State::Draining(_), _) => ReadOutcome::Found(Input::NothingOwed),
+                },
             };
             match read {
                 ReadOutcome::Blocked => return Ok(Step::Wait),

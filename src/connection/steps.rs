@@ -58,10 +58,9 @@ pub(super) enum ReadOutcome {
 impl<S: Stream> Connection<S> {
     /// Reads once and echoes every line the read completed.
     ///
-    /// With nothing left over, the read lands in the server's `ReadBuffer`,
-    /// its complete lines are written from there, and only what the write
-    /// left and the unfinished line are kept. With leftovers, it reads into
-    /// the connection's own buffer, behind them.
+    /// With nothing left over, the read lands in the server's `ReadBuffer`
+    /// (`echo_fresh`); with leftovers, in the connection's own buffer,
+    /// behind them (`echo_behind`).
     pub(super) fn read_and_echo(
         &mut self,
         until: ReadUntil,
@@ -71,96 +70,167 @@ impl<S: Stream> Connection<S> {
         now_ms: u64,
         memory_room: &mut usize,
     ) -> io::Result<ReadOutcome> {
-        // `owed`: the output owed after the read, for the pause below.
-        let (n, asked, too_long, owed) = if self.buffer.is_empty() {
-            let room = read_buffer.room();
-            let asked = room.len();
-            let Some(n) = read_retrying(&mut self.stream, room)? else {
-                return Ok(ReadOutcome::Blocked);
-            };
-            let received = &room[..n];
-            let scan = limits.framing.scan(received, 0, limits.max_line_bytes);
-            self.lines += scan.lines as u64;
-            let (complete, unfinished) = received.split_at(scan.complete_bytes);
-            // Echo without waiting for a writable event: the socket is almost
-            // always writable, and asking first would cost an epoll_ctl and a
-            // wake-up per line (redis's "write before sleep").
-            let sent = self.send(complete, now_ms)?;
-            let unfinished = if scan.too_long { &[][..] } else { unfinished };
-            // The bytes are read already: they are kept whatever the
-            // budget says, so a connection with nothing left over may go past
-            // it by one read (see `Connections`). What they take is spent
-            // from the room, so that a later read of this call cannot be
-            // granted it again. Nothing kept, nothing spent: the usual case
-            // costs no arithmetic.
-            let owed = &complete[sent..];
-            let grown = self
-                .buffer
-                .keep(owed, unfinished)
-                .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
-            *memory_room = memory_room.saturating_sub(grown);
-            // Nothing was left over before this read: echoes it leaves owed
-            // have waited since now (the send timer starts), and a line it
-            // leaves unfinished began now (the line timer starts).
-            if !owed.is_empty() {
-                self.owing_since_ms = now_ms;
-            }
-            if !unfinished.is_empty() {
-                self.line_since_ms = now_ms;
-            }
-            // Nothing was owed before this read, so all that is owed now is
-            // what the write left: no need to ask the buffer.
-            (n, asked, scan.too_long, owed.len())
+        if self.buffer.is_empty() {
+            self.echo_fresh(until, budget, limits, read_buffer, now_ms, memory_room)
         } else {
-            // The buffer may grow by the room the budget left when the call
-            // began, less what earlier reads of this call took of it.
-            let held = self.buffer.capacity();
-            let cap = limits
-                .max_buffer_bytes()
-                .min(held.saturating_add(*memory_room));
-            self.buffer
-                .make_spare(cap)
-                .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
-            *memory_room = memory_room.saturating_sub(self.buffer.capacity() - held);
-            let room = self.buffer.spare();
-            // Reading pauses before the owed output reaches the limits' cap
-            // and the line limit closes before the unfinished line does, so
-            // only the memory budget can leave no room. Reading into none
-            // would return 0, which reads as EOF: stop instead.
-            if room.is_empty() {
-                return Ok(ReadOutcome::Starved);
-            }
-            let asked = room.len();
-            let Some(n) = read_retrying(&mut self.stream, room)? else {
-                return Ok(ReadOutcome::Blocked);
-            };
-            let scanned = self.buffer.unfinished().len();
-            let owed_before = self.buffer.pending_len();
-            self.buffer.filled(n);
-            let scan =
-                limits
-                    .framing
-                    .scan(self.buffer.unfinished(), scanned, limits.max_line_bytes);
-            self.buffer.complete(scan.complete_bytes);
-            self.lines += scan.lines as u64;
-            // No line was unfinished before this read, or one ended in it:
-            // the unfinished one, if any, began in this read.
-            if scanned == 0 || scan.complete_bytes > 0 {
-                self.line_since_ms = now_ms;
-            }
-            // Echoes owed where none were: the send timer starts now (the
-            // flush below restarts it if the socket takes any).
-            if owed_before == 0 && scan.complete_bytes > 0 {
-                self.owing_since_ms = now_ms;
-            }
-            self.flush(now_ms)?;
-            (n, asked, scan.too_long, self.buffer.pending_len())
+            self.echo_behind(until, budget, limits, read_buffer, now_ms, memory_room)
+        }
+    }
+
+    /// Reads once into the server's `ReadBuffer`, writes its complete lines
+    /// from there, and keeps only what the write left and the unfinished
+    /// line. The connection must hold no leftovers.
+    ///
+    /// Always inlined: it is most of the work of nearly every event, and
+    /// `Connection::on_ready` calls it directly for the usual one.
+    #[inline(always)]
+    pub(super) fn echo_fresh(
+        &mut self,
+        until: ReadUntil,
+        budget: &mut usize,
+        limits: &Limits,
+        read_buffer: &mut ReadBuffer,
+        now_ms: u64,
+        memory_room: &mut usize,
+    ) -> io::Result<ReadOutcome> {
+        debug_assert!(self.buffer.is_empty(), "a fresh read over leftovers");
+        let room = read_buffer.room();
+        let asked = room.len();
+        let Some(n) = read_retrying(&mut self.stream, room)? else {
+            return Ok(ReadOutcome::Blocked);
         };
+        let received = &room[..n];
+        let scan = limits.framing.scan(received, 0, limits.max_line_bytes);
+        self.lines += scan.lines as u64;
+        let (complete, unfinished) = received.split_at(scan.complete_bytes);
+        // Echo without waiting for a writable event: the socket is almost
+        // always writable, and asking first would cost an epoll_ctl and a
+        // wake-up per line (redis's "write before sleep").
+        let sent = self.send(complete, now_ms)?;
+        let unfinished = if scan.too_long { &[][..] } else { unfinished };
+        // The bytes are read already: they are kept whatever the budget
+        // says, so a connection with nothing left over may go past it by one
+        // read (see `Connections`). What they take is spent from the room,
+        // so that a later read of this call cannot be granted it again.
+        // Nothing kept, nothing spent: the usual case costs no arithmetic.
+        let owed = &complete[sent..];
+        let grown = self
+            .buffer
+            .keep(owed, unfinished)
+            .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        *memory_room = memory_room.saturating_sub(grown);
+        // Nothing was left over before this read: echoes it leaves owed have
+        // waited since now (the send timer starts), and a line it leaves
+        // unfinished began now (the line timer starts).
+        if !owed.is_empty() {
+            self.owing_since_ms = now_ms;
+        }
+        if !unfinished.is_empty() {
+            self.line_since_ms = now_ms;
+        }
+        // Nothing was owed before this read, so all that is owed now is what
+        // the write left: no need to ask the buffer.
+        let owed = owed.len();
+        Ok(self.after_read(
+            n,
+            asked,
+            scan.too_long,
+            owed,
+            until,
+            budget,
+            limits,
+            read_buffer,
+            now_ms,
+        ))
+    }
+
+    /// Reads once into the connection's own buffer, behind its leftovers,
+    /// and writes what is owed, including the lines the read completed.
+    fn echo_behind(
+        &mut self,
+        until: ReadUntil,
+        budget: &mut usize,
+        limits: &Limits,
+        read_buffer: &mut ReadBuffer,
+        now_ms: u64,
+        memory_room: &mut usize,
+    ) -> io::Result<ReadOutcome> {
+        // The buffer may grow by the room the budget left when the call
+        // began, less what earlier reads of this call took of it.
+        let held = self.buffer.capacity();
+        let cap = limits
+            .max_buffer_bytes()
+            .min(held.saturating_add(*memory_room));
+        self.buffer
+            .make_spare(cap)
+            .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        *memory_room = memory_room.saturating_sub(self.buffer.capacity() - held);
+        let room = self.buffer.spare();
+        // Reading pauses before the owed output reaches the limits' cap and
+        // the line limit closes before the unfinished line does, so only the
+        // memory budget can leave no room. Reading into none would return 0,
+        // which reads as EOF: stop instead.
+        if room.is_empty() {
+            return Ok(ReadOutcome::Starved);
+        }
+        let asked = room.len();
+        let Some(n) = read_retrying(&mut self.stream, room)? else {
+            return Ok(ReadOutcome::Blocked);
+        };
+        let scanned = self.buffer.unfinished().len();
+        let owed_before = self.buffer.pending_len();
+        self.buffer.filled(n);
+        let scan = limits
+            .framing
+            .scan(self.buffer.unfinished(), scanned, limits.max_line_bytes);
+        self.buffer.complete(scan.complete_bytes);
+        self.lines += scan.lines as u64;
+        // No line was unfinished before this read, or one ended in it: the
+        // unfinished one, if any, began in this read.
+        if scanned == 0 || scan.complete_bytes > 0 {
+            self.line_since_ms = now_ms;
+        }
+        // Echoes owed where none were: the send timer starts now (the flush
+        // below restarts it if the socket takes any).
+        if owed_before == 0 && scan.complete_bytes > 0 {
+            self.owing_since_ms = now_ms;
+        }
+        self.flush(now_ms)?;
+        let owed = self.buffer.pending_len();
+        Ok(self.after_read(
+            n,
+            asked,
+            scan.too_long,
+            owed,
+            until,
+            budget,
+            limits,
+            read_buffer,
+            now_ms,
+        ))
+    }
+
+    /// What a read of `n` bytes out of `asked`, echoed, leaves for the state
+    /// table, with `owed` bytes still owed; and the counts every read keeps.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn after_read(
+        &mut self,
+        n: usize,
+        asked: usize,
+        too_long: bool,
+        owed: usize,
+        until: ReadUntil,
+        budget: &mut usize,
+        limits: &Limits,
+        read_buffer: &mut ReadBuffer,
+        now_ms: u64,
+    ) -> ReadOutcome {
         self.last_active_ms = now_ms;
         self.received_any |= n > 0;
         read_buffer.count_received(n);
         *budget = budget.saturating_sub(n);
-        Ok(if n == 0 {
+        if n == 0 {
             ReadOutcome::Found(Input::PeerEof)
         } else if too_long {
             ReadOutcome::Found(Input::LineTooLong)
@@ -168,7 +238,7 @@ impl<S: Stream> Connection<S> {
             ReadOutcome::Found(Input::OutputFull)
         } else {
             read_outcome(n, asked, until)
-        })
+        }
     }
 
     /// Reads once while lingering and drops what it read, into the server's
@@ -207,7 +277,9 @@ impl<S: Stream> Connection<S> {
     }
 
     /// Writes `bytes` until they are all sent or the socket is full, and
-    /// returns how many were sent.
+    /// returns how many were sent. Always inlined: it is the write of the
+    /// usual event.
+    #[inline(always)]
     fn send(&mut self, bytes: &[u8], now_ms: u64) -> io::Result<usize> {
         let sent = send(&mut self.stream, bytes)?;
         self.note_sent(sent, now_ms);
