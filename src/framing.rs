@@ -53,6 +53,28 @@ pub struct Scan {
 }
 
 impl Framing {
+    /// Scans the `n` bytes a read put at the start of `room` (a connection
+    /// with nothing left over, so they start a line), as
+    /// `scan(&room[..n], 0, max_line_bytes)` does. The bytes of `room` after
+    /// the read may be looked at, never counted: a short read is scanned in
+    /// one fixed-size pass (`short.rs`).
+    #[inline(always)]
+    pub fn scan_read(self, room: &[u8], n: usize, max_line_bytes: usize) -> Scan {
+        debug_assert!(n <= room.len());
+        #[cfg(target_arch = "x86_64")]
+        if self != Framing::Raw && n <= short::MAX_BYTES && n < max_line_bytes {
+            if let Some(block) = room.first_chunk::<{ short::MAX_BYTES }>() {
+                let (complete_bytes, lines) = short::scan(block, n, self == Framing::Crlf);
+                return Scan {
+                    complete_bytes,
+                    lines,
+                    too_long: false,
+                };
+            }
+        }
+        self.scan(&room[..n], 0, max_line_bytes)
+    }
+
     /// Scans `window` for complete lines.
     ///
     /// `window` starts at the first byte of a line that has not ended yet and
@@ -65,7 +87,7 @@ impl Framing {
     /// A line (terminator included) may be `max_line_bytes` long at most.
     /// An unfinished line of `max_line_bytes` or more is reported as too long
     /// at once: its terminator would take it over the limit.
-    #[inline(always)]
+    #[inline]
     pub fn scan(self, window: &[u8], scanned: usize, max_line_bytes: usize) -> Scan {
         debug_assert!(scanned <= window.len());
         let terminator_needs_cr = match self {
@@ -79,21 +101,6 @@ impl Framing {
             Framing::Lf => false,
             Framing::Crlf => true,
         };
-
-        // The usual read: a few short lines, from a line's first byte, too
-        // short for the line limit to matter (`short.rs`).
-        #[cfg(target_arch = "x86_64")]
-        if scanned == 0
-            && (short::MIN_BYTES..=short::MAX_BYTES).contains(&window.len())
-            && window.len() < max_line_bytes
-        {
-            let (complete_bytes, lines) = short::scan(window, terminator_needs_cr);
-            return Scan {
-                complete_bytes,
-                lines,
-                too_long: false,
-            };
-        }
 
         let mut line_start = 0;
         let mut lines = 0;
@@ -298,9 +305,9 @@ mod tests {
     }
 
     /// Every window of up to 80 bytes drawn from `a`, CR and LF, by a small
-    /// deterministic generator, scanned both ways, around the lengths where
-    /// the short scan (`short.rs`) takes over from the general one and
-    /// hands back, and with limits on either side of the window's length.
+    /// deterministic generator, scanned by the general scan and as a read
+    /// (the short scan of `short.rs` up to 64 bytes), with limits on either
+    /// side of the window's length.
     #[test]
     fn the_scan_agrees_with_the_protocol_byte_by_byte() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -319,13 +326,23 @@ mod tests {
                     _ => b'a',
                 })
                 .collect();
+            // The read as it lands in a read buffer, with stale bytes after
+            // it that must not count.
+            let mut room = window.clone();
+            room.extend((len..96).map(|_| b"\r\na"[(next() % 3) as usize]));
             for framing in [Framing::Crlf, Framing::Lf] {
                 for max in [len.max(1) - 1, len, len + 1, 4, BIG] {
                     let max = max.max(2);
+                    let expected = reference(framing, &window, max);
                     assert_eq!(
                         framing.scan(&window, 0, max),
-                        reference(framing, &window, max),
+                        expected,
                         "{framing} scan of {window:?} (max {max})"
+                    );
+                    assert_eq!(
+                        framing.scan_read(&room, len, max),
+                        expected,
+                        "{framing} scan of the read {window:?} in {room:?} (max {max})"
                     );
                 }
             }

@@ -99,8 +99,8 @@ impl<S: Stream> Connection<S> {
         let Some(n) = read_retrying(&mut self.stream, room)? else {
             return Ok(ReadOutcome::Blocked);
         };
+        let scan = limits.framing.scan_read(room, n, limits.max_line_bytes);
         let received = &room[..n];
-        let scan = limits.framing.scan(received, 0, limits.max_line_bytes);
         self.lines += scan.lines as u64;
         let (complete, unfinished) = received.split_at(scan.complete_bytes);
         // Echo without waiting for a writable event: the socket is almost
