@@ -319,8 +319,11 @@ mod tests {
         };
         for _ in 0..20_000 {
             let len = (next() % 81) as usize;
+            // From a terminator every other byte to one in twenty, so that
+            // long windows with a single LF are as common as busy ones.
+            let spread = 3 + next() % 38;
             let window: Vec<u8> = (0..len)
-                .map(|_| match next() % 4 {
+                .map(|_| match next() % spread {
                     0 => b'\r',
                     1 => b'\n',
                     _ => b'a',
