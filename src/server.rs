@@ -187,7 +187,10 @@ impl Server {
     }
 
     /// How long `poll` may wait: not at all if work was left over, otherwise
-    /// until the nearest deadline.
+    /// until the nearest deadline, counted from the time of the turn just
+    /// run rather than from a new reading of the clock (nginx's timers use
+    /// its cached time the same way): a deadline may be met late by the
+    /// length of one turn, and a turn costs one clock reading, not two.
     fn poll_timeout(&self) -> Option<Duration> {
         let scrapers_queued = self
             .metrics
@@ -205,7 +208,7 @@ impl Server {
             .into_iter()
             .flatten()
             .min()?;
-        Some(deadline.saturating_duration_since(Instant::now()))
+        Some(deadline.saturating_duration_since(self.now))
     }
 }
 
@@ -434,5 +437,8 @@ fn readiness(event: &mio::event::Event) -> Readiness {
 }
 
 fn millis_since(start: Instant, now: Instant) -> u64 {
-    now.saturating_duration_since(start).as_millis() as u64
+    // Whole seconds and milliseconds apart: `as_millis` would divide a
+    // `u128`. A loop would have to run for 584 million years to overflow.
+    let elapsed = now.saturating_duration_since(start);
+    elapsed.as_secs() * 1_000 + u64::from(elapsed.subsec_millis())
 }
