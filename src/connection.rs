@@ -254,10 +254,10 @@ impl<S: Stream> Connection<S> {
     }
 
     /// `on_ready` for the usual event, the one nearly every event is: an
-    /// open connection with nothing left over is told it may read. Its one
-    /// read and echo are done here, always inlined into the loop, and the
-    /// state machine is called only when the read finds more than a short
-    /// read of whole lines to decide on.
+    /// open connection with nothing left over is told it may read (input,
+    /// or its peer's FIN). Its first read and echo are done here, always
+    /// inlined into the loop, and the state machine is called only when the
+    /// read finds more than a short read of whole lines to decide on.
     ///
     /// The send and line timers' starts are stamped where output comes to be
     /// owed and where a line begins (`steps.rs`), not here: a call that
@@ -271,16 +271,23 @@ impl<S: Stream> Connection<S> {
         now_ms: u64,
         memory_room: usize,
     ) -> Usual {
-        if !(ready == Readiness::READ && self.state == State::Open && self.buffer.is_empty()) {
+        // Readable only: a writable event means output is owed, which a
+        // connection with nothing left over never has, or an error.
+        if !(ready.readable
+            && !ready.writable
+            && self.state == State::Open
+            && self.buffer.is_empty())
+        {
             return Usual::Not;
         }
+        let until = ready.read_until;
         let mut call = Call {
-            reading: Some(ReadUntil::ShortRead),
+            reading: Some(until),
             budget: TURN_READ_BUDGET_BYTES,
             memory_room,
         };
         let read = self.echo_fresh(
-            ReadUntil::ShortRead,
+            until,
             &mut call.budget,
             limits,
             read_buffer,

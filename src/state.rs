@@ -46,14 +46,6 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// The usual event: the socket has input, and a short read will prove
-    /// it drained.
-    pub const READ: Readiness = Readiness {
-        readable: true,
-        writable: false,
-        read_until: ReadUntil::ShortRead,
-    };
-
     /// A connection served again because it spent its read budget: input may
     /// still be queued, and whether the peer closed meanwhile is not known.
     pub const SERVE_AGAIN: Readiness = Readiness {
