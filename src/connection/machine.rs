@@ -4,9 +4,6 @@
 //! what the states mean and which readiness each waits for is in
 //! `connection.rs`.
 //!
-//! The state table:
-//!
-//!
 //! The work of a call (`flush`, `read_and_echo`, `read_and_discard`) finds
 //! things out; only `transition` changes the state, in one table:
 //!
@@ -89,9 +86,10 @@ impl<S: Stream> Connection<S> {
         self.go_on(call, None, limits, read_buffer, now_ms)
     }
 
-    /// The rest of `advance` from where `call` stands, beginning with what
-    /// the read already made found (`first`), if one was: the way in for a
-    /// call that `Connection::on_ready` began with a fresh read of its own.
+    /// The rest of `advance` from where `call` stands, beginning with the
+    /// outcome of a read already made (`first`), if there was one: the way
+    /// in for a call that `Connection::on_usual` began with a fresh read of
+    /// its own.
     pub(super) fn go_on(
         &mut self,
         call: Call,
