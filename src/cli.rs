@@ -174,6 +174,10 @@ where
                 config.max_pending_bytes =
                     size(parser.value()?, "--max-pending-bytes", 1, MAX_LIMIT_BYTES)?;
             }
+            Long("read-budget") => {
+                config.read_budget_bytes =
+                    size(parser.value()?, "--read-budget", 1, MAX_LIMIT_BYTES)?;
+            }
             Long("max-connections") => {
                 let n = number_in(parser.value()?, "--max-connections", 1, u64::MAX)?;
                 // Beyond usize (on a 32-bit host) is beyond any open-file
@@ -384,6 +388,8 @@ mod tests {
         assert_eq!(config.framing, Framing::Crlf);
         assert_eq!(config.max_line_bytes, 65536);
         assert_eq!(config.max_pending_bytes, 1 << 20);
+        assert_eq!(config.read_budget_bytes, 64 << 10);
+        assert_eq!(config.limits().read_budget_bytes, 64 << 10);
         assert_eq!(config.idle_timeout, None);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(config.stats_interval, None);
@@ -401,6 +407,8 @@ mod tests {
             "--max-line-bytes",
             "4KiB",
             "--max-pending-bytes=2M",
+            "--read-budget",
+            "16KiB",
             "--max-connections",
             "10",
             "--idle-timeout",
@@ -426,6 +434,7 @@ mod tests {
             (config.max_line_bytes, config.max_pending_bytes),
             (4096, 2 << 20)
         );
+        assert_eq!(config.limits().read_budget_bytes, 16 << 10);
         assert_eq!(config.max_connections, Some(10));
         assert_eq!(config.idle_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(config.shutdown_timeout, Duration::ZERO);
@@ -502,6 +511,7 @@ mod tests {
                 "invalid --max-line-bytes '12Q'",
             ),
             (&["--max-pending-bytes", "2G"], "must be between 1 and"),
+            (&["--read-budget", "0"], "must be between 1 and"),
             (&["--max-connections", "0"], "must be at least 1"),
             (&["--idle-timeout", "-1"], "invalid --idle-timeout '-1'"),
             (&["--log-level", "loud"], "invalid --log-level 'loud'"),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use crate::access::Access;
-use crate::connection::{Limits, Timeouts};
+use crate::connection::{Limits, TURN_READ_BUDGET_BYTES, Timeouts};
 use crate::framing::Framing;
 
 /// Port for the default addresses. Unassigned by IANA, easy to type.
@@ -131,6 +131,12 @@ pub struct Config {
     /// Echoes owed to one client at which reading from it pauses: 1 to
     /// `MAX_LIMIT_BYTES`.
     pub max_pending_bytes: usize,
+    /// Bytes one connection may read in one turn of the event loop before
+    /// the others get theirs: the trade between a bulk sender's throughput
+    /// and everyone else's latency (`--read-budget`, default
+    /// `TURN_READ_BUDGET_BYTES`, 64 KiB). A read takes up to 16 KiB, so a
+    /// budget below that still makes one read a turn.
+    pub read_budget_bytes: usize,
     /// Connections served at once, at least 1; `None` derives it from the
     /// open-file limit, less `RESERVED_DESCRIPTORS` and one per listener.
     pub max_connections: Option<usize>,
@@ -182,6 +188,7 @@ impl Default for Config {
             framing: Framing::Crlf,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+            read_budget_bytes: TURN_READ_BUDGET_BYTES,
             max_connections: None,
             idle_timeout: None,
             max_connections_per_ip: None,
@@ -203,7 +210,10 @@ impl Default for Config {
 impl Config {
     /// The per-connection limits this configuration sets.
     pub fn limits(&self) -> Limits {
-        Limits::new(self.framing, self.max_line_bytes, self.max_pending_bytes)
+        Limits {
+            read_budget_bytes: self.read_budget_bytes,
+            ..Limits::new(self.framing, self.max_line_bytes, self.max_pending_bytes)
+        }
     }
 
     /// The per-connection timeouts this configuration sets, in milliseconds.

@@ -55,8 +55,9 @@ use machine::Next;
 use steps::{Input, read_retrying};
 
 /// Bytes one connection may read in one turn of the event loop before the
-/// others get theirs (redis caps its reads per event for the same reason).
-/// A connection that still has input after this is served again next turn.
+/// others get theirs, unless `--read-budget` says otherwise (redis caps its
+/// reads per event for the same reason). A connection that still has input
+/// after this is served again next turn.
 pub const TURN_READ_BUDGET_BYTES: usize = 4 * READ_CHUNK_BYTES;
 
 /// A byte stream the connection can drive: a `Socket` in the server, a
@@ -89,6 +90,9 @@ pub struct Limits {
     pub max_pending_bytes: usize,
     /// Pending output at or below which a paused connection reads again.
     pub resume_pending_bytes: usize,
+    /// Bytes one connection may read in one turn of the event loop before
+    /// the others get theirs (`--read-budget`).
+    pub read_budget_bytes: usize,
 }
 
 impl Limits {
@@ -101,6 +105,7 @@ impl Limits {
             max_line_bytes,
             max_pending_bytes,
             resume_pending_bytes: max_pending_bytes / 2,
+            read_budget_bytes: TURN_READ_BUDGET_BYTES,
         }
     }
 

@@ -35,6 +35,7 @@ fn help_prints_usage_and_exits_0() {
         "--framing",
         "--max-line-bytes",
         "--max-pending-bytes",
+        "--read-budget",
         "--max-connections",
         "--idle-timeout",
         "--shutdown-timeout",

@@ -235,3 +235,25 @@ fn peer_that_keeps_sending_after_an_over_long_line_is_cut_off() {
         "echod kept a lingering connection open for 8 s of input"
     );
 }
+
+/// `--read-budget` at its smallest, one read a turn: a client that pipelines
+/// megabytes and then half-closes gets every byte back in order before the
+/// close, and a ping-pong client beside it is answered all the while.
+#[test]
+fn the_smallest_read_budget_echoes_a_bulk_sender_whole_beside_a_ping_pong_client() {
+    let server = TestServer::start(Config {
+        read_budget_bytes: 1,
+        ..Config::default()
+    });
+    let mut bulk = server.connect();
+    let lines = numbered_lines(40_000, "bulk");
+    assert!(lines.len() > 2 << 20, "{} bytes", lines.len());
+    let writer = write_in_background(&bulk, lines.clone(), true);
+    let mut small = server.connect();
+    for i in 0..200 {
+        assert_echoes(&mut small, format!("ping {i}\r\n").as_bytes());
+    }
+    assert_closed_after(&mut bulk, &lines);
+    writer.join().expect("the bulk writer");
+    assert_echoes(&mut small, b"still here\r\n");
+}

@@ -45,6 +45,7 @@ const OPTIONS: &[(&str, Kind, &str)] = &[
     ("framing", Kind::Value, "framing"),
     ("max-line-bytes", Kind::Value, "max-line-bytes"),
     ("max-pending-bytes", Kind::Value, "max-pending-bytes"),
+    ("read-budget", Kind::Value, "read-budget"),
     ("max-connections", Kind::Value, "max-connections"),
     ("idle-timeout", Kind::Value, "idle-timeout"),
     (

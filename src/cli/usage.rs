@@ -27,6 +27,10 @@ Options:
                                closes the connection [default: 64KiB]
       --max-pending-bytes SIZE Echoes owed to one client at which echod stops
                                reading from it until it catches up [default: 1MiB]
+      --read-budget SIZE       Bytes read from one client in one turn of the
+                               event loop before the others are served; larger
+                               favours bulk senders, smaller everyone else's
+                               latency [default: 64KiB]
       --max-connections N      Clients served at once; more are accepted and
                                closed [default: open-file limit - 32]
       --idle-timeout SECS      Close connections with no traffic for SECS;

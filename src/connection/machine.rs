@@ -29,7 +29,7 @@ use std::io;
 use log::trace;
 
 use super::steps::{Input, ReadOutcome};
-use super::{Connection, Limits, Stream, TURN_READ_BUDGET_BYTES};
+use super::{Connection, Limits, Stream};
 use crate::buffer::ReadBuffer;
 use crate::state::{CloseReason, Finish, ReadUntil, Readiness, State, Step};
 
@@ -39,7 +39,7 @@ use crate::state::{CloseReason, Finish, ReadUntil, Readiness, State, Step};
 pub(super) struct Call {
     /// `None`: nothing (more) to read in this call.
     pub(super) reading: Option<ReadUntil>,
-    /// Bytes it may still read (`TURN_READ_BUDGET_BYTES` at first).
+    /// Bytes it may still read (`Limits::read_budget_bytes` at first).
     pub(super) budget: usize,
     /// Bytes its buffer may still grow by.
     pub(super) memory_room: usize,
@@ -77,7 +77,7 @@ impl<S: Stream> Connection<S> {
         // `None`: nothing (more) to read in this call.
         let reading = ready.readable.then_some(ready.read_until);
         // Every byte read counts, whatever the read found.
-        let budget = TURN_READ_BUDGET_BYTES;
+        let budget = limits.read_budget_bytes;
         let call = Call {
             reading,
             budget,

@@ -8,7 +8,7 @@ use std::io;
 
 use super::machine::Call;
 use super::steps::ReadOutcome;
-use super::{Connection, Limits, Stream, TURN_READ_BUDGET_BYTES};
+use super::{Connection, Limits, Stream};
 use crate::buffer::ReadBuffer;
 use crate::state::{CloseReason, Readiness, State, Step};
 
@@ -76,7 +76,7 @@ impl<S: Stream> Connection<S> {
         let until = ready.read_until;
         let mut call = Call {
             reading: Some(until),
-            budget: TURN_READ_BUDGET_BYTES,
+            budget: limits.read_budget_bytes,
             memory_room,
         };
         let read = self.echo_fresh(
