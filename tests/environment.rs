@@ -25,12 +25,14 @@ fn options_come_from_the_environment() {
         &[
             ("ECHOD_LISTEN", "127.0.0.1:0"),
             ("ECHOD_MAX_LINE_BYTES", "16"),
+            ("ECHOD_READ_BUDGET", "32KiB"),
             ("ECHOD_STATS_INTERVAL", "0.2"),
         ],
     );
     let addr = daemon.listening_addr();
     let limits = daemon.wait_for_log("max-line-bytes ");
     assert!(limits.contains("max-line-bytes 16,"), "{limits}");
+    assert!(limits.ends_with("read-budget 32768"), "{limits}");
     let mut client = connect(addr);
     assert_echoes(&mut client, b"fits in 16\r\n");
     // Longer than ECHOD_MAX_LINE_BYTES: closed, as --max-line-bytes 16 would.

@@ -106,12 +106,13 @@ impl Server {
             .unwrap_or_else(|| derived_max_connections(listeners.len()));
         info!(
             target: LOG_TARGET,
-            "{label}echod {}: framing {}, max-line-bytes {}, max-pending-bytes {}, max-connections {}",
+            "{label}echod {}: framing {}, max-line-bytes {}, max-pending-bytes {}, max-connections {}, read-budget {}",
             env!("CARGO_PKG_VERSION"),
             config.framing,
             config.max_line_bytes,
             config.max_pending_bytes,
-            max_connections
+            max_connections,
+            config.read_budget_bytes
         );
         control
             .attach(poll.registry(), SIGNALS, LOG_TARGET)
