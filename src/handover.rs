@@ -25,10 +25,13 @@
 //! nothing is allocated beyond the bytes the form itself holds.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
+
+mod wire;
 
 use crate::state::{Finish, State};
 use crate::summary::counted;
+use wire::{Reader, Writer};
 
 /// The version of the form this program writes and the only one it reads.
 /// `echod --version` prints it, so that an upgrade can check the new
@@ -194,14 +197,21 @@ pub fn encode(handover: &Handover) -> Vec<u8> {
         body.bytes(&connection.pending);
         body.bytes(&connection.unfinished);
     }
+    frame(&body)
+}
+
+/// The form around a body: the magic, the version, the body's length, the
+/// body, and the CRC-32 of all of them.
+fn frame(body: &Writer) -> Vec<u8> {
+    let body = body.bytes_so_far();
     let mut form = Writer::default();
-    form.0.extend_from_slice(MAGIC);
+    form.raw(MAGIC);
     form.u32(FORMAT_VERSION);
-    form.u64(body.0.len() as u64);
-    form.0.extend_from_slice(&body.0);
-    let checksum = crc32fast::hash(&form.0);
+    form.u64(body.len() as u64);
+    form.raw(body);
+    let checksum = crc32fast::hash(form.bytes_so_far());
     form.u32(checksum);
-    form.0
+    form.into_bytes()
 }
 
 /// Reads a form `encode` wrote (see the module docs for what it refuses).
@@ -214,7 +224,7 @@ pub fn decode(form: &[u8]) -> Result<Handover, HandoverError> {
     if form.len() < MAGIC.len() || &form[..MAGIC.len()] != MAGIC {
         return Err(HandoverError::NotAHandover);
     }
-    let mut header = Reader(&form[MAGIC.len()..]);
+    let mut header = Reader::new(&form[MAGIC.len()..]);
     let version = header.u32("version")?;
     if version != FORMAT_VERSION {
         return Err(HandoverError::Version(version));
@@ -241,7 +251,7 @@ pub fn decode(form: &[u8]) -> Result<Handover, HandoverError> {
         return Err(HandoverError::Checksum { stored, computed });
     }
 
-    let mut body = Reader(&checked[HEADER_BYTES..]);
+    let mut body = Reader::new(&checked[HEADER_BYTES..]);
     let next_connection_id = body.u64("next connection id")?;
     let mut counters = Vec::new();
     for _ in 0..body.count("counters")? {
@@ -249,8 +259,8 @@ pub fn decode(form: &[u8]) -> Result<Handover, HandoverError> {
             .map_err(|_| HandoverError::Invalid("counter name"))?;
         counters.push((name, body.u64("counter value")?));
     }
-    let listeners = body.listeners("listeners")?;
-    let metrics_listeners = body.listeners("metrics listeners")?;
+    let listeners = read_listeners(&mut body, "listeners")?;
+    let metrics_listeners = read_listeners(&mut body, "metrics listeners")?;
     let mut connections = Vec::new();
     for _ in 0..body.count("connections")? {
         let fd = body.fd("connection descriptor")?;
@@ -272,7 +282,7 @@ pub fn decode(form: &[u8]) -> Result<Handover, HandoverError> {
             unfinished: body.bytes("unfinished line")?.to_vec(),
         });
     }
-    if !body.0.is_empty() {
+    if !body.is_empty() {
         return Err(HandoverError::Invalid("body length"));
     }
     Ok(Handover {
@@ -318,148 +328,26 @@ fn state_of(state: u8, finish_code: u8) -> Result<State, HandoverError> {
     }
 }
 
-#[derive(Default)]
-struct Writer(Vec<u8>);
-
-impl Writer {
-    fn u8(&mut self, value: u8) {
-        self.0.push(value);
+/// A count of listening sockets, then each one's descriptor and address.
+fn read_listeners(
+    body: &mut Reader<'_>,
+    field: &'static str,
+) -> Result<Vec<ListenerRecord>, HandoverError> {
+    let mut listeners = Vec::new();
+    for _ in 0..body.count(field)? {
+        listeners.push(ListenerRecord {
+            fd: body.fd("listener descriptor")?,
+            address: body.address("listener address")?,
+        });
     }
-
-    fn u16(&mut self, value: u16) {
-        self.0.extend_from_slice(&value.to_le_bytes());
-    }
-
-    fn u32(&mut self, value: u32) {
-        self.0.extend_from_slice(&value.to_le_bytes());
-    }
-
-    fn i32(&mut self, value: i32) {
-        self.0.extend_from_slice(&value.to_le_bytes());
-    }
-
-    fn u64(&mut self, value: u64) {
-        self.0.extend_from_slice(&value.to_le_bytes());
-    }
-
-    /// A list's length. No list echod hands over comes near `u32::MAX`.
-    fn count(&mut self, n: usize) {
-        self.u32(u32::try_from(n).unwrap_or(u32::MAX));
-    }
-
-    /// A byte string: its length, then its bytes. Leftovers are bounded
-    /// by the limits far below `u32::MAX`.
-    fn bytes(&mut self, bytes: &[u8]) {
-        self.count(bytes.len());
-        self.0.extend_from_slice(bytes);
-    }
-
-    /// An address: 4 or 6, the address's bytes, the port.
-    fn address(&mut self, address: SocketAddr) {
-        match address.ip() {
-            IpAddr::V4(ip) => {
-                self.u8(4);
-                self.0.extend_from_slice(&ip.octets());
-            }
-            IpAddr::V6(ip) => {
-                self.u8(6);
-                self.0.extend_from_slice(&ip.octets());
-            }
-        }
-        self.u16(address.port());
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], HandoverError> {
-        if self.0.len() < n {
-            return Err(HandoverError::Truncated(field));
-        }
-        let (taken, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(taken)
-    }
-
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], HandoverError> {
-        let mut array = [0; N];
-        array.copy_from_slice(self.take(N, field)?);
-        Ok(array)
-    }
-
-    fn u8(&mut self, field: &'static str) -> Result<u8, HandoverError> {
-        Ok(self.take(1, field)?[0])
-    }
-
-    fn u32(&mut self, field: &'static str) -> Result<u32, HandoverError> {
-        Ok(u32::from_le_bytes(self.array(field)?))
-    }
-
-    fn u64(&mut self, field: &'static str) -> Result<u64, HandoverError> {
-        Ok(u64::from_le_bytes(self.array(field)?))
-    }
-
-    /// A flag: one byte, 0 or 1.
-    fn flag(&mut self, field: &'static str) -> Result<bool, HandoverError> {
-        match self.u8(field)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(HandoverError::Invalid(field)),
-        }
-    }
-
-    /// A count of listening sockets, then each one's descriptor and address.
-    fn listeners(&mut self, field: &'static str) -> Result<Vec<ListenerRecord>, HandoverError> {
-        let mut listeners = Vec::new();
-        for _ in 0..self.count(field)? {
-            listeners.push(ListenerRecord {
-                fd: self.fd("listener descriptor")?,
-                address: self.address("listener address")?,
-            });
-        }
-        Ok(listeners)
-    }
-
-    /// A descriptor number: never negative.
-    fn fd(&mut self, field: &'static str) -> Result<i32, HandoverError> {
-        let fd = i32::from_le_bytes(self.array(field)?);
-        if fd < 0 {
-            return Err(HandoverError::Invalid(field));
-        }
-        Ok(fd)
-    }
-
-    /// A list's length, which cannot be more than the bytes left (every
-    /// record takes at least one), so that a damaged count cannot make the
-    /// reader allocate or loop beyond the form's size.
-    fn count(&mut self, field: &'static str) -> Result<usize, HandoverError> {
-        let n = self.u32(field)? as usize;
-        if n > self.0.len() {
-            return Err(HandoverError::Truncated(field));
-        }
-        Ok(n)
-    }
-
-    fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], HandoverError> {
-        let n = self.u32(field)? as usize;
-        self.take(n, field)
-    }
-
-    fn address(&mut self, field: &'static str) -> Result<SocketAddr, HandoverError> {
-        let ip = match self.u8(field)? {
-            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>(field)?)),
-            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>(field)?)),
-            _ => return Err(HandoverError::Invalid(field)),
-        };
-        let port = u16::from_le_bytes(self.array(field)?);
-        Ok(SocketAddr::new(ip, port))
-    }
+    Ok(listeners)
 }
 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
 
@@ -610,14 +498,10 @@ mod tests {
         let mut body = Writer::default();
         body.u64(1);
         body.u32(u32::MAX);
-        let mut form = Writer::default();
-        form.0.extend_from_slice(MAGIC);
-        form.u32(FORMAT_VERSION);
-        form.u64(body.0.len() as u64);
-        form.0.extend_from_slice(&body.0);
-        let checksum = crc32fast::hash(&form.0);
-        form.u32(checksum);
-        assert_eq!(decode(&form.0), Err(HandoverError::Truncated("counters")));
+        assert_eq!(
+            decode(&frame(&body)),
+            Err(HandoverError::Truncated("counters"))
+        );
     }
 
     /// The fuzzer's seeds are forms this program reads, so that it starts
