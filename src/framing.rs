@@ -278,6 +278,7 @@ mod tests {
             );
         }
     }
+
     /// The scan as the protocol states it, a byte at a time.
     fn reference(framing: Framing, window: &[u8], max: usize) -> Scan {
         let (mut line_start, mut lines) = (0, 0);

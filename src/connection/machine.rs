@@ -74,13 +74,10 @@ impl<S: Stream> Connection<S> {
         if ready.writable {
             self.flush(now_ms)?;
         }
-        // `None`: nothing (more) to read in this call.
-        let reading = ready.readable.then_some(ready.read_until);
-        // Every byte read counts, whatever the read found.
-        let budget = limits.read_budget_bytes;
         let call = Call {
-            reading,
-            budget,
+            reading: ready.readable.then_some(ready.read_until),
+            // Every byte read counts, whatever the read found.
+            budget: limits.read_budget_bytes,
             memory_room,
         };
         self.go_on(call, None, limits, read_buffer, now_ms)
@@ -93,7 +90,7 @@ impl<S: Stream> Connection<S> {
     pub(super) fn go_on(
         &mut self,
         call: Call,
-        first: Option<ReadOutcome>,
+        mut first: Option<ReadOutcome>,
         limits: &Limits,
         read_buffer: &mut ReadBuffer,
         now_ms: u64,
@@ -103,7 +100,6 @@ impl<S: Stream> Connection<S> {
             mut budget,
             mut memory_room,
         } = call;
-        let mut first = first;
         loop {
             let read = match first.take() {
                 Some(read) => read,

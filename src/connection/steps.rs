@@ -82,7 +82,7 @@ impl<S: Stream> Connection<S> {
     /// line. The connection must hold no leftovers.
     ///
     /// Always inlined: it is most of the work of nearly every event, and
-    /// `Connection::on_ready` calls it directly for the usual one.
+    /// `Connection::on_usual` calls it directly for the usual one.
     #[inline(always)]
     pub(super) fn echo_fresh(
         &mut self,
@@ -101,19 +101,36 @@ impl<S: Stream> Connection<S> {
         };
         // The peer finished, with nothing left over: nothing to scan, echo
         // or keep (every churning client's last read).
-        if n == 0 {
-            return Ok(self.after_read(
-                0,
-                asked,
-                false,
-                0,
-                until,
-                budget,
-                limits,
-                read_buffer,
-                now_ms,
-            ));
-        }
+        let (too_long, owed) = if n == 0 {
+            (false, 0)
+        } else {
+            self.echo_read(room, n, limits, now_ms, memory_room)?
+        };
+        Ok(self.after_read(
+            n,
+            asked,
+            too_long,
+            owed,
+            until,
+            budget,
+            limits,
+            read_buffer,
+            now_ms,
+        ))
+    }
+
+    /// Echoes the complete lines of the `n` bytes a fresh read put at the
+    /// start of `room` and keeps what is left over; says whether the
+    /// unfinished line is too long, and how many bytes are owed.
+    #[inline(always)]
+    fn echo_read(
+        &mut self,
+        room: &[u8],
+        n: usize,
+        limits: &Limits,
+        now_ms: u64,
+        memory_room: &mut usize,
+    ) -> io::Result<(bool, usize)> {
         let scan = limits.framing.scan_read(room, n, limits.max_line_bytes);
         let received = &room[..n];
         self.lines += scan.lines as u64;
@@ -145,18 +162,7 @@ impl<S: Stream> Connection<S> {
         }
         // Nothing was owed before this read, so all that is owed now is what
         // the write left: no need to ask the buffer.
-        let owed = owed.len();
-        Ok(self.after_read(
-            n,
-            asked,
-            scan.too_long,
-            owed,
-            until,
-            budget,
-            limits,
-            read_buffer,
-            now_ms,
-        ))
+        Ok((scan.too_long, owed.len()))
     }
 
     /// Reads once into the connection's own buffer, behind its leftovers,
