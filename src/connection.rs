@@ -582,6 +582,20 @@ mod tests {
     }
 
     #[test]
+    fn a_fin_with_nothing_left_over_closes_at_once_without_a_write() {
+        let mut h = Harness::crlf();
+        h.room(ROOMY).arrive([Chunk::Eof]);
+        assert_close(h.ready(READABLE_FIN), "peer finished");
+        // One read, the EOF; nothing written and no FIN of ours: the close
+        // sends it, and every byte the peer sent was read.
+        assert_eq!(h.script().read_calls, 1);
+        assert_eq!(h.written(), b"");
+        assert!(!h.script().fin_sent.get());
+        assert_eq!(h.connection.state(), State::Draining(Finish::PeerFinished));
+        assert_eq!(h.connection.buffer_capacity(), 0);
+    }
+
+    #[test]
     fn open_line_too_long_echoes_the_lines_before_it_then_lingers() {
         let mut h = Harness::new(Framing::Crlf, 8, 64);
         h.room(ROOMY).arrive([bytes(b"ok\r\n0123456789")]);

@@ -283,6 +283,9 @@ impl<S: Stream> Connections<S> {
                 // The usual event, a line echoed in full: the connection
                 // waits as it did, holding no storage: nothing to apply.
                 Usual::Echoed => return None,
+                // Finished, holding nothing: nothing to account or apply
+                // but the close (`apply` on `Step::Close` does no more).
+                Usual::Finished => return Some(self.close(key, CloseReason::PeerFinished)),
                 Usual::Then(step) => (step, Waiting::FRESH, 0),
                 Usual::Not => {
                     let waiting = connection.waiting();
@@ -414,7 +417,14 @@ impl<S: Stream> Connections<S> {
     /// dropped, which also removes it from the epoll set (an explicit
     /// deregister would cost an `epoll_ctl`).
     fn close(&mut self, key: usize, reason: CloseReason) -> Closed<S> {
-        let connection = self.slab.remove(key);
+        // Built where it is returned, and read from there: the connection
+        // (over a hundred bytes) is moved once, out of the slab.
+        let closed = Closed {
+            key,
+            connection: self.slab.remove(key),
+            reason,
+        };
+        let connection = &closed.connection;
         self.memory_used -= connection.buffer_capacity();
         // One still waiting for its header was never counted by address.
         if self.max_per_address != usize::MAX && connection.state() != State::AwaitingHeader {
@@ -427,10 +437,6 @@ impl<S: Stream> Connections<S> {
             }
         }
         self.drop_stale_deadlines();
-        Closed {
-            key,
-            connection,
-            reason,
-        }
+        closed
     }
 }

@@ -7,10 +7,10 @@
 use std::io;
 
 use super::machine::Call;
-use super::steps::ReadOutcome;
+use super::steps::{Input, ReadOutcome};
 use super::{Connection, Limits, Stream};
 use crate::buffer::ReadBuffer;
-use crate::state::{CloseReason, Readiness, State, Step};
+use crate::state::{CloseReason, Finish, Readiness, State, Step};
 
 /// What `Connection::on_usual` made of an event.
 #[derive(Debug)]
@@ -18,6 +18,10 @@ pub enum Usual {
     /// It was the usual event and is done: the connection waits as before,
     /// for the same readiness, holding no storage, as `Waiting::FRESH`.
     Echoed,
+    /// It was the usual event, and its read found the peer's FIN with
+    /// nothing left over: the connection is finished and is to be closed,
+    /// with `CloseReason::PeerFinished` (every churning client's last event).
+    Finished,
     /// It was the usual event, and the call went on into the state machine
     /// from `Waiting::FRESH`, with this outcome.
     Then(Step),
@@ -41,6 +45,7 @@ impl<S: Stream> Connection<S> {
     ) -> Step {
         match self.on_usual(ready, limits, read_buffer, now_ms, memory_room) {
             Usual::Echoed => Step::Wait,
+            Usual::Finished => Step::Close(CloseReason::PeerFinished),
             Usual::Then(step) => step,
             Usual::Not => self.on_other(ready, limits, read_buffer, now_ms, memory_room),
         }
@@ -93,6 +98,20 @@ impl<S: Stream> Connection<S> {
             // the connection is as it was.
             Ok(ReadOutcome::Drained | ReadOutcome::Blocked) if self.buffer.is_empty() => {
                 Usual::Echoed
+            }
+            // The peer's FIN, with nothing left over: the table's rows
+            // `(Open, PeerEof)` and `(Draining(PeerFinished), NothingOwed)`
+            // in one. No line is unfinished to drop and no echo is owed to
+            // flush, and every byte the peer sent has been read, so closing
+            // now cannot cause a reset.
+            Ok(ReadOutcome::Found(Input::PeerEof)) => {
+                debug_assert!(self.buffer.is_empty(), "a FIN's read kept bytes");
+                let finished = State::Draining(Finish::PeerFinished);
+                // The table's trace line for the first row, as `transition`
+                // writes it.
+                log::trace!("conn {}: {} -> {}", self.id, self.state, finished);
+                self.state = finished;
+                Usual::Finished
             }
             Ok(read) => Usual::Then(self.go_on_after(call, read, limits, read_buffer, now_ms)),
             Err(err) => Usual::Then(self.settle(Err(err))),

@@ -99,15 +99,16 @@ impl Server {
     /// since a peer decides how often connections close; a probe's close
     /// at `debug`, where nothing is held back.
     pub(super) fn record_close(&mut self, closed: Closed<Socket>) {
+        // Read in place: the record is not moved again.
         let Closed {
             connection, reason, ..
-        } = closed;
+        } = &closed;
         let id = connection.id();
         self.totals.lines += connection.lines();
         self.totals.bytes += connection.bytes_echoed();
         let received_nothing = !connection.received_any();
-        self.totals.closes.record(&reason, received_nothing);
-        if Closes::is_probe(&reason, received_nothing) {
+        self.totals.closes.record(reason, received_nothing);
+        if Closes::is_probe(reason, received_nothing) {
             debug!(
                 "conn {id}: closed without sending anything ({reason}); peer {}",
                 connection.peer()
@@ -137,12 +138,15 @@ impl Server {
         }
         // Dropping the stream closes the socket, which also removes it from
         // the epoll set; an explicit deregister would cost an `epoll_ctl`.
-        drop(connection);
+        drop(closed);
     }
 
     /// Records each close, and says how many there were.
     pub(super) fn record_closes(&mut self, closed: Vec<Closed<Socket>>) -> usize {
         let n = closed.len();
+        if n == 0 {
+            return 0; // Nearly every call: no iterator to make and drop.
+        }
         for closed in closed {
             self.record_close(closed);
         }
