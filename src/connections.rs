@@ -17,8 +17,7 @@
 //! a slot at `max_connections`, and the per-address count). The accept
 //! loop that admission guards is `accept`.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io;
 
 use log::warn;
@@ -35,6 +34,7 @@ use crate::connection::{
 mod accept;
 mod admission;
 mod again;
+mod deadline_queue;
 mod deadlines;
 mod handover;
 mod memory;
@@ -45,6 +45,7 @@ pub use deadlines::EXPIRY_SWEEP_MS;
 pub use memory::EVICT_STALLED_MS;
 
 use admission::AddressKey;
+use deadline_queue::DeadlineQueue;
 
 /// What the connections need of the poll instance: to register a stream
 /// under its key, and to change what it is registered for. `socket.rs`
@@ -113,6 +114,8 @@ pub struct Connections<S> {
     limits: Limits,
     /// The timeouts every connection is held to.
     timeouts: Timeouts,
+    /// `timeouts.shortest_ms()`, worked out once: every arming needs it.
+    shortest_timeout_ms: Option<u64>,
     /// When to look at a connection's deadlines next: `(due_ms, key, id)`,
     /// soonest first (see `expire`). A connection has an entry while a
     /// timeout may run for it (always under the idle timeout; under the send
@@ -120,7 +123,7 @@ pub struct Connections<S> {
     /// while it lingers; an entry
     /// whose key now holds another connection (a different `id`), or none,
     /// is stale and dropped when it comes up.
-    deadlines: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    deadlines: DeadlineQueue,
     /// The memory budget: the most buffer storage the connections may hold
     /// between them, in bytes (`usize::MAX` when off).
     memory_limit: usize,
@@ -175,7 +178,8 @@ impl<S: Stream> Connections<S> {
             read_buffer: ReadBuffer::default(),
             limits,
             timeouts,
-            deadlines: BinaryHeap::new(),
+            shortest_timeout_ms: timeouts.shortest_ms(),
+            deadlines: DeadlineQueue::default(),
             memory_limit,
             memory_used: 0,
             starving: Vec::new(),
@@ -373,7 +377,7 @@ impl<S: Stream> Connections<S> {
         if !matches!(state_before, State::Lingering(_)) {
             if let State::Lingering(_) = connection.state() {
                 if let Some((due_ms, _)) = connection.deadline(&self.timeouts) {
-                    self.deadlines.push(Reverse((due_ms, key, connection.id())));
+                    self.deadlines.push((due_ms, key, connection.id()));
                 }
             }
         }

@@ -8,9 +8,13 @@
 //! relay), brackets every call with cancellation-point bookkeeping that costs
 //! more instructions than echod's own handling of a line. `rustix` makes the
 //! same `recvfrom` and `sendto` calls directly; the kernel sees no difference.
+//! `close` is a cancellation point too, so the socket is closed the same way
+//! when it is dropped (every churning client's last system call).
 
 use std::io::{self, Read, Write};
+use std::mem::ManuallyDrop;
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::IntoRawFd;
 
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream};
@@ -20,14 +24,34 @@ use rustix::net::{RecvFlags, SendFlags, SocketFlags};
 use crate::connection::Stream;
 use crate::connections::{Listener, Registrar};
 
-/// An accepted, non-blocking TCP connection.
+/// An accepted, non-blocking TCP connection. Its descriptor is closed when
+/// it is dropped, which also takes it out of the epoll set.
 #[derive(Debug)]
-pub struct Socket(TcpStream);
+pub struct Socket(ManuallyDrop<TcpStream>);
 
 impl Socket {
     /// Wraps an accepted stream (already non-blocking, as mio's are).
     pub fn new(stream: TcpStream) -> Socket {
-        Socket(stream)
+        Socket(ManuallyDrop::new(stream))
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // SAFETY: the stream is taken once, here, and never touched again:
+        // `self` is being dropped.
+        #[allow(unsafe_code)]
+        let stream = unsafe { ManuallyDrop::take(&mut self.0) };
+        let fd = stream.into_raw_fd();
+        // SAFETY: `fd` is the stream's own descriptor, open, and owned by
+        // nothing else now that the stream has given it up: closing it is
+        // what dropping the stream would have done. `close` reports no
+        // error worth acting on for a socket (the descriptor is gone
+        // either way), as `OwnedFd`'s drop ignores it too.
+        #[allow(unsafe_code)]
+        unsafe {
+            rustix::io::close(fd);
+        }
     }
 }
 
@@ -40,7 +64,7 @@ impl std::os::fd::AsFd for Socket {
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (n, _) = rustix::net::recv(&self.0, buf, RecvFlags::empty())?;
+        let (n, _) = rustix::net::recv(&*self.0, buf, RecvFlags::empty())?;
         Ok(n)
     }
 }
@@ -49,7 +73,7 @@ impl Write for Socket {
     /// `MSG_NOSIGNAL`: a peer that has gone away is reported as `EPIPE` on
     /// this connection, never as a SIGPIPE to the process.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Ok(rustix::net::send(&self.0, buf, SendFlags::NOSIGNAL)?)
+        Ok(rustix::net::send(&*self.0, buf, SendFlags::NOSIGNAL)?)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -63,7 +87,7 @@ impl Stream for Socket {
     }
 
     fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let (n, _) = rustix::net::recv(&self.0, buf, RecvFlags::PEEK)?;
+        let (n, _) = rustix::net::recv(&*self.0, buf, RecvFlags::PEEK)?;
         Ok(n)
     }
 }

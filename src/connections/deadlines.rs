@@ -16,8 +16,6 @@
 //! pushed at `T`, also stands for every timer that starts after `T`: none
 //! can be due before `T` plus the shortest timeout, which is at least `D`.
 
-use std::cmp::Reverse;
-
 use super::{Closed, Connections};
 use crate::connection::{Connection, State, Stream};
 
@@ -34,7 +32,7 @@ impl<S: Stream> Connections<S> {
     /// `Connection::deadline`), with that deadline's reason.
     ///
     /// No connection is looked at before an entry of its own comes due, so
-    /// the cost is a heap operation per entry due, not a sweep of every
+    /// the cost is a queue operation per entry due, not a sweep of every
     /// connection. An entry is a time at which a deadline *may* have come:
     /// when it comes up, the connection's true deadline is worked out; past,
     /// it closes; still to come, the entry goes back for the earlier of that
@@ -43,7 +41,7 @@ impl<S: Stream> Connections<S> {
     /// read and write thus costs the hot path nothing here.
     pub fn expire(&mut self, now_ms: u64) -> Vec<Closed<S>> {
         let mut closed = Vec::new();
-        while let Some(&Reverse((due_ms, key, id))) = self.deadlines.peek() {
+        while let Some((due_ms, key, id)) = self.deadlines.peek() {
             if due_ms > now_ms {
                 break;
             }
@@ -57,10 +55,7 @@ impl<S: Stream> Connections<S> {
                     closed.push(self.close(key, reason));
                 }
                 next => {
-                    let recheck_ms = self
-                        .timeouts
-                        .shortest_ms()
-                        .map(|ms| now_ms.saturating_add(ms));
+                    let recheck_ms = self.shortest_timeout_ms.map(|ms| now_ms.saturating_add(ms));
                     // A lingering connection's own entry (see `apply`)
                     // follows its linger deadline alone.
                     let again_ms = match (next, recheck_ms) {
@@ -76,7 +71,7 @@ impl<S: Stream> Connections<S> {
                         (None, Some(recheck_ms)) => recheck_ms,
                         (None, None) => continue,
                     };
-                    self.deadlines.push(Reverse((again_ms, key, id)));
+                    self.deadlines.push((again_ms, key, id));
                 }
             }
         }
@@ -104,12 +99,12 @@ impl<S: Stream> Connections<S> {
             if let Some((due_ms, _)) = connection.deadline(&self.timeouts) {
                 let id = connection.id();
                 if self.slab[key].arm() {
-                    self.deadlines.push(Reverse((due_ms, key, id)));
+                    self.deadlines.push((due_ms, key, id));
                 }
             }
             return;
         }
-        let Some(shortest_ms) = self.timeouts.shortest_ms() else {
+        let Some(shortest_ms) = self.shortest_timeout_ms else {
             return;
         };
         if !self.needs_entry(connection) {
@@ -118,7 +113,7 @@ impl<S: Stream> Connections<S> {
         let id = connection.id();
         if self.slab[key].arm() {
             self.deadlines
-                .push(Reverse((now_ms.saturating_add(shortest_ms), key, id)));
+                .push((now_ms.saturating_add(shortest_ms), key, id));
         }
     }
 
@@ -134,12 +129,9 @@ impl<S: Stream> Connections<S> {
             return;
         }
         let slab = &self.slab;
-        self.deadlines.retain(|&Reverse((_, key, id))| {
+        self.deadlines.retain(live, |&(_, key, id)| {
             slab.get(key)
                 .is_some_and(|connection| connection.id() == id)
         });
-        if self.deadlines.capacity() > 2 * live {
-            self.deadlines.shrink_to(live);
-        }
     }
 }

@@ -4,8 +4,6 @@
 //! registration, its storage in the memory budget, its address's count
 //! and its place in the deadline queue (`take_over`).
 
-use std::cmp::Reverse;
-
 use super::admission::AddressKey;
 use super::{Connections, Registrar};
 use crate::connection::{Connection, Stream};
@@ -69,7 +67,7 @@ impl<S: Stream> Connections<S> {
         // Lingering has an entry of its own, as `apply` gives it.
         if let State::Lingering(_) = connection.state() {
             if let Some((due_ms, _)) = connection.deadline(&self.timeouts) {
-                self.deadlines.push(Reverse((due_ms, key, connection.id())));
+                self.deadlines.push((due_ms, key, connection.id()));
             }
         }
         self.arm(key, now_ms);
