@@ -377,7 +377,8 @@ impl<S: Stream> Connections<S> {
         if !matches!(state_before, State::Lingering(_)) {
             if let State::Lingering(_) = connection.state() {
                 if let Some((due_ms, _)) = connection.deadline(&self.timeouts) {
-                    self.deadlines.push((due_ms, key, connection.id()));
+                    let entry = (due_ms, key, connection.id());
+                    self.push_deadline(entry);
                 }
             }
         }
@@ -421,14 +422,9 @@ impl<S: Stream> Connections<S> {
     /// dropped, which also removes it from the epoll set (an explicit
     /// deregister would cost an `epoll_ctl`).
     fn close(&mut self, key: usize, reason: CloseReason) -> Closed<S> {
-        // Built where it is returned, and read from there: the connection
-        // (over a hundred bytes) is moved once, out of the slab.
-        let closed = Closed {
-            key,
-            connection: self.slab.remove(key),
-            reason,
-        };
-        let connection = &closed.connection;
+        // Counted out while still in the slab, so that the connection (over
+        // a hundred bytes) is moved once, straight into the record.
+        let connection = &self.slab[key];
         self.memory_used -= connection.buffer_capacity();
         // One still waiting for its header was never counted by address.
         if self.max_per_address != usize::MAX && connection.state() != State::AwaitingHeader {
@@ -440,7 +436,12 @@ impl<S: Stream> Connections<S> {
                 }
             }
         }
-        self.drop_stale_deadlines();
-        closed
+        // Its deadline entries go stale; they are dropped when they come up,
+        // or swept before the queue grows (`push_deadline`).
+        Closed {
+            key,
+            connection: self.slab.remove(key),
+            reason,
+        }
     }
 }

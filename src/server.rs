@@ -353,7 +353,8 @@ impl Steps for Server {
     fn drive(&mut self, key: usize, ready: Readiness) -> Result<usize, Infallible> {
         let registry = self.poll.registry();
         let now_ms = self.turn.now_ms();
-        Ok(match self.connections.drive(registry, key, ready, now_ms) {
+        let closed = self.connections.drive(registry, key, ready, now_ms);
+        Ok(match &closed {
             Some(closed) => {
                 self.record_close(closed);
                 1

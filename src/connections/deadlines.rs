@@ -71,10 +71,13 @@ impl<S: Stream> Connections<S> {
                         (None, Some(recheck_ms)) => recheck_ms,
                         (None, None) => continue,
                     };
+                    // In place of the entry popped: the queue does not grow.
                     self.deadlines.push((again_ms, key, id));
                 }
             }
         }
+        // Give back what a wave of closes left: their entries are stale.
+        self.drop_stale_deadlines();
         closed
     }
 
@@ -99,7 +102,7 @@ impl<S: Stream> Connections<S> {
             if let Some((due_ms, _)) = connection.deadline(&self.timeouts) {
                 let id = connection.id();
                 if self.slab[key].arm() {
-                    self.deadlines.push((due_ms, key, id));
+                    self.push_deadline((due_ms, key, id));
                 }
             }
             return;
@@ -112,9 +115,15 @@ impl<S: Stream> Connections<S> {
         }
         let id = connection.id();
         if self.slab[key].arm() {
-            self.deadlines
-                .push((now_ms.saturating_add(shortest_ms), key, id));
+            self.push_deadline((now_ms.saturating_add(shortest_ms), key, id));
         }
+    }
+
+    /// Adds an entry for a connection, one it did not have: the queue
+    /// grows only here, so that is where stale entries are swept first.
+    pub(super) fn push_deadline(&mut self, entry: (u64, usize, u64)) {
+        self.drop_stale_deadlines();
+        self.deadlines.push(entry);
     }
 
     /// A closed connection's entries stay in the deadline queue until they
@@ -122,8 +131,9 @@ impl<S: Stream> Connections<S> {
     /// outnumber the live ones, drop them all in one pass (linear, and
     /// needed only after as many closes as there are entries, so constant
     /// per close), and give back the memory: clients that churn cannot make
-    /// the queue grow past twice the open connections.
-    pub(super) fn drop_stale_deadlines(&mut self) {
+    /// the queue grow past twice the open connections. Called before the
+    /// queue grows (`push_deadline`) and after each sweep (`expire`).
+    fn drop_stale_deadlines(&mut self) {
         let live = 2 * self.slab.len() + STALE_DEADLINES_SLACK;
         if self.deadlines.len() <= live {
             return;

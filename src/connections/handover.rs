@@ -67,7 +67,8 @@ impl<S: Stream> Connections<S> {
         // Lingering has an entry of its own, as `apply` gives it.
         if let State::Lingering(_) = connection.state() {
             if let Some((due_ms, _)) = connection.deadline(&self.timeouts) {
-                self.deadlines.push((due_ms, key, connection.id()));
+                let entry = (due_ms, key, connection.id());
+                self.push_deadline(entry);
             }
         }
         self.arm(key, now_ms);

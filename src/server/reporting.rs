@@ -97,12 +97,14 @@ impl Server {
     /// Counts a closed connection in the totals and logs why it closed:
     /// at `info` within the peer-line budget (`control::admit_peer_line`),
     /// since a peer decides how often connections close; a probe's close
-    /// at `debug`, where nothing is held back.
-    pub(super) fn record_close(&mut self, closed: Closed<Socket>) {
-        // Read in place: the record is not moved again.
+    /// at `debug`, where nothing is held back. The record is read where it
+    /// lies, not moved (a connection is over a hundred bytes); its socket
+    /// closes when the caller drops it, which also removes it from the epoll
+    /// set (an explicit deregister would cost an `epoll_ctl`).
+    pub(super) fn record_close(&mut self, closed: &Closed<Socket>) {
         let Closed {
             connection, reason, ..
-        } = &closed;
+        } = closed;
         let id = connection.id();
         self.totals.lines += connection.lines();
         self.totals.bytes += connection.bytes_echoed();
@@ -136,21 +138,26 @@ impl Server {
                 );
             }
         }
-        // Dropping the stream closes the socket, which also removes it from
-        // the epoll set; an explicit deregister would cost an `epoll_ctl`.
-        drop(closed);
     }
 
-    /// Records each close, and says how many there were.
+    /// Records each close, and says how many there were. Inlined, so that
+    /// the calls of every turn that close nothing (nearly all) cost a test.
+    #[inline]
     pub(super) fn record_closes(&mut self, closed: Vec<Closed<Socket>>) -> usize {
-        let n = closed.len();
-        if n == 0 {
-            return 0; // Nearly every call: no iterator to make and drop.
+        if closed.capacity() == 0 {
+            // A list that never allocated owns nothing, so there is nothing
+            // to drop: skipping its (out of line) drop saves a call a turn.
+            std::mem::forget(closed);
+            return 0;
         }
-        for closed in closed {
+        self.record_each(closed)
+    }
+
+    fn record_each(&mut self, closed: Vec<Closed<Socket>>) -> usize {
+        for closed in &closed {
             self.record_close(closed);
         }
-        n
+        closed.len()
     }
 
     /// The run is over: publishes and logs the totals, and returns them.
