@@ -99,23 +99,30 @@ impl<S: Stream> Connection<S> {
             Ok(ReadOutcome::Drained | ReadOutcome::Blocked) if self.buffer.is_empty() => {
                 Usual::Echoed
             }
-            // The peer's FIN, with nothing left over: the table's rows
-            // `(Open, PeerEof)` and `(Draining(PeerFinished), NothingOwed)`
-            // in one. No line is unfinished to drop and no echo is owed to
-            // flush, and every byte the peer sent has been read, so closing
-            // now cannot cause a reset.
+            // The peer's FIN, with nothing left over.
             Ok(ReadOutcome::Found(Input::PeerEof)) => {
-                debug_assert!(self.buffer.is_empty(), "a FIN's read kept bytes");
-                let finished = State::Draining(Finish::PeerFinished);
-                // The table's trace line for the first row, as `transition`
-                // writes it.
-                log::trace!("conn {}: {} -> {}", self.id, self.state, finished);
-                self.state = finished;
+                self.peer_finished();
                 Usual::Finished
             }
             Ok(read) => Usual::Then(self.go_on_after(call, read, limits, read_buffer, now_ms)),
             Err(err) => Usual::Then(self.settle(Err(err))),
         }
+    }
+
+    /// The peer's FIN, read by the usual event with nothing left over: the
+    /// table's rows `(Open, PeerEof)` and `(Draining(PeerFinished),
+    /// NothingOwed)` in one. No line is unfinished to drop and no echo is
+    /// owed to flush, and every byte the peer sent has been read, so closing
+    /// now cannot cause a reset. Out of line, so that the line's usual event
+    /// does not carry it.
+    #[cold]
+    fn peer_finished(&mut self) {
+        debug_assert!(self.buffer.is_empty(), "a FIN's read kept bytes");
+        let finished = State::Draining(Finish::PeerFinished);
+        // The table's trace line for the first row, as `transition` writes
+        // it.
+        log::trace!("conn {}: {} -> {}", self.id, self.state, finished);
+        self.state = finished;
     }
 
     /// `on_ready` for any other event: out of line, the state machine
