@@ -46,7 +46,9 @@ use crate::listener::MAX_LISTENERS;
 use crate::metrics::{self, Endpoint};
 use crate::socket::Socket;
 use crate::summary::{Summary, counted};
+use clock::Clock;
 
+mod clock;
 mod reporting;
 mod setup;
 pub mod turn;
@@ -106,13 +108,12 @@ pub struct Server {
     /// rate-limited warnings; its signal pipe, if any, is registered at
     /// `SIGNALS`.
     control: Control,
-    /// Origin of the millisecond clock the loop and its connections use.
-    started: Instant,
-    /// The time at the start of this turn; one clock read per turn.
-    now: Instant,
+    /// The millisecond clock the loop and its connections use, read once
+    /// a turn.
+    clock: Clock,
     /// The loop's own flags and deadlines (accepting again, the accept
-    /// pause, housekeeping, the shutdown), and `now` in milliseconds since
-    /// `started`: see `turn.rs`.
+    /// pause, housekeeping, the shutdown), and the turn's time on `clock`:
+    /// see `turn.rs`.
     turn: TurnState,
     /// Accepts and rejections, and the lines, bytes and close reasons of
     /// the connections closed so far; `summary` adds the open connections.
@@ -161,8 +162,7 @@ impl Server {
                 }
                 return Err(err);
             }
-            self.now = Instant::now();
-            let now_ms = millis_since(self.started, self.now);
+            let now_ms = self.clock.now_ms();
             // Connections first: nearly every event is one's, and every
             // reserved token is at or above `METRICS.start`, so one
             // comparison tells.
@@ -199,16 +199,16 @@ impl Server {
         if self.connections.want_another_turn() || self.turn.accept_again() || scrapers_queued {
             return Some(Duration::ZERO);
         }
-        // The loop's deadlines are near (housekeeping is at most a second
-        // away), so the sum cannot overflow; should it, wait for the stats.
-        let deadline = self
-            .started
-            .checked_add(Duration::from_millis(self.turn.next_deadline_ms()));
-        let deadline = [deadline, self.control.next_stats()]
-            .into_iter()
-            .flatten()
-            .min()?;
-        Some(deadline.saturating_duration_since(self.now))
+        let loop_wait = Duration::from_millis(
+            self.turn
+                .next_deadline_ms()
+                .saturating_sub(self.turn.now_ms()),
+        );
+        // The stats line's schedule is kept in `Instant`s (see `clock_work`).
+        Some(match self.control.next_stats() {
+            Some(due) => loop_wait.min(due.saturating_duration_since(Instant::now())),
+            None => loop_wait,
+        })
     }
 }
 
@@ -291,7 +291,7 @@ impl Steps for Server {
     /// (see `Connections::accept_pending`).
     fn accept(&mut self, index: usize) -> Result<(AcceptEnd, usize), Infallible> {
         let listener = &self.listeners[index];
-        let (now, max_connections) = (self.now, self.max_connections);
+        let max_connections = self.max_connections;
         let (totals, control) = (&mut self.totals, &mut self.control);
         let (end, displaced) = self.connections.accept_pending(
             listener,
@@ -308,7 +308,7 @@ impl Steps for Server {
                 }
                 Accept::Rejected { peer } => {
                     totals.rejected += 1;
-                    control.rejected(now, peer, max_connections);
+                    control.rejected(Instant::now(), peer, max_connections);
                 }
                 Accept::Untrusted { peer } => {
                     totals.rejected += 1;
@@ -340,7 +340,7 @@ impl Steps for Server {
         );
         totals.peak_connections = totals.peak_connections.max(self.connections.len());
         if let AcceptEnd::OutOfDescriptors(err) = &end {
-            self.control.accept_failed(self.now, err);
+            self.control.accept_failed(Instant::now(), err);
         }
         Ok((end, self.record_closes(displaced)))
     }
@@ -381,7 +381,7 @@ impl Steps for Server {
     /// systemd's status and a worker's totals.
     fn housekeeping(&mut self) -> Result<usize, Infallible> {
         self.control
-            .overdue_warnings(self.now, self.max_connections);
+            .overdue_warnings(Instant::now(), self.max_connections);
         self.control.status(&Summary {
             open_connections: self.connections.len(),
             ..self.totals
@@ -396,9 +396,14 @@ impl Steps for Server {
     }
 
     fn clock_work(&mut self) -> Result<(), Infallible> {
-        if self.control.stats_due(self.now) {
-            let summary = self.summary();
-            self.control.log_stats(self.now, summary);
+        // The stats line's schedule is kept in `Instant`s: read one only
+        // when there is a stats line at all.
+        if self.control.next_stats().is_some() {
+            let now = Instant::now();
+            if self.control.stats_due(now) {
+                let summary = self.summary();
+                self.control.log_stats(now, summary);
+            }
         }
         Ok(())
     }
@@ -435,11 +440,4 @@ fn readiness(event: &mio::event::Event) -> Readiness {
         event.is_write_closed(),
         event.is_error(),
     )
-}
-
-fn millis_since(start: Instant, now: Instant) -> u64 {
-    // Whole seconds and milliseconds apart: `as_millis` would divide a
-    // `u128`. A loop would have to run for 584 million years to overflow.
-    let elapsed = now.saturating_duration_since(start);
-    elapsed.as_secs() * 1_000 + u64::from(elapsed.subsec_millis())
 }

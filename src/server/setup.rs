@@ -6,12 +6,12 @@
 //! loop that runs on what this builds.
 
 use std::io;
-use std::time::Instant;
 
 use log::info;
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Token, Waker};
 
+use super::clock::Clock;
 use super::turn::TurnState;
 use super::{LISTENERS, LOG_TARGET, SIGNALS, Server, WAKER};
 use crate::config::{Config, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, RESERVED_DESCRIPTORS};
@@ -117,7 +117,6 @@ impl Server {
         control
             .attach(poll.registry(), SIGNALS, LOG_TARGET)
             .map_err(StartError::Setup)?;
-        let now = Instant::now();
         Ok(Server {
             poll,
             listeners,
@@ -134,8 +133,7 @@ impl Server {
             shutdown_timeout: config.shutdown_timeout,
             shutdowns: ShutdownRequests::new(waker),
             control,
-            started: now,
-            now,
+            clock: Clock::reading(0),
             turn: TurnState::new(
                 u64::try_from(config.shutdown_timeout.as_millis()).unwrap_or(u64::MAX),
             ),

@@ -10,13 +10,14 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
 
+use super::clock::Clock;
 use super::setup::StartError;
-use super::{LOG_TARGET, Server, millis_since};
+use super::{LOG_TARGET, Server};
 use crate::config::Config;
 use crate::connection::next_connection_id;
 use crate::control::Control;
@@ -191,12 +192,8 @@ impl Server {
             .flat_map(|c| [c.active_age_ms, c.owing_age_ms, c.line_age_ms])
             .max()
             .unwrap_or(0);
-        let now = Instant::now();
-        server.started = now
-            .checked_sub(Duration::from_millis(oldest_ms.saturating_add(1)))
-            .unwrap_or(now);
-        server.now = now;
-        let now_ms = millis_since(server.started, now);
+        let now_ms = oldest_ms.saturating_add(1);
+        server.clock = Clock::reading(now_ms);
         server.turn.start_at(now_ms);
         crate::connection::continue_ids_from(handover.next_connection_id);
         server.totals.restore_counters(&handover.counters);
