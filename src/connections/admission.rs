@@ -40,6 +40,7 @@ impl AddressKey {
 
 impl<S: Stream> Connections<S> {
     /// Whether `address` already has `max_per_address` connections open.
+    #[inline]
     pub(super) fn over_address_limit(&self, address: AddressKey) -> bool {
         self.max_per_address != usize::MAX
             && self.per_address.get(&address).copied().unwrap_or(0) >= self.max_per_address
