@@ -193,14 +193,13 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// A newly accepted connection that must begin with a PROXY header
-    /// (`--proxy-protocol`): until the header is read, `peer` is the
-    /// balancer's address, and nothing is echoed.
-    pub fn awaiting_header(stream: S, peer: SocketAddr, now_ms: u64) -> Connection<S> {
-        Connection {
-            state: State::AwaitingHeader,
-            ..Connection::new(stream, peer, now_ms)
-        }
+    /// Makes a connection just accepted, and not yet read from, one that
+    /// must begin with a PROXY header (`--proxy-protocol`): until the
+    /// header is read, `peer` is the balancer's address, and nothing is
+    /// echoed.
+    pub fn await_header(&mut self) {
+        debug_assert!(self.state == State::Open && !self.received_any);
+        self.state = State::AwaitingHeader;
     }
 
     /// The loop admitted the client the PROXY header named: the connection

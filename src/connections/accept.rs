@@ -166,12 +166,12 @@ impl<S: Stream> Connections<S> {
                 tell(Accept::Unregistered { peer, err });
                 continue;
             }
-            let connection = if self.proxy_from.is_some() {
-                Connection::awaiting_header(stream, peer, now_ms)
-            } else {
-                Connection::new(stream, peer, now_ms)
-            };
-            let id = entry.insert(connection).id();
+            // Built in one place whichever it is, and straight into the slab.
+            let connection = entry.insert(Connection::new(stream, peer, now_ms));
+            if self.proxy_from.is_some() {
+                connection.await_header();
+            }
+            let id = connection.id();
             // Only the idle timeout runs for a connection holding nothing
             // (and the header's wait for one that awaits a header).
             self.arm(key, now_ms);

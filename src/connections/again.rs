@@ -57,6 +57,10 @@ impl<S: Stream> Connections<S> {
     /// budget is listed for the next turn instead: one turn, one budget.
     pub fn serve_again(&mut self, registrar: &impl Registrar<S>, now_ms: u64) -> Vec<Closed<S>> {
         let mut closed = Vec::new();
+        // Nearly every turn: nobody spent a budget last turn.
+        if self.again_now.is_empty() {
+            return closed;
+        }
         let mut again_now = std::mem::take(&mut self.again_now);
         for key in again_now.drain(..) {
             if self.slab.get(key).is_some_and(Connection::is_listed_again) {

@@ -84,7 +84,18 @@ pub(super) struct Throttled {
 /// `PEER_LINES_PER_SECOND` peer lines; past that, the line is counted for
 /// the held-back report and `false` is returned. A count from an earlier
 /// second is reported first.
+#[inline]
 pub fn admit_peer_line(level: Level, target: &str) -> bool {
+    // Below the log's level, as at `--log-level warn` for every close
+    // line: one comparison, where the call would cost a dozen.
+    if level > log::max_level() {
+        return false;
+    }
+    admit_enabled_peer_line(level, target)
+}
+
+/// `admit_peer_line` at a level the log may show.
+fn admit_enabled_peer_line(level: Level, target: &str) -> bool {
     if !log_enabled!(target: target, level) {
         return false;
     }

@@ -116,10 +116,9 @@ impl TurnState {
     /// The soonest of the loop's deadlines: housekeeping, the end of an
     /// accept pause, the end of a shutdown.
     pub fn next_deadline_ms(&self) -> u64 {
-        [self.accept_paused_until_ms, self.shutdown_deadline_ms]
-            .into_iter()
-            .flatten()
-            .fold(self.next_housekeeping_ms, u64::min)
+        let soonest = |ms: u64, other: Option<u64>| other.map_or(ms, |other| ms.min(other));
+        let ms = soonest(self.next_housekeeping_ms, self.accept_paused_until_ms);
+        soonest(ms, self.shutdown_deadline_ms)
     }
 
     /// `closes` connections closed: if accepting had paused for want of a
