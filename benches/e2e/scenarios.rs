@@ -136,16 +136,25 @@ pub fn churn(options: &Options, pinning: &Pinning) -> Result<(String, String), S
         |s| format!("{:>9.0} cycles/s", s.cycles_per_s),
     )?;
     let counted = options.counts && measure::have("valgrind", "--version");
+    // Twice each: as the table's runs are shaped, and with one cycle in
+    // flight. The first moves by a few per cent from run to run, with how
+    // many cycles happen to share a turn of the server's loop; the second
+    // is always a turn per event, the same to the instruction every run,
+    // so that two builds can be told apart by it.
     let mut instructions = Vec::new();
     for (peer, _) in &rows {
-        let figure = if counted {
-            let n = churn_instructions(*peer, shape)?;
-            eprintln!("churn instructions {}: {n:.0} per cycle", peer.name());
-            n
+        let figures = if counted {
+            let shaped = churn_instructions(*peer, shape)?;
+            let single = churn_instructions(*peer, ChurnShape { conns: 1, ..shape })?;
+            eprintln!(
+                "churn instructions {}: {shaped:.0} per cycle, {single:.0} with one in flight",
+                peer.name()
+            );
+            (shaped, single)
         } else {
-            f64::NAN
+            (f64::NAN, f64::NAN)
         };
-        instructions.push(figure);
+        instructions.push(figures);
     }
 
     let mut out = String::new();
@@ -155,7 +164,7 @@ pub fn churn(options: &Options, pinning: &Pinning) -> Result<(String, String), S
         "\n## churn: {} cycles in flight, each a connection that echoes one {} B line and closes\n\n\
          median of {} interleaved runs of {} s each, after {} s of warm-up; server and client CPU \
          over the whole run divided by its cycles; instructions: `valgrind --tool=callgrind`, \
-         (Ir({n2}) - Ir({n1})) / {} cycles\n",
+         (Ir({n2}) - Ir({n1})) / {} cycles, as shaped and with 1 cycle in flight\n",
         shape.conns,
         shape.line_bytes,
         options.runs,
@@ -165,24 +174,36 @@ pub fn churn(options: &Options, pinning: &Pinning) -> Result<(String, String), S
     );
     let _ = writeln!(
         out,
-        "| peer | cycles/s | vs echod | connect p99 | cycle p50 | cycle p99 | server CPU/cycle | vs echod | echo-bench CPU/cycle | user instructions/cycle |"
+        "| peer | cycles/s | vs echod | connect p99 | cycle p50 | cycle p99 | server CPU/cycle | vs echod | echo-bench CPU/cycle | user instructions/cycle | same, 1 in flight |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let base_rate = median(&rows[0].1, |s| s.cycles_per_s);
     let base_cpu = median(&rows[0].1, |s| s.server_cpu_ns_per_cycle);
     let mut figures = Vec::new();
     let mut json = Vec::new();
-    for ((peer, samples), instr) in rows.iter().zip(&instructions) {
-        let rate = median(samples, |s| s.cycles_per_s);
-        let cpu = median(samples, |s| s.server_cpu_ns_per_cycle);
-        let instr_text = if instr.is_finite() {
-            format!("{instr:.0}")
+    let text = |n: f64| {
+        if n.is_finite() {
+            format!("{n:.0}")
         } else {
             "-".to_string()
-        };
+        }
+    };
+    let json_number = |n: f64| {
+        if n.is_finite() {
+            format!("{n:.0}")
+        } else {
+            "null".to_string()
+        }
+    };
+    for ((peer, samples), &(instr, single)) in rows.iter().zip(&instructions) {
+        let rate = median(samples, |s| s.cycles_per_s);
+        let cpu = median(samples, |s| s.server_cpu_ns_per_cycle);
         let _ = writeln!(
             out,
-            "| {} | {} | {:.2} | {} | {} | {} | {} | {:.2} | {} | {instr_text} |",
+            "| {} | {} | {:.2} | {} | {} | {} | {} | {:.2} | {} | {} | {} |",
             peer.name(),
             crate::thousands(rate),
             rate / base_rate,
@@ -192,14 +213,17 @@ pub fn churn(options: &Options, pinning: &Pinning) -> Result<(String, String), S
             duration(cpu),
             cpu / base_cpu,
             duration(median(samples, |s| s.client_cpu_ns_per_cycle)),
+            text(instr),
+            text(single),
         );
-        figures.push((*peer, vec![rate, cpu, *instr]));
+        figures.push((*peer, vec![rate, cpu, instr, single]));
         json.push(format!(
-            "{{\"peer\":\"{}\",\"cycles_per_s\":{rate:.1},\"cycle_p99_ns\":{:.0},\"server_cpu_ns_per_cycle\":{cpu:.1},\"client_cpu_ns_per_cycle\":{:.1},\"instructions_per_cycle\":{},\"runs\":[{}]}}",
+            "{{\"peer\":\"{}\",\"cycles_per_s\":{rate:.1},\"cycle_p99_ns\":{:.0},\"server_cpu_ns_per_cycle\":{cpu:.1},\"client_cpu_ns_per_cycle\":{:.1},\"instructions_per_cycle\":{},\"instructions_per_cycle_one_in_flight\":{},\"runs\":[{}]}}",
             peer.name(),
             median(samples, |s| s.cycle_p99_ns),
             median(samples, |s| s.client_cpu_ns_per_cycle),
-            if instr.is_finite() { format!("{instr:.0}") } else { "null".into() },
+            json_number(instr),
+            json_number(single),
             samples
                 .iter()
                 .map(|s| format!("{:.1}", s.cycles_per_s))
@@ -208,7 +232,12 @@ pub fn churn(options: &Options, pinning: &Pinning) -> Result<(String, String), S
         ));
     }
     out.push_str(&distances(
-        &["cycles/s", "CPU/cycle", "instructions/cycle"],
+        &[
+            "cycles/s",
+            "CPU/cycle",
+            "instructions/cycle",
+            "instructions/cycle with 1 in flight",
+        ],
         &figures,
     ));
     let json = format!(
