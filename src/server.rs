@@ -34,14 +34,14 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use log::{Level, debug, info, warn};
+use log::{debug, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
 
 use crate::allocator;
 use crate::connection::{CloseReason, Readiness};
 use crate::connections::{Accept, AcceptEnd, Connections};
-use crate::control::{Control, Flow, Request, ShutdownHandle, ShutdownRequests, admit_peer_line};
+use crate::control::{Control, Flow, Request, ShutdownHandle, ShutdownRequests};
 use crate::listener::MAX_LISTENERS;
 use crate::metrics::{self, Endpoint};
 use crate::socket::Socket;
@@ -306,9 +306,9 @@ impl Steps for Server {
                     totals.accepted += 1;
                     debug!("conn {id}: accepted from {peer}");
                 }
-                // Out of line: the accept of every connection carries only
-                // the arm above.
-                refused => refused_attempt(refused, totals, control, max_connections),
+                // Out of line (`reporting.rs`): the accept of every
+                // connection carries only the arm above.
+                refused => reporting::record_refusal(refused, totals, control, max_connections),
             },
         );
         totals.peak_connections = totals.peak_connections.max(self.connections.len());
@@ -405,47 +405,6 @@ impl std::fmt::Debug for Server {
 }
 
 /// What one poll event tells a connection.
-/// Counts and logs an attempt `accept_pending` did not accept.
-#[cold]
-fn refused_attempt(
-    attempt: Accept,
-    totals: &mut Summary,
-    control: &mut Control,
-    max_connections: usize,
-) {
-    match attempt {
-        Accept::Accepted { .. } => {}
-        Accept::Rejected { peer } => {
-            totals.rejected += 1;
-            control.rejected(Instant::now(), peer, max_connections);
-        }
-        Accept::Untrusted { peer } => {
-            totals.rejected += 1;
-            totals.rejected_untrusted += 1;
-            if admit_peer_line(Level::Info, LOG_TARGET) {
-                info!("not a --proxy-from source: closed a new connection from {peer} unread");
-            }
-        }
-        Accept::Denied { peer } => {
-            totals.rejected += 1;
-            totals.denied += 1;
-            if admit_peer_line(Level::Info, LOG_TARGET) {
-                info!("denied by --allow/--deny: closed a new connection from {peer}");
-            }
-        }
-        Accept::TooManyFromAddress { peer } => {
-            totals.rejected += 1;
-            totals.rejected_per_ip += 1;
-            debug!("max-connections-per-ip reached: closed a new connection from {peer}");
-        }
-        Accept::Unregistered { peer, err } => {
-            if admit_peer_line(Level::Warn, LOG_TARGET) {
-                warn!("conn from {peer}: cannot register: {err}");
-            }
-        }
-    }
-}
-
 fn readiness(event: &mio::event::Event) -> Readiness {
     Readiness::of_event(
         event.is_readable(),

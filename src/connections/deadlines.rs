@@ -16,6 +16,7 @@
 //! pushed at `T`, also stands for every timer that starts after `T`: none
 //! can be due before `T` plus the shortest timeout, which is at least `D`.
 
+use super::deadline_queue::Entry;
 use super::{Closed, Connections};
 use crate::connection::{Connection, State, Stream};
 
@@ -121,7 +122,7 @@ impl<S: Stream> Connections<S> {
 
     /// Adds an entry for a connection, one it did not have: the queue
     /// grows only here, so that is where stale entries are swept first.
-    pub(super) fn push_deadline(&mut self, entry: (u64, usize, u64)) {
+    pub(super) fn push_deadline(&mut self, entry: Entry) {
         self.drop_stale_deadlines();
         self.deadlines.push(entry);
     }

@@ -1,5 +1,6 @@
 //! What the loop reports of itself: each close, counted in its totals and
-//! told in its close line (`record_close`); the totals (the summary that
+//! told in its close line (`record_close`); each new connection refused,
+//! counted and told in its own line (`record_refusal`); the totals (the summary that
 //! the SIGUSR1 line, the stats line, a worker's published totals and a
 //! scrape all start from); and the metrics endpoint that serves them
 //! (`--metrics-listen`, `metrics.rs`).
@@ -9,12 +10,14 @@
 //! `serve_again`, its deadlines through housekeeping. With no endpoint each
 //! costs one test of an `Option` per turn, and nothing per line.
 
-use log::{Level, debug, info};
+use std::time::Instant;
+
+use log::{Level, debug, info, warn};
 
 use super::{LOG_TARGET, METRICS, Server, StartError};
 use crate::connection::{CloseReason, State};
-use crate::connections::{Closed, Connections};
-use crate::control::{self, admit_peer_line};
+use crate::connections::{Accept, Closed, Connections};
+use crate::control::{self, Control, admit_peer_line};
 use crate::metrics::Endpoint;
 use crate::socket::Socket;
 use crate::summary::{Closes, ConnectionCounts, Summary};
@@ -169,5 +172,57 @@ impl Server {
         control::report_held_back_lines(true);
         info!("{}stopped: {summary}", self.control.label());
         summary
+    }
+}
+
+/// Counts and logs a new connection `accept_pending` closed at once, under
+/// the loop's log target as every accept line is. Out of line: refusals
+/// are rare, and the accept of every other connection does not carry them.
+#[cold]
+pub(super) fn record_refusal(
+    attempt: Accept,
+    totals: &mut Summary,
+    control: &mut Control,
+    max_connections: usize,
+) {
+    match attempt {
+        Accept::Accepted { .. } => {}
+        Accept::Rejected { peer } => {
+            totals.rejected += 1;
+            control.rejected(Instant::now(), peer, max_connections);
+        }
+        Accept::Untrusted { peer } => {
+            totals.rejected += 1;
+            totals.rejected_untrusted += 1;
+            if admit_peer_line(Level::Info, LOG_TARGET) {
+                info!(
+                    target: LOG_TARGET,
+                    "not a --proxy-from source: closed a new connection from {peer} unread"
+                );
+            }
+        }
+        Accept::Denied { peer } => {
+            totals.rejected += 1;
+            totals.denied += 1;
+            if admit_peer_line(Level::Info, LOG_TARGET) {
+                info!(
+                    target: LOG_TARGET,
+                    "denied by --allow/--deny: closed a new connection from {peer}"
+                );
+            }
+        }
+        Accept::TooManyFromAddress { peer } => {
+            totals.rejected += 1;
+            totals.rejected_per_ip += 1;
+            debug!(
+                target: LOG_TARGET,
+                "max-connections-per-ip reached: closed a new connection from {peer}"
+            );
+        }
+        Accept::Unregistered { peer, err } => {
+            if admit_peer_line(Level::Warn, LOG_TARGET) {
+                warn!(target: LOG_TARGET, "conn from {peer}: cannot register: {err}");
+            }
+        }
     }
 }
