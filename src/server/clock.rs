@@ -46,10 +46,11 @@ fn monotonic_ms() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `now` is a valid `timespec` for the call to write. Reading
-    // `CLOCK_MONOTONIC` cannot fail on Linux (it is what `Instant` reads,
-    // and std treats a failure as impossible too); were it to, `now` would
-    // stay 0 and the loop's time would stand still, never go back.
+    // SAFETY: `now` is a valid `timespec` for the call to write. The call
+    // can fail only for a clock the kernel does not have or a pointer it
+    // cannot write (`EINVAL`, `EFAULT`), and neither can happen here:
+    // `CLOCK_MONOTONIC` is what `Instant` reads, and std treats its failure
+    // as impossible too.
     #[allow(unsafe_code)]
     let _ = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     let secs = u64::try_from(now.tv_sec).unwrap_or(0);
