@@ -11,7 +11,8 @@
 //! server can do, `floor.rs`) and to tokio.
 //!
 //! Then two loads of their own (`scenarios`): connection churn (cycles per
-//! second, server CPU and instructions per cycle) and the noisy neighbour
+//! second, server CPU and instructions per cycle, the last also split into
+//! a cycle's line and its connection's own life) and the noisy neighbour
 //! (small clients alone, then beside a bulk group).
 //!
 //! Then, in separate shorter runs, the counts that do not drift with the

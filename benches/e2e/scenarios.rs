@@ -136,23 +136,32 @@ pub fn churn(options: &Options, pinning: &Pinning) -> Result<(String, String), S
         |s| format!("{:>9.0} cycles/s", s.cycles_per_s),
     )?;
     let counted = options.counts && measure::have("valgrind", "--version");
-    // Twice each: as the table's runs are shaped, and with one cycle in
-    // flight. The first moves by a few per cent from run to run, with how
-    // many cycles happen to share a turn of the server's loop; the second
-    // is always a turn per event, the same to the instruction every run,
-    // so that two builds can be told apart by it.
+    // Three times each: as the table's runs are shaped; with one cycle in
+    // flight; and with one in flight echoing two lines. The first moves by a
+    // few per cent from run to run, with how many cycles happen to share a
+    // turn of the server's loop; the others are always a turn per event,
+    // the same to the instruction every run, so that two builds can be told
+    // apart by them. The third less the second is what one more line costs
+    // a connection, so the second splits into its line and the rest: the
+    // connection's own life (connect, accept, FIN, close).
     let mut instructions = Vec::new();
     for (peer, _) in &rows {
         let figures = if counted {
-            let shaped = churn_instructions(*peer, shape)?;
-            let single = churn_instructions(*peer, ChurnShape { conns: 1, ..shape })?;
+            let shaped = churn_instructions(*peer, shape, 1)?;
+            let single = ChurnShape { conns: 1, ..shape };
+            let one_line = churn_instructions(*peer, single, 1)?;
+            let two_lines = churn_instructions(*peer, single, 2)?;
+            let split = CycleSplit::of(one_line, two_lines);
             eprintln!(
-                "churn instructions {}: {shaped:.0} per cycle, {single:.0} with one in flight",
-                peer.name()
+                "churn instructions {}: {shaped:.0} per cycle, {one_line:.0} with one in flight \
+                 (its line {:.0}, the connection {:.0})",
+                peer.name(),
+                split.line,
+                split.connection
             );
-            (shaped, single)
+            (shaped, split)
         } else {
-            (f64::NAN, f64::NAN)
+            (f64::NAN, CycleSplit::of(f64::NAN, f64::NAN))
         };
         instructions.push(figures);
     }
@@ -164,7 +173,9 @@ pub fn churn(options: &Options, pinning: &Pinning) -> Result<(String, String), S
         "\n## churn: {} cycles in flight, each a connection that echoes one {} B line and closes\n\n\
          median of {} interleaved runs of {} s each, after {} s of warm-up; server and client CPU \
          over the whole run divided by its cycles; instructions: `valgrind --tool=callgrind`, \
-         (Ir({n2}) - Ir({n1})) / {} cycles, as shaped and with 1 cycle in flight\n",
+         (Ir({n2}) - Ir({n1})) / {} cycles, as shaped and with 1 cycle in flight; with 1 in flight, \
+         split into its line (a cycle of 2 lines less a cycle of 1) and the connection (the rest: \
+         connect, accept, FIN and close)\n",
         shape.conns,
         shape.line_bytes,
         options.runs,
@@ -174,11 +185,11 @@ pub fn churn(options: &Options, pinning: &Pinning) -> Result<(String, String), S
     );
     let _ = writeln!(
         out,
-        "| peer | cycles/s | vs echod | connect p99 | cycle p50 | cycle p99 | server CPU/cycle | vs echod | echo-bench CPU/cycle | user instructions/cycle | same, 1 in flight |"
+        "| peer | cycles/s | vs echod | connect p99 | cycle p50 | cycle p99 | server CPU/cycle | vs echod | echo-bench CPU/cycle | user instructions/cycle | same, 1 in flight | its line | the connection |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let base_rate = median(&rows[0].1, |s| s.cycles_per_s);
     let base_cpu = median(&rows[0].1, |s| s.server_cpu_ns_per_cycle);
@@ -198,12 +209,12 @@ pub fn churn(options: &Options, pinning: &Pinning) -> Result<(String, String), S
             "null".to_string()
         }
     };
-    for ((peer, samples), &(instr, single)) in rows.iter().zip(&instructions) {
+    for ((peer, samples), &(instr, split)) in rows.iter().zip(&instructions) {
         let rate = median(samples, |s| s.cycles_per_s);
         let cpu = median(samples, |s| s.server_cpu_ns_per_cycle);
         let _ = writeln!(
             out,
-            "| {} | {} | {:.2} | {} | {} | {} | {} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {:.2} | {} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {} |",
             peer.name(),
             crate::thousands(rate),
             rate / base_rate,
@@ -214,16 +225,23 @@ pub fn churn(options: &Options, pinning: &Pinning) -> Result<(String, String), S
             cpu / base_cpu,
             duration(median(samples, |s| s.client_cpu_ns_per_cycle)),
             text(instr),
-            text(single),
+            text(split.cycle),
+            text(split.line),
+            text(split.connection),
         );
-        figures.push((*peer, vec![rate, cpu, instr, single]));
+        figures.push((
+            *peer,
+            vec![rate, cpu, instr, split.cycle, split.line, split.connection],
+        ));
         json.push(format!(
-            "{{\"peer\":\"{}\",\"cycles_per_s\":{rate:.1},\"cycle_p99_ns\":{:.0},\"server_cpu_ns_per_cycle\":{cpu:.1},\"client_cpu_ns_per_cycle\":{:.1},\"instructions_per_cycle\":{},\"instructions_per_cycle_one_in_flight\":{},\"runs\":[{}]}}",
+            "{{\"peer\":\"{}\",\"cycles_per_s\":{rate:.1},\"cycle_p99_ns\":{:.0},\"server_cpu_ns_per_cycle\":{cpu:.1},\"client_cpu_ns_per_cycle\":{:.1},\"instructions_per_cycle\":{},\"instructions_per_cycle_one_in_flight\":{},\"instructions_per_line_one_in_flight\":{},\"instructions_per_connection_one_in_flight\":{},\"runs\":[{}]}}",
             peer.name(),
             median(samples, |s| s.cycle_p99_ns),
             median(samples, |s| s.client_cpu_ns_per_cycle),
             json_number(instr),
-            json_number(single),
+            json_number(split.cycle),
+            json_number(split.line),
+            json_number(split.connection),
             samples
                 .iter()
                 .map(|s| format!("{:.1}", s.cycles_per_s))
@@ -237,6 +255,8 @@ pub fn churn(options: &Options, pinning: &Pinning) -> Result<(String, String), S
             "CPU/cycle",
             "instructions/cycle",
             "instructions/cycle with 1 in flight",
+            "its line",
+            "the connection",
         ],
         &figures,
     ));
@@ -282,8 +302,32 @@ fn churn_sample(
     })
 }
 
-/// User-space instructions per churn cycle of `peer`, under callgrind.
-fn churn_instructions(peer: Peer, shape: ChurnShape) -> Result<f64, String> {
+/// A churn cycle's user-space instructions, split into its line and the
+/// rest, from cycles of one line and of two.
+#[derive(Clone, Copy)]
+struct CycleSplit {
+    /// A cycle of one line.
+    cycle: f64,
+    /// What the second line adds to a cycle.
+    line: f64,
+    /// The cycle less its line: connect, accept, the FIN and the close.
+    connection: f64,
+}
+
+impl CycleSplit {
+    fn of(one_line: f64, two_lines: f64) -> CycleSplit {
+        let line = two_lines - one_line;
+        CycleSplit {
+            cycle: one_line,
+            line,
+            connection: one_line - line,
+        }
+    }
+}
+
+/// User-space instructions per churn cycle of `peer`, each cycle echoing
+/// `lines` lines, under callgrind.
+fn churn_instructions(peer: Peer, shape: ChurnShape, lines: usize) -> Result<f64, String> {
     let no_pin = Pinning { enabled: false };
     let dir = std::env::temp_dir().join(format!("echod-e2e-churn-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|err| err.to_string())?;
@@ -293,7 +337,7 @@ fn churn_instructions(peer: Peer, shape: ChurnShape) -> Result<f64, String> {
         let file = dir.join(format!("{}-{n}.callgrind", peer.name()));
         let server = Server::start(peer, Wrap::Callgrind(&file))?;
         let args = [
-            "--churn=1".to_string(),
+            format!("--churn={lines}"),
             format!("--conns={}", shape.conns),
             format!("--line-bytes={}", shape.line_bytes),
             format!("--cycles={n}"),
