@@ -378,8 +378,7 @@ impl<S: Stream> Connections<S> {
         if !matches!(state_before, State::Lingering(_)) {
             if let State::Lingering(_) = connection.state() {
                 if let Some((due_ms, _)) = connection.deadline(&self.timeouts) {
-                    let entry = (due_ms, key, connection.id());
-                    self.push_deadline(entry);
+                    self.push_deadline((due_ms, key, connection.id()));
                 }
             }
         }

@@ -228,8 +228,16 @@ impl<S: Stream> Connection<S> {
                 return Ok(Next::Return(Step::Wait));
             }
         };
-        trace!("conn {}: {} -> {}", self.id, self.state, next_state);
-        self.state = next_state;
+        self.enter(next_state);
         Ok(next)
+    }
+
+    /// Moves to `next`, with the state table's trace line: every change of
+    /// state the table makes goes through here, its own rows
+    /// (`transition`) and the FIN's shortcut (`peer_finished`) alike.
+    #[inline]
+    pub(super) fn enter(&mut self, next: State) {
+        let before = std::mem::replace(&mut self.state, next);
+        trace!("conn {}: {} -> {}", self.id, before, self.state);
     }
 }

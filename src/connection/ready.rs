@@ -118,11 +118,7 @@ impl<S: Stream> Connection<S> {
     #[cold]
     fn peer_finished(&mut self) {
         debug_assert!(self.buffer.is_empty(), "a FIN's read kept bytes");
-        let finished = State::Draining(Finish::PeerFinished);
-        // The table's trace line for the first row, as `transition` writes
-        // it.
-        log::trace!("conn {}: {} -> {}", self.id, self.state, finished);
-        self.state = finished;
+        self.enter(State::Draining(Finish::PeerFinished));
     }
 
     /// `on_ready` for any other event: out of line, the state machine

@@ -67,8 +67,9 @@ impl<S: Stream> Connections<S> {
         // Lingering has an entry of its own, as `apply` gives it.
         if let State::Lingering(_) = connection.state() {
             if let Some((due_ms, _)) = connection.deadline(&self.timeouts) {
-                let entry = (due_ms, key, connection.id());
-                self.push_deadline(entry);
+                // Read out first: `connection` borrows the slab mutably.
+                let deadline = (due_ms, key, connection.id());
+                self.push_deadline(deadline);
             }
         }
         self.arm(key, now_ms);

@@ -186,6 +186,7 @@ pub(super) fn record_refusal(
     max_connections: usize,
 ) {
     match attempt {
+        // Not a refusal: counted and told in line, by the accept's caller.
         Accept::Accepted { .. } => {}
         Accept::Rejected { peer } => {
             totals.rejected += 1;
